@@ -1,0 +1,1 @@
+"""Steerboard server: ingest workers, JSON API and live pages. Never imports torch."""
