@@ -1,0 +1,394 @@
+"""`CurriculumAgent`: the one object a GRPO loop talks to."""
+
+from __future__ import annotations
+
+import collections
+import logging
+import math
+import os
+import socket
+import time
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .errors import ConfigError, ObservationError
+from .overrides import Ack, Command, Overrides, OverrideSnapshot, check_static
+from .schedulers import Scheduler, make_scheduler
+from .stats import FloatArray, StepAccumulator, StepObservations, grpo_advantages, index_arms, to_numpy
+
+if TYPE_CHECKING:
+    from .sampler import ArmSampler
+    from .transport import Transport
+
+log = logging.getLogger("trainer_agent")
+
+
+def _opt(x: float) -> float | None:
+    return None if math.isnan(x) else x
+
+
+class StepStats:
+    """What one step produced: per-arm statistics, the probabilities now in force, command answers.
+
+    Arrays are indexed like `arms`; the dict properties give arm -> value views. `probabilities`
+    are those in force at the end of the step (commands applied at this step included); the other
+    statistics describe the completions observed during the step (None for arms not observed).
+    """
+
+    __slots__ = ("acks", "arms", "expired", "metrics", "n_invalid", "obs", "overrides", "p", "parts",
+                 "score", "step", "ts")
+
+    def __init__(self, step: int, ts: float, arms: tuple[str, ...], p: FloatArray, score: FloatArray | None,
+                 parts: dict[str, FloatArray], obs: StepObservations, overrides: OverrideSnapshot,
+                 acks: list[Ack], metrics: dict[str, float], n_invalid: int, expired: list[str]) -> None:
+        self.step, self.ts, self.arms, self.p, self.score, self.parts = step, ts, arms, p, score, parts
+        self.obs, self.overrides, self.acks, self.metrics = obs, overrides, acks, metrics
+        self.n_invalid, self.expired = n_invalid, expired
+
+    def _as_dict(self, values: FloatArray) -> dict[str, float | None]:
+        return {a: _opt(float(v)) for a, v in zip(self.arms, values.tolist(), strict=True)}
+
+    @property
+    def probabilities(self) -> dict[str, float]:
+        return dict(zip(self.arms, self.p.tolist(), strict=True))
+
+    @property
+    def accuracy(self) -> dict[str, float | None]:
+        return self._as_dict(self.obs.accuracy)
+
+    @property
+    def mean_abs_adv(self) -> dict[str, float | None]:
+        return self._as_dict(self.obs.mean_abs_adv)
+
+    @property
+    def mean_reward(self) -> dict[str, float | None]:
+        return self._as_dict(self.obs.mean_reward)
+
+    @property
+    def n_step(self) -> dict[str, int]:
+        return dict(zip(self.arms, self.obs.n_step.tolist(), strict=True))
+
+    @property
+    def n_total(self) -> dict[str, int]:
+        return dict(zip(self.arms, self.obs.n_total.tolist(), strict=True))
+
+    def records(self) -> list[dict[str, Any]]:
+        """One wire-format record per arm (docs/wire.md, `step` message)."""
+        obs = self.obs
+        cols = {
+            "p": self.p.tolist(),
+            "score": [None] * len(self.arms) if self.score is None else self.score.tolist(),
+            "n_step": obs.n_step.tolist(),
+            "n_total": obs.n_total.tolist(),
+            "mean_abs_adv": obs.mean_abs_adv.tolist(),
+            "mean_reward": obs.mean_reward.tolist(),
+            "accuracy": obs.accuracy.tolist(),
+        }
+        parts = {k: v.tolist() for k, v in self.parts.items()}
+        out = []
+        for i, arm in enumerate(self.arms):
+            rec: dict[str, Any] = {"arm": arm}
+            for k, col in cols.items():
+                v = col[i]
+                rec[k] = None if isinstance(v, float) and not math.isfinite(v) else v
+            rec["parts"] = {k: v[i] for k, v in parts.items() if math.isfinite(v[i])}
+            rec.update(self.overrides.arm_state(i))
+            out.append(rec)
+        return out
+
+    def __repr__(self) -> str:
+        top = sorted(self.probabilities.items(), key=lambda kv: -kv[1])[:3]
+        shown = ", ".join(f"{a}={p:.3f}" for a, p in top)
+        return f"StepStats(step={self.step}, n={int(self.obs.n_step.sum())}, top=[{shown}])"
+
+
+class CurriculumAgent:
+    """Decides which arm each prompt comes from, learns from rewards, streams and takes overrides.
+
+    Args:
+        run: run name, unique per project.
+        arms: arm names, or a mapping name -> metadata (shown in the UI).
+        scheduler: a registered scheduler name (`uniform`, `fixed`, `dump`, `sec`,
+            `learning_progress`, `balanced`) or a `Scheduler` instance.
+        scheduler_params: keyword parameters of the named scheduler.
+        redis_url: where to stream; None keeps everything local (nothing is sent, nothing is read).
+        seed: seed of `sample()` and of `sampler()`.
+        config: free-form run metadata shown in the UI.
+        project: project the run belongs to.
+        threshold: a completion counts as correct when its reward is above this.
+        key_prefix: prefix of every Redis key.
+        spool_dir: where messages wait while Redis is unreachable (default: a temp dir per run).
+        heartbeat_s: seconds between heartbeats while streaming.
+        close_timeout: seconds `close()` waits to flush before giving up (never hangs).
+
+    Example:
+        >>> agent = CurriculumAgent(run="doc", arms=["easy", "hard"], scheduler="dump", redis_url=None)
+        >>> arms = agent.sample(4)
+        >>> agent.observe(arms, rewards=[1, 0, 1, 1], groups=[0, 0, 1, 1])
+        >>> stats = agent.end_step(metrics={"loss": 0.3})
+        >>> round(sum(agent.probabilities().values()), 9)
+        1.0
+        >>> agent.close()
+    """
+
+    def __init__(
+        self,
+        run: str,
+        arms: Sequence[str] | Mapping[str, Mapping[str, Any]],
+        scheduler: str | Scheduler = "uniform",
+        scheduler_params: Mapping[str, Any] | None = None,
+        redis_url: str | None = None,
+        seed: int = 0,
+        config: Mapping[str, Any] | None = None,
+        *,
+        project: str = "default",
+        threshold: float = 0.5,
+        key_prefix: str = "steerboard:",
+        spool_dir: str | os.PathLike[str] | None = None,
+        heartbeat_s: float = 5.0,
+        close_timeout: float = 5.0,
+    ) -> None:
+        if not isinstance(run, str) or not run.strip() or len(run) > 200:
+            raise ConfigError("run must be a non-empty name of at most 200 characters")
+        if isinstance(arms, Mapping):
+            names = [str(a) for a in arms]
+            self.arm_metadata: dict[str, dict[str, Any]] = {str(a): dict(m or {}) for a, m in arms.items()}
+        else:
+            if isinstance(arms, str):
+                raise ConfigError("arms must be a list of names, not a single string")
+            names = [str(a) for a in arms]
+            self.arm_metadata = {a: {} for a in names}
+        if not names:
+            raise ConfigError("at least one arm is required")
+        if len(set(names)) != len(names):
+            raise ConfigError("arm names must be unique")
+        self.run = run
+        self.project = project
+        self.arms: tuple[str, ...] = tuple(names)
+        self._index = {a: i for i, a in enumerate(self.arms)}
+        if isinstance(scheduler, Scheduler):
+            if scheduler_params:
+                raise ConfigError("scheduler_params apply to a scheduler given by name only")
+            scheduler.bind(self.arms)
+            self.scheduler = scheduler
+        else:
+            self.scheduler = make_scheduler(scheduler, self.arms, scheduler_params)
+        self.seed = int(seed)
+        self.config = dict(config or {})
+        self.step = 0
+        self._rng = np.random.default_rng(self.seed)
+        self._acc = StepAccumulator(len(self.arms), float(threshold))
+        self._overrides = Overrides(self.arms)
+        self._local_commands: collections.deque[Command] = collections.deque()
+        self._set_p(self.scheduler.probabilities(self._overrides.active))
+        self._t0 = time.time()
+        self._closed = False
+        self._transport: Transport | None = None
+        if redis_url is not None:
+            from .transport import Transport
+
+            self._transport = Transport(
+                redis_url=redis_url, run=run, key_prefix=key_prefix, spool_dir=spool_dir,
+                heartbeat_s=heartbeat_s, close_timeout=close_timeout,
+            )
+            self._transport.start(self._run_start_message())
+
+    # -- the training loop ---------------------------------------------------------------------
+    def sample(self, n: int) -> list[str]:
+        """Draw `n` arm names for the next prompts from the probabilities in force (seeded).
+
+        Args:
+            n: number of prompts.
+        """
+        if n < 0:
+            raise ConfigError(f"n must be >= 0, got {n}")
+        u = self._rng.random(n) * self._cdf[-1]
+        idx = np.searchsorted(self._cdf, u, side="right")
+        arms = self.arms
+        return [arms[i] for i in idx.tolist()]
+
+    def observe(self, arms: Any, rewards: Any, advantages: Any = None, groups: Any = None) -> None:
+        """Record completions of this step: one arm, reward (and advantage or group id) each.
+
+        Args:
+            arms: arm name of each completion (list, numpy array).
+            rewards: reward of each completion (list, numpy array or torch tensor).
+            advantages: advantage of each completion; when None, GRPO advantages are computed from
+                `rewards` and `groups`.
+            groups: group (prompt) id of each completion, used when `advantages` is None.
+        """
+        idx = index_arms(arms, self._index)
+        r = to_numpy(rewards, np.float64)
+        if r.size != idx.size:
+            raise ObservationError(f"{idx.size} arms but {r.size} rewards")
+        if advantages is not None:
+            adv = to_numpy(advantages, np.float64)
+            if adv.size != idx.size:
+                raise ObservationError(f"{idx.size} arms but {adv.size} advantages")
+        elif groups is not None:
+            g = to_numpy(groups)
+            if g.size != idx.size:
+                raise ObservationError(f"{idx.size} arms but {g.size} group ids")
+            adv = grpo_advantages(r, g)
+        else:
+            raise ObservationError("give advantages, or group ids to compute GRPO advantages from")
+        self._acc.add(idx, r, adv)
+
+    def end_step(self, metrics: Mapping[str, Any] | None = None) -> StepStats:
+        """Close the step: update the scheduler, apply pending commands, stream, return the stats.
+
+        Args:
+            metrics: trainer metrics of this step (name -> number), streamed with the step.
+        """
+        obs = self._acc.reduce()
+        n_invalid, self._acc.n_invalid = self._acc.n_invalid, 0
+        if n_invalid:
+            log.warning("step %d: dropped %d completions with non-finite reward/advantage", self.step, n_invalid)
+        self.scheduler.update(obs)
+        expired = self._overrides.tick()
+        acks = self._apply_commands()
+        q = self.scheduler.probabilities(self._overrides.active)
+        self._set_p(q)
+        score = self.scheduler.scores()
+        ov = self._overrides
+        stats = StepStats(
+            step=self.step, ts=time.time(), arms=self.arms, p=self._p,
+            score=None if score is None else np.array(score, dtype=np.float64),
+            parts=self.scheduler.parts(), obs=obs,
+            overrides=ov.snapshot(),
+            acks=acks, metrics=_clean_metrics(metrics), n_invalid=n_invalid, expired=expired,
+        )
+        if self._transport is not None:
+            self._transport.send_step(stats)
+        self.step += 1
+        return stats
+
+    def probabilities(self) -> dict[str, float]:
+        """The probability of each arm now in force (overrides included)."""
+        return dict(zip(self.arms, self._p.tolist(), strict=True))
+
+    # -- overrides -----------------------------------------------------------------------------
+    def pin(self, arm: str, p: float, *, reason: str = "") -> str:
+        """Give `arm` exactly probability `p` from the next step on. Returns the command id."""
+        return self._command(Command("pin", arm, float(p), reason=reason))
+
+    def boost(self, arm: str, factor: float, steps: int | None = None, *, reason: str = "") -> str:
+        """Multiply `arm`'s scheduler probability by `factor` (for `steps` steps when given)."""
+        return self._command(Command("boost", arm, float(factor), steps, reason=reason))
+
+    def retire(self, arm: str, *, reason: str = "") -> str:
+        """Stop sampling `arm` (probability exactly 0) until `restore`."""
+        return self._command(Command("retire", arm, reason=reason))
+
+    def restore(self, arm: str, *, reason: str = "") -> str:
+        """Undo `retire`."""
+        return self._command(Command("restore", arm, reason=reason))
+
+    def release(self, arm: str, *, reason: str = "") -> str:
+        """Clear the pin and boost of `arm`."""
+        return self._command(Command("release", arm, reason=reason))
+
+    def _command(self, cmd: Command) -> str:
+        check_static(cmd, self.arms)
+        self._local_commands.append(cmd)
+        return cmd.id
+
+    def _apply_commands(self) -> list[Ack]:
+        cmds: list[Command] = []
+        while self._local_commands:
+            cmds.append(self._local_commands.popleft())
+        if self._transport is not None:
+            cmds.extend(self._transport.take_commands())
+        acks = []
+        for cmd in cmds:
+            ack = self._overrides.apply(cmd, self.step)
+            acks.append(ack)
+            if ack.status == "rejected":
+                log.warning("command %s (%s %s) rejected: %s", cmd.id, cmd.kind, cmd.arm, ack.message)
+            else:
+                log.info("command %s applied at step %d: %s", cmd.id, self.step, ack.message)
+        if self._transport is not None and acks:
+            self._transport.send_acks(acks)
+        return acks
+
+    def _set_p(self, q: FloatArray) -> None:
+        self._p = self._overrides.resolve(q)
+        self._cdf = np.cumsum(self._p)
+
+    # -- sampler -------------------------------------------------------------------------------
+    def sampler(self, dataset_arms: Sequence[str] | Any, group_size: int, *, prompts_per_chunk: int = 1,
+                num_samples: int | None = None, seed: int | None = None) -> ArmSampler:
+        """A `torch.utils.data.Sampler` over dataset indices that follows the live curriculum.
+
+        Each chunk of `prompts_per_chunk` prompts is drawn from the probabilities in force at the
+        moment it is drawn; every prompt index is yielded `group_size` times in a row (the GRPO
+        layout). Within an arm, prompts come from a seeded permutation, reshuffled when exhausted.
+
+        Args:
+            dataset_arms: the arm of each dataset item, indexed like the dataset.
+            group_size: completions per prompt (G).
+            prompts_per_chunk: prompts drawn per look at the probabilities.
+            num_samples: indices per epoch (default: len(dataset_arms) * group_size).
+            seed: seed of the index draws (default: the agent's seed).
+
+        Example:
+            >>> agent = CurriculumAgent("doc-s", ["a", "b"], redis_url=None)
+            >>> s = agent.sampler(["a", "b", "a"], group_size=2, num_samples=4)
+            >>> idx = list(s); idx[0] == idx[1] and idx[2] == idx[3]
+            True
+        """
+        from .sampler import ArmSampler
+
+        return ArmSampler(self, dataset_arms, group_size, prompts_per_chunk=prompts_per_chunk,
+                          num_samples=num_samples, seed=self.seed if seed is None else seed)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def _run_start_message(self) -> dict[str, Any]:
+        return {
+            "type": "run_start", "project": self.project, "scheduler": self.scheduler.name,
+            "params": self.scheduler.params(), "config": self.config,
+            "arms": [{"name": a, "metadata": self.arm_metadata[a]} for a in self.arms],
+            "host": socket.gethostname(), "pid": os.getpid(),
+        }
+
+    def close(self, status: str = "finished") -> None:
+        """Send `run_end` and flush what is queued, waiting at most `close_timeout` seconds."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._transport is not None:
+            self._transport.close(status=status, step=self.step - 1)
+
+    def __enter__(self) -> CurriculumAgent:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if exc_type is None:
+            self.close("finished")
+        elif issubclass(exc_type, KeyboardInterrupt):
+            self.close("interrupted")
+        else:
+            self.close("failed")
+
+    def __repr__(self) -> str:
+        return (f"CurriculumAgent(run={self.run!r}, arms={len(self.arms)}, "
+                f"scheduler={self.scheduler.name!r}, step={self.step})")
+
+
+def _clean_metrics(metrics: Mapping[str, Any] | None) -> dict[str, float]:
+    if not metrics:
+        return {}
+    out: dict[str, float] = {}
+    for k, v in metrics.items():
+        try:
+            x = float(v.item() if hasattr(v, "item") else v)
+        except (TypeError, ValueError):
+            log.warning("metric %r is not a number (%r); not recorded", k, type(v).__name__)
+            continue
+        if math.isfinite(x):
+            out[str(k)] = x
+    return out

@@ -1,0 +1,236 @@
+"""Human overrides on top of a scheduler: retire / restore, boost, pin, release.
+
+Semantics (DESIGN.md §1): scheduler probabilities q over the active arms become the probabilities
+in force by (1) zeroing retired arms, (2) multiplying boosted arms by their factor, (3) giving each
+pinned arm exactly its pin while unpinned active arms share 1 - Σpins in proportion to their boosted q.
+Commands are idempotent by id and are applied by the agent at step boundaries.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from .errors import CommandError
+from .stats import BoolArray, FloatArray
+
+Kind = Literal["pin", "boost", "retire", "restore", "release"]
+KINDS: tuple[str, ...] = ("pin", "boost", "retire", "restore", "release")
+# Σpins may exceed 1 by float noise when a user pins e.g. 0.1 + 0.2 + 0.7.
+PIN_SUM_TOL = 1e-9
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """One override. `value` is the pin probability or the boost factor; `steps` bounds a boost."""
+
+    kind: str
+    arm: str
+    value: float | None = None
+    steps: int | None = None
+    id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    actor: str = "local"
+    reason: str = ""
+
+    @classmethod
+    def from_message(cls, m: Mapping[str, Any]) -> Command:
+        """Build from a control-stream document; raises CommandError when it cannot be a command."""
+        try:
+            value = m.get("value")
+            steps = m.get("steps")
+            return cls(
+                kind=str(m["kind"]),
+                arm=str(m["arm"]),
+                value=None if value is None else float(value),
+                steps=None if steps is None else int(steps),
+                id=str(m["id"]),
+                actor=str(m.get("actor") or "unknown"),
+                reason=str(m.get("reason") or ""),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise CommandError(f"malformed command: {e}") from e
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """The outcome of a command: applied at the end of `applied_step`, or rejected with a reason."""
+
+    id: str
+    status: Literal["applied", "rejected"]
+    applied_step: int | None
+    message: str
+
+
+def check_static(cmd: Command, arms: Sequence[str]) -> None:
+    """Reject what no state could make valid: unknown kind or arm, p outside [0, 1], factor <= 0."""
+    if cmd.kind not in KINDS:
+        raise CommandError(f"unknown command kind {cmd.kind!r}; expected one of {', '.join(KINDS)}")
+    if cmd.arm not in arms:
+        raise CommandError(f"unknown arm {cmd.arm!r}")
+    if cmd.kind == "pin" and (cmd.value is None or not math.isfinite(cmd.value) or not 0.0 <= cmd.value <= 1.0):
+        raise CommandError(f"pin probability must be in [0, 1], got {cmd.value!r}")
+    if cmd.kind == "boost":
+        if cmd.value is None or not math.isfinite(cmd.value) or cmd.value <= 0:
+            raise CommandError(f"boost factor must be a positive number, got {cmd.value!r}")
+        if cmd.steps is not None and cmd.steps < 1:
+            raise CommandError(f"boost steps must be >= 1 when given, got {cmd.steps!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class OverrideSnapshot:
+    active: BoolArray
+    pin: FloatArray
+    boost: FloatArray
+    boost_left: tuple[int | None, ...]
+
+    def arm_state(self, i: int) -> dict[str, Any]:
+        boosted = self.boost[i] != 1.0 or self.boost_left[i] is not None
+        return {
+            "state": "active" if self.active[i] else "retired",
+            "pin": None if np.isnan(self.pin[i]) else float(self.pin[i]),
+            "boost": float(self.boost[i]) if boosted else None,
+        }
+
+
+class Overrides:
+    """Override state for a fixed arm list, plus the audit of command ids already answered."""
+
+    def __init__(self, arms: Sequence[str]) -> None:
+        self.arms = tuple(arms)
+        self.index = {a: i for i, a in enumerate(self.arms)}
+        k = len(self.arms)
+        self.active: BoolArray = np.ones(k, dtype=np.bool_)
+        self.pin: FloatArray = np.full(k, np.nan)  # NaN = not pinned
+        self.boost: FloatArray = np.ones(k)
+        self.boost_left: list[int | None] = [None] * k
+        self.answered: dict[str, Ack] = {}
+
+    # -- state queries -------------------------------------------------------------------------
+    @property
+    def pinned(self) -> BoolArray:
+        return ~np.isnan(self.pin)
+
+    def snapshot(self) -> OverrideSnapshot:
+        """A copy of the state, cheap to take every step (records are built from it lazily)."""
+        return OverrideSnapshot(self.active.copy(), self.pin.copy(), self.boost.copy(), tuple(self.boost_left))
+
+    # -- commands ------------------------------------------------------------------------------
+    def apply(self, cmd: Command, step: int) -> Ack:
+        """Apply `cmd` at the end of `step`. A command id seen before returns its first answer."""
+        if cmd.id in self.answered:
+            return self.answered[cmd.id]
+        try:
+            check_static(cmd, self.arms)
+            message = self._apply(cmd)
+            ack = Ack(cmd.id, "applied", step, message)
+        except CommandError as e:
+            ack = Ack(cmd.id, "rejected", None, str(e))
+        self.answered[cmd.id] = ack
+        return ack
+
+    def _apply(self, cmd: Command) -> str:
+        i = self.index[cmd.arm]
+        active, pinned = self.active, self.pinned
+        if cmd.kind == "retire":
+            if not active[i]:
+                return f"{cmd.arm} was already retired"
+            rest = active.copy()
+            rest[i] = False
+            if not rest.any():
+                raise CommandError(f"cannot retire {cmd.arm}: it is the last active arm")
+            self._check_feasible(rest, self.pin_without(i))
+            had = pinned[i] or self.boost_left[i] is not None or self.boost[i] != 1.0
+            self.active[i] = False
+            self._clear(i)
+            return f"retired {cmd.arm}" + (" (its pin/boost cleared)" if had else "")
+        if cmd.kind == "restore":
+            if active[i]:
+                return f"{cmd.arm} was already active"
+            self.active[i] = True
+            return f"restored {cmd.arm}"
+        if cmd.kind == "release":
+            self._clear(i)
+            return f"released {cmd.arm}"
+        if not active[i]:
+            raise CommandError(f"{cmd.arm} is retired; restore it before a {cmd.kind}")
+        if cmd.kind == "boost":
+            assert cmd.value is not None
+            self.boost[i] = cmd.value
+            self.boost_left[i] = cmd.steps
+            until = f" for {cmd.steps} steps" if cmd.steps else ""
+            return f"boosted {cmd.arm} x{cmd.value:g}{until}"
+        # pin
+        assert cmd.value is not None
+        new_pin = self.pin_without(i)
+        new_pin[i] = cmd.value
+        total = float(np.nansum(np.where(active, new_pin, np.nan)))
+        if total > 1.0 + PIN_SUM_TOL:
+            raise CommandError(f"pins would sum to {total:.6g} > 1; lower or release another pin first")
+        scaled = self._check_feasible(active, new_pin)
+        self.pin[i] = cmd.value
+        msg = f"pinned {cmd.arm} to {cmd.value:g}"
+        if scaled:
+            msg += f"; every active arm is pinned and pins sum to {total:.6g}, so they are scaled to sum to 1"
+        return msg
+
+    def pin_without(self, i: int) -> FloatArray:
+        p = self.pin.copy()
+        p[i] = np.nan
+        return p
+
+    @staticmethod
+    def _check_feasible(active: BoolArray, pin: FloatArray) -> bool:
+        """Raise when no arm could get probability; True when pins will be scaled to sum to 1."""
+        pinned = ~np.isnan(pin) & active
+        if (active & ~pinned).any():
+            return False
+        total = float(pin[pinned].sum())
+        if total <= 0:
+            raise CommandError("every active arm would be pinned to 0; no arm could be sampled")
+        return abs(total - 1.0) > PIN_SUM_TOL
+
+    def _clear(self, i: int) -> None:
+        self.pin[i] = np.nan
+        self.boost[i] = 1.0
+        self.boost_left[i] = None
+
+    def tick(self) -> list[str]:
+        """Count one step off every bounded boost; returns the arms whose boost expired."""
+        expired = []
+        for i, left in enumerate(self.boost_left):
+            if left is None:
+                continue
+            if left <= 1:
+                self.boost[i] = 1.0
+                self.boost_left[i] = None
+                expired.append(self.arms[i])
+            else:
+                self.boost_left[i] = left - 1
+        return expired
+
+    # -- probabilities -------------------------------------------------------------------------
+    def resolve(self, q: FloatArray) -> FloatArray:
+        """Turn scheduler probabilities q into the probabilities in force."""
+        active = self.active
+        pinned = self.pinned & active
+        free = active & ~pinned
+        p = np.zeros(len(self.arms), dtype=np.float64)
+        pins = self.pin[pinned]
+        total_pin = float(pins.sum())
+        if free.any():
+            w = q[free] * self.boost[free]
+            s = float(w.sum())
+            if not (s > 0 and math.isfinite(s)):
+                # The scheduler gives every free arm 0 (e.g. zero weights, underflow): share evenly.
+                w = np.ones(int(free.sum()))
+                s = float(w.size)
+            p[free] = max(0.0, 1.0 - total_pin) * (w / s)
+            p[pinned] = pins
+        elif total_pin > 0:
+            p[pinned] = pins / total_pin
+        return p

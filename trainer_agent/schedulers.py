@@ -1,0 +1,411 @@
+"""Curriculum schedulers: per-arm statistics in, sampling probabilities over active arms out.
+
+Each scheduler is a small class with `update(obs)` and `probabilities(active)`, registered by name.
+They are deterministic functions of the observation sequence. The formulas and defaults follow
+DESIGN.md §1 and the sources cited on each class; every quirk of a source is an explicit option.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+
+from .errors import ConfigError
+from .stats import BoolArray, FloatArray, StepObservations
+
+_REGISTRY: dict[str, type[Scheduler]] = {}
+
+S = TypeVar("S", bound="type[Scheduler]")
+
+
+def register_scheduler(name: str) -> Callable[[S], S]:
+    """Class decorator registering a `Scheduler` subclass under `name`.
+
+    Example:
+        >>> import numpy as np
+        >>> @register_scheduler("last_adv")
+        ... class LastAdv(Scheduler):
+        ...     # p proportional to last step's mean |A| + 0.01; unseen arms keep weight 1
+        ...     def _init_state(self, k): self.w = np.ones(k)
+        ...     def update(self, obs): self.w[obs.seen] = obs.mean_abs_adv[obs.seen] + 0.01
+        ...     def probabilities(self, active=None):
+        ...         w = np.where(self._mask(active), self.w, 0.0)
+        ...         return w / w.sum()
+        >>> "last_adv" in available_schedulers()
+        True
+    """
+
+    def deco(cls: S) -> S:
+        if not (isinstance(cls, type) and issubclass(cls, Scheduler)):
+            raise ConfigError(f"{cls!r} is not a Scheduler subclass")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return deco
+
+
+def available_schedulers() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def make_scheduler(name: str, arms: Sequence[str], params: Mapping[str, Any] | None = None) -> Scheduler:
+    """Build the scheduler registered as `name` for `arms`, with keyword `params`."""
+    try:
+        cls = _REGISTRY[name]
+    except KeyError as e:
+        raise ConfigError(
+            f"unknown scheduler {name!r}; available: {', '.join(available_schedulers())}"
+        ) from e
+    try:
+        sched = cls(**dict(params or {}))
+    except TypeError as e:
+        raise ConfigError(f"bad parameters for scheduler {name!r}: {e}") from e
+    sched.bind(arms)
+    return sched
+
+
+def softmax(x: FloatArray, mask: BoolArray, temperature: float) -> FloatArray:
+    """Softmax of x/temperature over the masked entries; exactly 0 elsewhere."""
+    out = np.zeros_like(x, dtype=np.float64)
+    if not mask.any():
+        return out
+    z = x[mask] / temperature
+    z = z - z.max()
+    e = np.exp(z)
+    out[mask] = e / e.sum()
+    return out
+
+
+def uniform_over(mask: BoolArray) -> FloatArray:
+    out = np.zeros(mask.shape, dtype=np.float64)
+    n = int(mask.sum())
+    if n:
+        out[mask] = 1.0 / n
+    return out
+
+
+def _positive(name: str, value: float) -> float:
+    value = float(value)
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigError(f"{name} must be a positive number, got {value!r}")
+    return value
+
+
+def _unit(name: str, value: float, *, open_low: bool = True) -> float:
+    value = float(value)
+    low_ok = value > 0 if open_low else value >= 0
+    if not (math.isfinite(value) and low_ok and value <= 1):
+        raise ConfigError(f"{name} must be in {'(0' if open_low else '[0'}, 1], got {value!r}")
+    return value
+
+
+class Scheduler(ABC):
+    """Base class. Subclasses keep per-arm state in arrays indexed like `self.arms`.
+
+    Args of `probabilities`: `active`, a boolean mask over arms; inactive (retired) arms get exactly 0.
+    """
+
+    name: ClassVar[str] = "scheduler"
+    arms: tuple[str, ...] = ()
+
+    def bind(self, arms: Sequence[str]) -> None:
+        """Attach the scheduler to an arm list (called once by the agent)."""
+        if self.arms and tuple(arms) != self.arms:
+            raise ConfigError(f"scheduler {self.name!r} is already bound to other arms")
+        self.arms = tuple(arms)
+        self._init_state(len(self.arms))
+
+    def _init_state(self, k: int) -> None:  # noqa: B027 - optional hook
+        """Allocate per-arm state for k arms."""
+
+    @abstractmethod
+    def update(self, obs: StepObservations) -> None:
+        """Learn from one step's observations."""
+
+    @abstractmethod
+    def probabilities(self, active: BoolArray | None = None) -> FloatArray:
+        """Sampling probabilities over all arms (0 for inactive ones), summing to 1."""
+
+    def scores(self) -> FloatArray | None:
+        """The per-arm score the probabilities are derived from, if the scheduler has one."""
+        return None
+
+    def parts(self) -> dict[str, FloatArray]:
+        """Named components of the score (e.g. DUMP's exploit and explore terms)."""
+        return {}
+
+    def params(self) -> dict[str, Any]:
+        """The scheduler's parameters, as shown in the UI and run comparisons."""
+        return {}
+
+    def _mask(self, active: BoolArray | None) -> BoolArray:
+        if active is None:
+            return np.ones(len(self.arms), dtype=np.bool_)
+        return active
+
+
+@register_scheduler("uniform")
+class Uniform(Scheduler):
+    """p = 1/K over active arms."""
+
+    def update(self, obs: StepObservations) -> None:
+        return None
+
+    def probabilities(self, active: BoolArray | None = None) -> FloatArray:
+        return uniform_over(self._mask(active))
+
+
+@register_scheduler("fixed")
+class Fixed(Scheduler):
+    """A static mixture, p ∝ user weights (as OpenRLHF's `prompt_probs`).
+
+    Args:
+        weights: arm -> non-negative weight (missing arms get 0), or a list in arm order.
+    """
+
+    def __init__(self, weights: Mapping[str, float] | Sequence[float] | None = None) -> None:
+        self._weights_arg = weights
+
+    def _init_state(self, k: int) -> None:
+        w = self._weights_arg
+        if w is None:
+            arr = np.ones(k)
+        elif isinstance(w, Mapping):
+            unknown = set(w) - set(self.arms)
+            if unknown:
+                raise ConfigError(f"fixed weights name unknown arms: {sorted(unknown)}")
+            arr = np.array([float(w.get(a, 0.0)) for a in self.arms])
+        else:
+            arr = np.asarray(list(w), dtype=np.float64)
+            if arr.shape != (k,):
+                raise ConfigError(f"fixed weights: expected {k} weights, got {arr.size}")
+        if not np.all(np.isfinite(arr)) or (arr < 0).any() or arr.sum() <= 0:
+            raise ConfigError("fixed weights must be finite, non-negative and not all zero")
+        self.weights: FloatArray = arr
+
+    def update(self, obs: StepObservations) -> None:
+        return None
+
+    def probabilities(self, active: BoolArray | None = None) -> FloatArray:
+        mask = self._mask(active)
+        w = np.where(mask, self.weights, 0.0)
+        total = w.sum()
+        # Every remaining arm has weight 0: fall back to uniform rather than divide by zero.
+        return w / total if total > 0 else uniform_over(mask)
+
+    def scores(self) -> FloatArray:
+        return self.weights
+
+    def params(self) -> dict[str, Any]:
+        return {"weights": dict(zip(self.arms, self.weights.tolist(), strict=True))}
+
+
+@register_scheduler("dump")
+class Dump(Scheduler):
+    """DUMP: UCB over the mean |advantage| of each arm's recent completions, then softmax.
+
+    mu_j = mean of the last `window` |A| of arm j (0 if none); n_j = all-time completions of j;
+    N = max(1, Σ n_j); UCB_j = mu_j + c·sqrt(2·ln(N+1)/(n_j+1)); p = softmax(UCB/τ).
+    Source: "DUMP: Automated Distribution-Level Curriculum Learning for RL-based LLM Post-training"
+    (Wang et al., 2025), code `verl/utils/curriculum_learning.py`. Never-sampled arms get the largest
+    bonus and dominate early; that is the source's behaviour.
+
+    Args:
+        window: completions kept per arm (FIFO).
+        c: exploration coefficient.
+        temperature: softmax temperature τ.
+    """
+
+    def __init__(self, window: int = 300, c: float = 1.0, temperature: float = 0.1) -> None:
+        if int(window) < 1:
+            raise ConfigError(f"window must be >= 1, got {window!r}")
+        self.window = int(window)
+        self.c = float(c)
+        if not (math.isfinite(self.c) and self.c >= 0):
+            raise ConfigError(f"c must be >= 0, got {c!r}")
+        self.temperature = _positive("temperature", temperature)
+
+    def _init_state(self, k: int) -> None:
+        self.ring = np.zeros((k, self.window), dtype=np.float64)
+        self.head = np.zeros(k, dtype=np.int64)  # next slot to write per arm
+        self.fill = np.zeros(k, dtype=np.int64)  # values in the window per arm
+        self.n = np.zeros(k, dtype=np.int64)
+        self._cache: tuple[FloatArray, FloatArray] | None = None
+
+    def update(self, obs: StepObservations) -> None:
+        n_step, offsets, w = obs.n_step, obs.offsets, self.window
+        if not n_step.any():
+            return
+        arm_of = np.repeat(np.arange(len(n_step)), n_step)
+        rank = np.arange(arm_of.size) - offsets[arm_of]
+        # Only the last `window` values of an arm this step can survive the FIFO; dropping the rest
+        # first keeps the scatter below free of duplicate targets.
+        keep = rank >= (n_step[arm_of] - w)
+        arm_k, rank_k = arm_of[keep], rank[keep]
+        slot = (self.head[arm_k] + rank_k) % w
+        self.ring[arm_k, slot] = obs.abs_adv[keep]
+        self.head = (self.head + n_step) % w
+        self.fill = np.minimum(self.fill + n_step, w)
+        self.n += n_step
+        self._cache = None
+
+    def _parts(self) -> tuple[FloatArray, FloatArray]:
+        if self._cache is not None:
+            return self._cache
+        fill = self.fill
+        mu = np.zeros(len(fill))
+        has = fill > 0
+        # A partly filled ring has zeros in its unused slots, so the row sum is the window's sum.
+        mu[has] = self.ring[has].sum(axis=1) / fill[has]
+        total = max(1, int(self.n.sum()))
+        bonus = self.c * np.sqrt(2.0 * math.log(total + 1) / (self.n + 1.0))
+        self._cache = (mu, bonus)
+        return mu, bonus
+
+    def scores(self) -> FloatArray:
+        mu, bonus = self._parts()
+        return mu + bonus
+
+    def parts(self) -> dict[str, FloatArray]:
+        mu, bonus = self._parts()
+        return {"mu": mu.copy(), "bonus": bonus.copy()}
+
+    def probabilities(self, active: BoolArray | None = None) -> FloatArray:
+        return softmax(self.scores(), self._mask(active), self.temperature)
+
+    def params(self) -> dict[str, Any]:
+        return {"window": self.window, "c": self.c, "temperature": self.temperature}
+
+
+@register_scheduler("sec")
+class Sec(Scheduler):
+    """SEC: a TD(0) bandit on each arm's mean |advantage|, softmax policy.
+
+    r_t(j) = mean |A| over arm j's completions this step; Q_j <- α·r_t(j) + (1-α)·Q_j for arms seen
+    this step (with `decay_absent`, also arms not seen, with r = 0); Q starts at 0; p = softmax(Q/τ).
+    Source: "Self-Evolving Curriculum for LLM Reasoning" (Chen et al., 2025), Countdown settings.
+
+    Args:
+        alpha: TD learning rate α.
+        temperature: softmax temperature τ.
+        decay_absent: also move arms not sampled this step towards 0.
+    """
+
+    def __init__(self, alpha: float = 0.5, temperature: float = 1.0, decay_absent: bool = False) -> None:
+        self.alpha = _unit("alpha", alpha)
+        self.temperature = _positive("temperature", temperature)
+        self.decay_absent = bool(decay_absent)
+
+    def _init_state(self, k: int) -> None:
+        self.q = np.zeros(k, dtype=np.float64)
+
+    def update(self, obs: StepObservations) -> None:
+        seen = obs.seen
+        r = np.zeros_like(self.q)
+        r[seen] = obs.sum_abs_adv[seen] / obs.n_step[seen]
+        upd = np.ones_like(seen) if self.decay_absent else seen
+        self.q[upd] = self.alpha * r[upd] + (1.0 - self.alpha) * self.q[upd]
+
+    def scores(self) -> FloatArray:
+        return self.q
+
+    def probabilities(self, active: BoolArray | None = None) -> FloatArray:
+        return softmax(self.q, self._mask(active), self.temperature)
+
+    def params(self) -> dict[str, Any]:
+        return {"alpha": self.alpha, "temperature": self.temperature, "decay_absent": self.decay_absent}
+
+
+@register_scheduler("learning_progress")
+class LearningProgress(Scheduler):
+    """Learning progress: |fast EMA - slow EMA| of each arm's accuracy, softmax, ε-uniform mix.
+
+    f <- β·acc + (1-β)·f; s <- β·f + (1-β)·s (for arms seen this step; both start at 0);
+    LP_j = |f_j - s_j|; p = (1-ε)·softmax(LP/τ) + ε/K_active.
+    Sources: Teacher-Student Curriculum Learning (Matiisen et al., 2017); Syllabus
+    `syllabus/curricula/learning_progress.py` (Sullivan et al.).
+
+    Args:
+        beta: EMA rate β.
+        temperature: softmax temperature τ.
+        eps: uniform mixing weight ε.
+    """
+
+    def __init__(self, beta: float = 0.1, temperature: float = 0.05, eps: float = 0.05) -> None:
+        self.beta = _unit("beta", beta)
+        self.temperature = _positive("temperature", temperature)
+        self.eps = _unit("eps", eps, open_low=False)
+
+    def _init_state(self, k: int) -> None:
+        self.fast = np.zeros(k, dtype=np.float64)
+        self.slow = np.zeros(k, dtype=np.float64)
+
+    def update(self, obs: StepObservations) -> None:
+        seen = obs.seen
+        acc = obs.n_correct[seen] / obs.n_step[seen]
+        b = self.beta
+        self.fast[seen] = b * acc + (1.0 - b) * self.fast[seen]
+        self.slow[seen] = b * self.fast[seen] + (1.0 - b) * self.slow[seen]
+
+    def scores(self) -> FloatArray:
+        return np.abs(self.fast - self.slow)
+
+    def parts(self) -> dict[str, FloatArray]:
+        return {"fast": self.fast.copy(), "slow": self.slow.copy()}
+
+    def probabilities(self, active: BoolArray | None = None) -> FloatArray:
+        mask = self._mask(active)
+        return (1.0 - self.eps) * softmax(self.scores(), mask, self.temperature) + self.eps * uniform_over(mask)
+
+    def params(self) -> dict[str, Any]:
+        return {"beta": self.beta, "temperature": self.temperature, "eps": self.eps}
+
+
+@register_scheduler("balanced")
+class Balanced(Scheduler):
+    """Keep arms near a 50% pass rate: p_j ∝ acc_j·(1 - acc_j) + ε, acc_j an EMA of arm accuracy.
+
+    The learnability score p(1-p) is the variance of a Bernoulli reward, which is what makes a GRPO
+    group informative (Online Difficulty Filtering, Bae et al., 2025). Accuracy EMAs start at `init`
+    (0.5: an arm never seen is assumed maximally learnable).
+
+    Args:
+        ema: EMA rate of the accuracy estimate.
+        eps: floor added to every active arm's weight.
+        init: starting accuracy estimate.
+    """
+
+    def __init__(self, ema: float = 0.1, eps: float = 0.01, init: float = 0.5) -> None:
+        self.ema = _unit("ema", ema)
+        self.eps = float(eps)
+        if not (math.isfinite(self.eps) and self.eps >= 0):
+            raise ConfigError(f"eps must be >= 0, got {eps!r}")
+        self.init = _unit("init", init, open_low=False)
+
+    def _init_state(self, k: int) -> None:
+        self.acc = np.full(k, self.init, dtype=np.float64)
+
+    def update(self, obs: StepObservations) -> None:
+        seen = obs.seen
+        acc = obs.n_correct[seen] / obs.n_step[seen]
+        self.acc[seen] = self.ema * acc + (1.0 - self.ema) * self.acc[seen]
+
+    def scores(self) -> FloatArray:
+        return self.acc * (1.0 - self.acc) + self.eps
+
+    def parts(self) -> dict[str, FloatArray]:
+        return {"acc_ema": self.acc.copy()}
+
+    def probabilities(self, active: BoolArray | None = None) -> FloatArray:
+        mask = self._mask(active)
+        w = np.where(mask, self.scores(), 0.0)
+        total = w.sum()
+        return w / total if total > 0 else uniform_over(mask)
+
+    def params(self) -> dict[str, Any]:
+        return {"ema": self.ema, "eps": self.eps, "init": self.init}

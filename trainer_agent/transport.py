@@ -1,0 +1,355 @@
+"""Background streaming to Redis: the training thread only appends to a bounded queue.
+
+One daemon thread per agent (rank 0) turns step statistics into wire messages (docs/wire.md), XADDs
+them to the ingest stream, reads the run's control stream, and sends heartbeats. When Redis is
+unreachable, messages are appended to a local spool file (JSON lines) and replayed in order when it
+is back; anything that cannot be kept is counted and reported in the next step message.
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import json
+import logging
+import os
+import queue
+import re
+import sys
+import threading
+import time
+import weakref
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, cast
+
+from .overrides import Ack, Command
+
+if TYPE_CHECKING:
+    import redis
+
+    from .agent import StepStats
+
+log = logging.getLogger("trainer_agent.transport")
+
+WIRE_VERSION = 1
+INGEST_MAXLEN = 1_000_000
+CONTROL_POLL_S = 0.05
+RECONNECT_S = 0.5
+BATCH = 256
+
+
+def default_spool_dir(run: str) -> Path:
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", run)[:120]
+    return base / "steerboard" / "spool" / safe
+
+
+class Spool:
+    """An append-only JSON-lines file of messages waiting for Redis, replayed oldest first."""
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / "pending.jsonl"
+        self._lines: int | None = None
+
+    def __len__(self) -> int:
+        if self._lines is None:
+            try:
+                with self.path.open("rb") as f:
+                    self._lines = sum(1 for line in f if line.strip())
+            except FileNotFoundError:
+                self._lines = 0
+        return self._lines
+
+    def append(self, payloads: list[str]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write("".join(p + "\n" for p in payloads))
+            f.flush()
+            os.fsync(f.fileno())
+        self._lines = len(self) + len(payloads)
+
+    def read(self) -> list[str]:
+        try:
+            return [line for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        except FileNotFoundError:
+            return []
+
+    def replace(self, remaining: list[str]) -> None:
+        """Keep only `remaining` (the unsent tail), atomically."""
+        if not remaining:
+            self.path.unlink(missing_ok=True)
+            self._lines = 0
+            return
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text("".join(p + "\n" for p in remaining), encoding="utf-8")
+        os.replace(tmp, self.path)
+        self._lines = len(remaining)
+
+
+class Transport:
+    """Streams one run's messages to Redis and collects its commands, from a daemon thread.
+
+    Args:
+        redis_url: Redis to talk to.
+        run: run name.
+        key_prefix: prefix of every key (docs/wire.md).
+        spool_dir: where messages wait while Redis is unreachable.
+        heartbeat_s: seconds between heartbeats.
+        close_timeout: the most `close()` waits for the queue to drain.
+        queue_size: bound of the in-memory queue between the training thread and this one.
+    """
+
+    def __init__(self, redis_url: str, run: str, key_prefix: str = "steerboard:",
+                 spool_dir: str | os.PathLike[str] | None = None, heartbeat_s: float = 5.0,
+                 close_timeout: float = 5.0, queue_size: int = 10_000) -> None:
+        self.redis_url = redis_url
+        self.run = run
+        self.prefix = key_prefix
+        self.ingest_key = f"{key_prefix}ingest"
+        self.control_key = f"{key_prefix}{{{run}}}:control"
+        self.applied_key = f"{key_prefix}{{{run}}}:control:applied"
+        self.spool = Spool(Path(spool_dir) if spool_dir is not None else default_spool_dir(run))
+        self.heartbeat_s = heartbeat_s
+        self.close_timeout = close_timeout
+        self._q: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=queue_size)
+        self._commands: collections.deque[Command] = collections.deque()
+        self._stream_ids: dict[str, str] = {}  # command id -> control stream id
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"steerboard-transport-{run}", daemon=True)
+        # seq starts at the start time in microseconds, so a restarted agent's messages sort after
+        # everything an earlier process of the same run sent and (run, seq) stays unique.
+        self._seq = time.time_ns() // 1000
+        self.dropped = 0
+        self.sent = 0
+        self.connected = False
+        self._client: redis.Redis | None = None
+        self._last_read = "0-0"
+        self._last_applied: str | None = None
+        self._last_step = -1
+        self._next_heartbeat = 0.0
+        self._closed = False
+
+    # -- called from the training thread (never blocks on the network) ---------------------------
+    def start(self, run_start: dict[str, Any]) -> None:
+        self._put("msg", run_start)
+        _install_exit_hooks()
+        self._thread.start()
+        _live.add(self)
+
+    def send_step(self, stats: StepStats) -> None:
+        self._put("step", stats)
+
+    def send_acks(self, acks: list[Ack]) -> None:
+        for a in acks:
+            self._put("msg", {"type": "command_ack", "id": a.id, "status": a.status,
+                              "applied_step": a.applied_step, "message": a.message})
+
+    def take_commands(self) -> list[Command]:
+        out = []
+        while self._commands:
+            out.append(self._commands.popleft())
+        return out
+
+    def _put(self, kind: str, item: Any) -> None:
+        try:
+            self._q.put_nowait((kind, item))
+        except queue.Full:
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 1000 == 0:
+                log.error("steerboard queue full: %d messages dropped so far (is the transport stuck?)",
+                          self.dropped)
+
+    def close(self, status: str, step: int) -> None:
+        """Queue `run_end`, then wait up to `close_timeout` s for everything to be sent or spooled."""
+        if self._closed:
+            return
+        self._closed = True
+        self._put("msg", {"type": "run_end", "status": status, "step": step})
+        self._stop.set()
+        self._thread.join(self.close_timeout)
+        if self._thread.is_alive():
+            log.warning("steerboard transport did not flush within %.1fs; %d messages left unsent",
+                        self.close_timeout, self._q.qsize())
+        _live.discard(self)
+
+    # -- the background thread ----------------------------------------------------------------
+    def _loop(self) -> None:
+        try:
+            while True:
+                batch = self._drain(timeout=CONTROL_POLL_S)
+                payloads = [self._encode(kind, item) for kind, item in batch]
+                now = time.monotonic()
+                if now >= self._next_heartbeat:
+                    payloads.append(self._encode("msg", {"type": "heartbeat", "step": self._last_step}))
+                    self._next_heartbeat = now + self.heartbeat_s
+                self._ship(payloads)
+                self._poll_control()
+                if self._stop.is_set() and self._q.empty():
+                    break
+        except Exception:  # the thread must never die silently: say why and keep the spool
+            log.exception("steerboard transport stopped after an unexpected error")
+        finally:
+            if self._client is not None:
+                try:
+                    self._client.close()
+                except Exception:  # closing a broken connection must not raise at exit
+                    log.debug("closing the Redis client failed", exc_info=True)
+
+    def _drain(self, timeout: float) -> list[tuple[str, Any]]:
+        items: list[tuple[str, Any]] = []
+        try:
+            items.append(self._q.get(timeout=timeout))
+            while len(items) < BATCH:
+                items.append(self._q.get_nowait())
+        except queue.Empty:
+            pass
+        return items
+
+    def _encode(self, kind: str, item: Any) -> str:
+        self._seq += 1
+        if kind == "step":
+            stats: StepStats = item
+            self._last_step = stats.step
+            msg: dict[str, Any] = {"type": "step", "step": stats.step, "metrics": stats.metrics,
+                                   "dropped": self.dropped, "arms": stats.records()}
+            ts = stats.ts
+        else:
+            msg = dict(item)
+            ts = time.time()
+        msg.update(v=WIRE_VERSION, run=self.run, seq=self._seq, ts=ts)
+        return json.dumps(msg, separators=(",", ":"), allow_nan=False)
+
+    def _redis(self) -> redis.Redis | None:
+        if self._client is not None:
+            return self._client
+        import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        # Short timeouts and no client-side retries: this thread has its own retry loop and spool.
+        client = redis.Redis.from_url(self.redis_url, socket_connect_timeout=1.0, socket_timeout=2.0,
+                                      retry=Retry(NoBackoff(), 0), decode_responses=True)
+        self._client = client
+        return client
+
+    def _fault(self, e: Exception) -> None:
+        if self.connected:
+            log.warning("steerboard: Redis unreachable (%s); spooling to %s", e, self.spool.path)
+        self.connected = False
+        self._retry_at = time.monotonic() + RECONNECT_S
+
+    def _ship(self, payloads: list[str]) -> None:
+        import redis
+
+        if not self.connected and time.monotonic() < getattr(self, "_retry_at", 0.0):
+            self._keep(payloads)
+            return
+        client = self._redis()
+        assert client is not None
+        try:
+            if not self.connected:
+                client.ping()
+                if self._last_applied is None:
+                    stored = cast("str | None", client.get(self.applied_key))
+                    self._last_applied = stored or "0-0"
+                    self._last_read = self._last_applied
+                log.info("steerboard: connected to Redis at %s", _redact(self.redis_url))
+                self.connected = True
+            pending = self.spool.read()
+            if pending:
+                for i in range(0, len(pending), BATCH):
+                    self._xadd(client, pending[i:i + BATCH])
+                    self.spool.replace(pending[i + BATCH:])
+                log.info("steerboard: replayed %d spooled messages", len(pending))
+            if payloads:
+                self._xadd(client, payloads)
+            self._mark_applied(client, payloads)
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
+            self._fault(e)
+            self._keep(payloads)
+
+    def _xadd(self, client: redis.Redis, payloads: list[str]) -> None:
+        pipe = client.pipeline(transaction=False)
+        for p in payloads:
+            pipe.xadd(self.ingest_key, {"m": p}, maxlen=INGEST_MAXLEN, approximate=True)
+        pipe.execute()
+        self.sent += len(payloads)
+
+    def _keep(self, payloads: list[str]) -> None:
+        if not payloads:
+            return
+        try:
+            self.spool.append(payloads)
+        except OSError as e:
+            self.dropped += len(payloads)
+            log.error("steerboard: cannot spool %d messages (%s); %d dropped so far",
+                      len(payloads), e, self.dropped)
+
+    def _mark_applied(self, client: redis.Redis, payloads: list[str]) -> None:
+        """Remember the control-stream id of the last acknowledged command, in Redis."""
+        last = None
+        for p in payloads:
+            if '"command_ack"' in p:
+                sid = self._stream_ids.pop(json.loads(p)["id"], None)
+                if sid is not None:
+                    last = sid
+        if last is not None:
+            client.set(self.applied_key, last)
+            self._last_applied = last
+
+    def _poll_control(self) -> None:
+        import redis
+
+        if not self.connected or self._client is None:
+            return
+        try:
+            resp = cast("list[tuple[str, list[tuple[str, dict[str, str]]]]] | None",
+                        self._client.xread({self.control_key: self._last_read}, count=100))
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
+            self._fault(e)
+            return
+        for _key, entries in resp or []:
+            for sid, fields in entries:
+                self._last_read = sid
+                try:
+                    cmd = Command.from_message(json.loads(fields.get("m", "")))
+                except (ValueError, TypeError) as e:
+                    log.warning("steerboard: ignoring malformed command %s: %s", sid, e)
+                    continue
+                self._stream_ids[cmd.id] = sid
+                self._commands.append(cmd)
+
+
+def _redact(url: str) -> str:
+    return re.sub(r"//[^@/]*@", "//***@", url)
+
+
+_live: weakref.WeakSet[Transport] = weakref.WeakSet()
+_uncaught: list[type[BaseException]] = []
+_prev_excepthook = sys.excepthook
+
+
+def _excepthook(tp: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
+    _uncaught.append(tp)
+    _prev_excepthook(tp, value, tb)
+
+
+def _install_exit_hooks() -> None:
+    """Once per process: remember uncaught exceptions and close open transports at exit."""
+    if getattr(_install_exit_hooks, "done", False):
+        return
+    _install_exit_hooks.done = True  # type: ignore[attr-defined]
+    global _prev_excepthook
+    _prev_excepthook = sys.excepthook
+    sys.excepthook = _excepthook
+    atexit.register(_flush_at_exit)
+
+
+def _flush_at_exit() -> None:
+    """Close transports nobody closed (run_end says how the process ended), within their timeout."""
+    status = "finished"
+    if _uncaught:
+        status = "interrupted" if issubclass(_uncaught[-1], KeyboardInterrupt) else "failed"
+    for t in list(_live):
+        t.close(status=status, step=t._last_step)
