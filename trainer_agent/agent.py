@@ -305,6 +305,8 @@ class CurriculumAgent:
         acks = []
         for cmd in cmds:
             ack = self._overrides.apply(cmd, self.step)
+            if cmd.replay:
+                continue
             acks.append(ack)
             if ack.status == "rejected":
                 log.warning("command %s (%s %s) rejected: %s", cmd.id, cmd.kind, cmd.arm, ack.message)

@@ -36,6 +36,8 @@ class Command:
     id: str = field(default_factory=lambda: str(uuid.uuid4()))
     actor: str = "local"
     reason: str = ""
+    # Re-applied by a restarted agent to rebuild its state: answered before, so not acked again.
+    replay: bool = False
 
     @classmethod
     def from_message(cls, m: Mapping[str, Any]) -> Command:

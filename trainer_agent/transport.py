@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import collections
+import dataclasses
 import json
 import logging
 import os
@@ -19,15 +20,18 @@ import sys
 import threading
 import time
 import weakref
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, cast
 
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
 from .overrides import Ack, Command
 
 if TYPE_CHECKING:
-    import redis
-
     from .agent import StepStats
 
 log = logging.getLogger("trainer_agent.transport")
@@ -37,6 +41,7 @@ INGEST_MAXLEN = 1_000_000
 CONTROL_POLL_S = 0.05
 RECONNECT_S = 0.5
 BATCH = 256
+REPLAY_BATCH = 8
 
 
 def default_spool_dir(run: str) -> Path:
@@ -46,20 +51,33 @@ def default_spool_dir(run: str) -> Path:
 
 
 class Spool:
-    """An append-only JSON-lines file of messages waiting for Redis, replayed oldest first."""
+    """An append-only JSON-lines file of messages waiting for Redis, replayed oldest first.
+
+    Replay reads it in small batches and records how far it got in a sidecar file, so a crash during
+    replay re-sends at most one batch (the server is idempotent on (run, seq)).
+    """
 
     def __init__(self, directory: Path) -> None:
         self.path = directory / "pending.jsonl"
-        self._lines: int | None = None
+        self.offset_path = directory / "pending.offset"
+        self._count: int | None = None
 
     def __len__(self) -> int:
-        if self._lines is None:
+        """Messages not yet replayed."""
+        if self._count is None:
             try:
                 with self.path.open("rb") as f:
-                    self._lines = sum(1 for line in f if line.strip())
+                    f.seek(self._offset())
+                    self._count = sum(1 for line in f if line.strip())
             except FileNotFoundError:
-                self._lines = 0
-        return self._lines
+                self._count = 0
+        return self._count
+
+    def _offset(self) -> int:
+        try:
+            return int(self.offset_path.read_text() or 0)
+        except (FileNotFoundError, ValueError):
+            return 0
 
     def append(self, payloads: list[str]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -67,24 +85,35 @@ class Spool:
             f.write("".join(p + "\n" for p in payloads))
             f.flush()
             os.fsync(f.fileno())
-        self._lines = len(self) + len(payloads)
+        self._count = len(self) + len(payloads)
 
-    def read(self) -> list[str]:
+    def batches(self, size: int) -> Iterator[tuple[list[str], int]]:
+        """Yield (payloads, end offset) from where the last replay stopped."""
         try:
-            return [line for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
+            f = self.path.open("rb")
         except FileNotFoundError:
-            return []
-
-    def replace(self, remaining: list[str]) -> None:
-        """Keep only `remaining` (the unsent tail), atomically."""
-        if not remaining:
-            self.path.unlink(missing_ok=True)
-            self._lines = 0
             return
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text("".join(p + "\n" for p in remaining), encoding="utf-8")
-        os.replace(tmp, self.path)
-        self._lines = len(remaining)
+        with f:
+            f.seek(self._offset())
+            batch: list[str] = []
+            for line in f:
+                if line.strip():
+                    batch.append(line.decode("utf-8").rstrip("\n"))
+                if len(batch) >= size:
+                    yield batch, f.tell()
+                    batch = []
+            if batch:
+                yield batch, f.tell()
+
+    def commit(self, offset: int, n: int) -> None:
+        """Mark everything before byte `offset` as sent."""
+        self.offset_path.write_text(str(offset))
+        self._count = max(0, len(self) - n)
+
+    def clear(self) -> None:
+        self.path.unlink(missing_ok=True)
+        self.offset_path.unlink(missing_ok=True)
+        self._count = 0
 
 
 class Transport:
@@ -177,18 +206,23 @@ class Transport:
     def _loop(self) -> None:
         try:
             while True:
-                batch = self._drain(timeout=CONTROL_POLL_S)
-                payloads = [self._encode(kind, item) for kind, item in batch]
-                now = time.monotonic()
-                if now >= self._next_heartbeat:
-                    payloads.append(self._encode("msg", {"type": "heartbeat", "step": self._last_step}))
-                    self._next_heartbeat = now + self.heartbeat_s
-                self._ship(payloads)
-                self._poll_control()
+                payloads: list[str] = []
+                try:
+                    batch = self._drain(timeout=CONTROL_POLL_S)
+                    payloads = [self._encode(kind, item) for kind, item in batch]
+                    now = time.monotonic()
+                    if now >= self._next_heartbeat and not self._stop.is_set():
+                        payloads.append(self._encode("msg", {"type": "heartbeat", "step": self._last_step}))
+                        self._next_heartbeat = now + self.heartbeat_s
+                    self._ship(payloads)
+                    self._poll_control()
+                except Exception:  # never die: say why, keep what was in hand, go on
+                    log.exception("steerboard transport error; keeping %d messages in the spool", len(payloads))
+                    self._keep(payloads)
+                    self.connected = False
+                    self._retry_at = time.monotonic() + RECONNECT_S
                 if self._stop.is_set() and self._q.empty():
                     break
-        except Exception:  # the thread must never die silently: say why and keep the spool
-            log.exception("steerboard transport stopped after an unexpected error")
         finally:
             if self._client is not None:
                 try:
@@ -223,10 +257,6 @@ class Transport:
     def _redis(self) -> redis.Redis | None:
         if self._client is not None:
             return self._client
-        import redis
-        from redis.backoff import NoBackoff
-        from redis.retry import Retry
-
         # Short timeouts and no client-side retries: this thread has its own retry loop and spool.
         client = redis.Redis.from_url(self.redis_url, socket_connect_timeout=1.0, socket_timeout=2.0,
                                       retry=Retry(NoBackoff(), 0), decode_responses=True)
@@ -240,8 +270,6 @@ class Transport:
         self._retry_at = time.monotonic() + RECONNECT_S
 
     def _ship(self, payloads: list[str]) -> None:
-        import redis
-
         if not self.connected and time.monotonic() < getattr(self, "_retry_at", 0.0):
             self._keep(payloads)
             return
@@ -254,14 +282,20 @@ class Transport:
                     stored = cast("str | None", client.get(self.applied_key))
                     self._last_applied = stored or "0-0"
                     self._last_read = self._last_applied
+                    if stored:
+                        self._restore_overrides(client, stored)
                 log.info("steerboard: connected to Redis at %s", _redact(self.redis_url))
                 self.connected = True
-            pending = self.spool.read()
-            if pending:
-                for i in range(0, len(pending), BATCH):
-                    self._xadd(client, pending[i:i + BATCH])
-                    self.spool.replace(pending[i + BATCH:])
-                log.info("steerboard: replayed %d spooled messages", len(pending))
+            if len(self.spool):
+                replayed = 0
+                for batch, offset in self.spool.batches(REPLAY_BATCH):
+                    self._xadd(client, batch)
+                    self.spool.commit(offset, len(batch))
+                    replayed += len(batch)
+                    # Let the training thread have the GIL between batches.
+                    time.sleep(0.002)
+                self.spool.clear()
+                log.info("steerboard: replayed %d spooled messages", replayed)
             if payloads:
                 self._xadd(client, payloads)
             self._mark_applied(client, payloads)
@@ -298,9 +332,21 @@ class Transport:
             client.set(self.applied_key, last)
             self._last_applied = last
 
-    def _poll_control(self) -> None:
-        import redis
+    def _restore_overrides(self, client: redis.Redis, upto: str) -> None:
+        """A restarted agent re-applies, without acks, the commands an earlier process answered."""
+        entries = cast("list[tuple[str, dict[str, str]]]", client.xrange(self.control_key, "-", upto))
+        restored = 0
+        for _sid, fields in entries:
+            try:
+                cmd = Command.from_message(json.loads(fields.get("m", "")))
+            except (ValueError, TypeError):
+                continue
+            self._commands.append(dataclasses.replace(cmd, replay=True))
+            restored += 1
+        if restored:
+            log.info("steerboard: restoring overrides from %d earlier commands", restored)
 
+    def _poll_control(self) -> None:
         if not self.connected or self._client is None:
             return
         try:
