@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .distributed import DistContext
 from .errors import ConfigError, ObservationError
 from .overrides import Ack, Command, Overrides, OverrideSnapshot, check_static
 from .schedulers import Scheduler, make_scheduler
@@ -123,6 +124,9 @@ class CurriculumAgent:
         spool_dir: where messages wait while Redis is unreachable (default: a temp dir per run).
         heartbeat_s: seconds between heartbeats while streaming.
         close_timeout: seconds `close()` waits to flush before giving up (never hangs).
+        distributed: reduce over `torch.distributed` (rank 0 decides and broadcasts; only rank 0
+            streams). None: when a process group with more than one rank is initialised. Every rank
+            must call `end_step()` the same number of times; overrides are applied from rank 0.
 
     Example:
         >>> agent = CurriculumAgent(run="doc", arms=["easy", "hard"], scheduler="dump", redis_url=None)
@@ -150,6 +154,7 @@ class CurriculumAgent:
         spool_dir: str | os.PathLike[str] | None = None,
         heartbeat_s: float = 5.0,
         close_timeout: float = 5.0,
+        distributed: bool | None = None,
     ) -> None:
         if not isinstance(run, str) or not run.strip() or len(run) > 200:
             raise ConfigError("run must be a non-empty name of at most 200 characters")
@@ -186,8 +191,10 @@ class CurriculumAgent:
         self._set_p(self.scheduler.probabilities(self._overrides.active))
         self._t0 = time.time()
         self._closed = False
+        self._dist = DistContext.detect(distributed)
+        self.rank = 0 if self._dist is None else self._dist.rank
         self._transport: Transport | None = None
-        if redis_url is not None:
+        if redis_url is not None and self.rank == 0:
             from .transport import Transport
 
             self._transport = Transport(
@@ -243,8 +250,41 @@ class CurriculumAgent:
         Args:
             metrics: trainer metrics of this step (name -> number), streamed with the step.
         """
+        if self._dist is not None:
+            return self._end_step_distributed(metrics)
         obs = self._acc.reduce()
         n_invalid, self._acc.n_invalid = self._acc.n_invalid, 0
+        stats = self._decide(obs, n_invalid, metrics)
+        if self._transport is not None:
+            self._transport.send_step(stats)
+        self.step += 1
+        return stats
+
+    def _end_step_distributed(self, metrics: Mapping[str, Any] | None) -> StepStats:
+        assert self._dist is not None
+        local = (*self._acc.take(), self._acc.n_invalid)
+        self._acc.n_invalid = 0
+        gathered = self._dist.gather_to_main(local)
+        stats: StepStats | None = None
+        if gathered is not None:  # rank 0 decides
+            arms = np.concatenate([g[0] for g in gathered])
+            rewards = np.concatenate([g[1] for g in gathered])
+            abs_adv = np.concatenate([g[2] for g in gathered])
+            obs = self._acc.reduce_arrays(arms, rewards, abs_adv)
+            stats = self._decide(obs, sum(int(g[3]) for g in gathered), metrics)
+            if self._transport is not None:
+                self._transport.send_step(stats)
+        stats = self._dist.broadcast_from_main(stats)
+        assert stats is not None
+        if self.rank != 0:
+            self._acc.n_total[:] = stats.obs.n_total
+            self._p = stats.p
+            self._cdf = np.cumsum(self._p)
+        self.step += 1
+        return stats
+
+    def _decide(self, obs: StepObservations, n_invalid: int, metrics: Mapping[str, Any] | None) -> StepStats:
+        """Update the scheduler, apply commands, set the probabilities in force; the step's stats."""
         if n_invalid:
             log.warning("step %d: dropped %d completions with non-finite reward/advantage", self.step, n_invalid)
         self.scheduler.update(obs)
@@ -261,9 +301,6 @@ class CurriculumAgent:
             overrides=ov.snapshot(),
             acks=acks, metrics=_clean_metrics(metrics), n_invalid=n_invalid, expired=expired,
         )
-        if self._transport is not None:
-            self._transport.send_step(stats)
-        self.step += 1
         return stats
 
     def probabilities(self) -> dict[str, float]:

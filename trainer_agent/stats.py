@@ -135,9 +135,8 @@ class StepAccumulator:
     def pending(self) -> int:
         return sum(a.size for a in self._arms)
 
-    def reduce(self) -> StepObservations:
-        """Aggregate and reset for the next step."""
-        k = self.n_arms
+    def take(self) -> tuple[IntArray, FloatArray, FloatArray]:
+        """This step's raw (arm index, reward, |A|) per completion, in observation order; resets."""
         if self._arms:
             arms = np.concatenate(self._arms) if len(self._arms) > 1 else self._arms[0]
             rewards = np.concatenate(self._rewards) if len(self._rewards) > 1 else self._rewards[0]
@@ -146,12 +145,24 @@ class StepAccumulator:
             arms = np.zeros(0, dtype=np.int64)
             rewards = np.zeros(0, dtype=np.float64)
             abs_adv = np.zeros(0, dtype=np.float64)
+        self._arms.clear()
+        self._rewards.clear()
+        self._abs_adv.clear()
+        return arms, rewards, abs_adv
+
+    def reduce(self) -> StepObservations:
+        """Aggregate this step's completions and reset for the next step."""
+        return self.reduce_arrays(*self.take())
+
+    def reduce_arrays(self, arms: IntArray, rewards: FloatArray, abs_adv: FloatArray) -> StepObservations:
+        """Aggregate per-completion arrays (e.g. gathered from every rank) into per-arm statistics."""
+        k = self.n_arms
         n_step = np.bincount(arms, minlength=k).astype(np.int64)
         order = np.argsort(arms, kind="stable")
         offsets = np.zeros(k + 1, dtype=np.int64)
         np.cumsum(n_step, out=offsets[1:])
         self.n_total += n_step
-        obs = StepObservations(
+        return StepObservations(
             n_step=n_step,
             n_total=self.n_total.copy(),
             sum_abs_adv=_weighted_counts(arms, abs_adv, k),
@@ -160,10 +171,6 @@ class StepAccumulator:
             abs_adv=abs_adv[order],
             offsets=offsets,
         )
-        self._arms.clear()
-        self._rewards.clear()
-        self._abs_adv.clear()
-        return obs
 
 
 def _weighted_counts(idx: IntArray, weights: FloatArray, k: int) -> FloatArray:
