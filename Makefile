@@ -4,7 +4,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-steerboard
 
-.PHONY: install demo simulate test lint bench clean
+ASSETS := static/vendor/htmx.min.js
+
+.PHONY: install assets browser demo simulate test lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,13 +18,27 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-demo: install
+# htmx comes from npm (package-lock.json pins it); Plotly.js is served from the installed plotly
+# package. Nothing is fetched from a CDN at run time and no third-party file is committed.
+$(ASSETS): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	mkdir -p static/vendor
+	cp node_modules/htmx.org/dist/htmx.min.js static/vendor/htmx.min.js
+	cp node_modules/htmx-ext-sse/dist/sse.min.js static/vendor/htmx-ext-sse.min.js
+
+assets: $(ASSETS)
+
+# Browser tests drive Debian's chromium through Playwright (browser downloads fail here).
+browser:
+	@test -x /usr/bin/chromium || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium)
+
+demo: install assets
 	$(PY) -m trainer_agent.simulate --scheduler dump --steps 200
 
 simulate: install
 	$(PY) -m trainer_agent.simulate --scheduler dump --steps 200
 
-test: install
+test: install assets browser
 	$(PY) -m pytest -q
 	$(VENV)/bin/ruff check server trainer_agent tests bench
 	$(VENV)/bin/mypy trainer_agent
