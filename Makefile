@@ -13,7 +13,13 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# The CPU build of torch that lies on this machine; a bare `torch` would pull a CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[server,demo,dev]"
+	$(PY) -m pip install -q -e ".[server,demo,trl,dev]"
+	# verl's declared requirements (numpy<2, transformers<5.11, ray with CUDA extras) conflict with
+	# this environment although the parts we use import and run; install it and what it imports
+	# without resolving its pins. See README, "verl".
+	$(PY) -m pip install -q --no-deps verl==0.7.1 tensordict==0.10.0 ray==2.60.0 omegaconf==2.3.1 \
+	  hydra-core==1.3.8 antlr4-python3-runtime==4.9.3 codetiming==1.4.0 torchdata==0.11.0 \
+	  cloudpickle==3.1.3 pyvers==0.1.0 lazy-importer==0.1.0
 	touch $@
 
 install: $(STAMP)

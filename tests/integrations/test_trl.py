@@ -1,0 +1,167 @@
+"""TRL's real GRPOTrainer on CPU, steered by a real CurriculumAgent (tiny random model, offline)."""
+
+from __future__ import annotations
+
+import collections
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("trl")
+# TRL 1.16 itself still calls transformers' deprecated gradient_checkpointing names.
+pytestmark = pytest.mark.filterwarnings("ignore:.*checkpointing.*:FutureWarning")
+
+from transformers import TrainerCallback  # noqa: E402
+
+from trainer_agent import CurriculumAgent, StepStats  # noqa: E402
+from trainer_agent.errors import ConfigError  # noqa: E402
+from trainer_agent.integrations.trl import CurriculumGRPOTrainer, CurriculumRepeatSampler  # noqa: E402
+
+from .tiny_grpo import ARMS, make_args, make_dataset, make_model, make_tokenizer, target_reward  # noqa: E402
+
+G = 4  # num_generations
+PROMPTS = 4  # prompts per generation batch: per_device_train_batch_size 16 / G
+
+
+class RecordingAgent(CurriculumAgent):
+    """The real agent, keeping what the trainer hands it and when the sampler drew its chunks."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.observed: list[tuple[list[str], np.ndarray, np.ndarray]] = []
+        self.steps: list[StepStats] = []
+        self.chunks_drawn_at_end_step: list[int] = []
+        self.trainer: CurriculumGRPOTrainer | None = None
+
+    def observe(self, arms: Any, rewards: Any, advantages: Any = None, groups: Any = None) -> None:
+        self.observed.append((list(arms), rewards.detach().cpu().numpy().copy(),
+                              advantages.detach().cpu().numpy().copy()))
+        super().observe(arms, rewards, advantages, groups)
+
+    def end_step(self, metrics: Any = None) -> StepStats:
+        stats = super().end_step(metrics)
+        self.steps.append(stats)
+        assert self.trainer is not None and self.trainer.curriculum_sampler is not None
+        self.chunks_drawn_at_end_step.append(self.trainer.curriculum_sampler.chunks_drawn)
+        return stats
+
+
+class PinAfterStep(TrainerCallback):  # type: ignore[misc]
+    """Pins an arm between two optimizer steps, as an operator would from the UI."""
+
+    def __init__(self, agent: CurriculumAgent, arm: str, after_global_step: int) -> None:
+        self.agent, self.arm, self.after = agent, arm, after_global_step
+        self.command_id: str | None = None
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if state.global_step == self.after:
+            self.command_id = self.agent.pin(self.arm, 1.0, reason="test")
+
+
+def _rewarder() -> tuple[Any, list[tuple[list[str], list[float]]]]:
+    calls: list[tuple[list[str], list[float]]] = []
+
+    def target(completions: list[str], data_source: list[str], **kw: Any) -> list[float]:
+        r = target_reward(completions, data_source)
+        calls.append((list(data_source), r))
+        return r
+
+    return target, calls
+
+
+def _trl_advantages(rewards: np.ndarray) -> np.ndarray:
+    """TRL's default (scale_rewards="group"): (r - mean_g) / (std_g + 1e-4), std unbiased."""
+    g = rewards.reshape(-1, G).astype(np.float64)
+    adv = (g - g.mean(axis=1, keepdims=True)) / (g.std(axis=1, ddof=1, keepdims=True) + 1e-4)
+    return adv.reshape(-1)
+
+
+@pytest.mark.parametrize(
+    ("num_iterations", "max_steps", "lag"),
+    [
+        # TRL defaults: one optimizer step per generation; accelerate's one-batch look-ahead means
+        # the chunk after an end_step is consumed two generations later.
+        (1, 6, 2),
+        # Each generation trained on twice: the look-ahead stays inside the generation's repeats,
+        # so the next generation batch already follows.
+        (2, 10, 1),
+    ],
+)
+def test_trl_grpo_feeds_agent_and_follows_pin(num_iterations: int, max_steps: int, lag: int) -> None:
+    tok = make_tokenizer()
+    agent = RecordingAgent(run=f"trl-test-{num_iterations}", arms=list(ARMS), scheduler="dump", redis_url=None, seed=0)
+    reward_fn, calls = _rewarder()
+    pin = PinAfterStep(agent, "mul", after_global_step=1)
+    trainer = CurriculumGRPOTrainer(
+        model=make_model(tok), reward_funcs=reward_fn, processing_class=tok, train_dataset=make_dataset(per_arm=8),
+        args=make_args(max_steps=max_steps, num_iterations=num_iterations), callbacks=[pin], agent=agent,
+    )
+    agent.trainer = trainer
+    trainer.train()
+    n_gen = max_steps // num_iterations
+
+    # One agent step per generation batch, each with every completion of that batch.
+    assert len(agent.steps) == len(calls) == len(agent.observed) == n_gen
+    assert [s.step for s in agent.steps] == list(range(n_gen))
+    for stats, (sources, rewards), (arms, obs_r, obs_a) in zip(agent.steps, calls, agent.observed, strict=True):
+        assert sum(stats.n_step.values()) == PROMPTS * G
+        assert stats.n_step == {a: sources.count(a) for a in ARMS}
+        # Arms, rewards and advantages are per completion and aligned with each other.
+        assert arms == sources
+        np.testing.assert_array_equal(obs_r, np.array(rewards, dtype=np.float32))
+        np.testing.assert_allclose(obs_a, _trl_advantages(np.array(rewards)), rtol=1e-5, atol=1e-5)
+        # Groups stay whole: each prompt's G completions are consecutive and share an arm.
+        assert all(len(set(arms[i:i + G])) == 1 for i in range(0, len(arms), G))
+        assert stats.metrics["reward"] == pytest.approx(float(np.mean(rewards)), abs=1e-6)
+        assert stats.n_invalid == 0
+
+    # The pin, queued after optimizer step 1, is applied at the next agent step ...
+    applied = [(s.step, a) for s in agent.steps for a in s.acks if a.id == pin.command_id]
+    assert len(applied) == 1 and applied[0][1].status == "applied"
+    k = applied[0][0]
+    assert k == 1  # the generation after optimizer step 1, in both layouts
+    # ... the sampler draws every chunk after that from the pinned arm only, and the first such
+    # chunk is consumed `lag` generations after the step that applied the pin.
+    first_pinned = agent.chunks_drawn_at_end_step[k]
+    assert first_pinned == k + lag
+    assert first_pinned < n_gen
+    for g, (sources, _) in enumerate(calls):
+        if g >= first_pinned:
+            assert set(sources) == {"mul"}, (g, collections.Counter(sources))
+            assert agent.steps[g].probabilities["mul"] == 1.0
+    assert set().union(*(set(s) for s, _ in calls[:first_pinned])) != {"mul"}
+    assert trainer.curriculum_time_s > 0.0
+    agent.close()
+
+
+def test_sampler_keeps_trl_repeat_layout() -> None:
+    """Same length and shape as TRL's RepeatSampler: G in a row, each chunk repeated R times."""
+    from trl.trainer.utils import RepeatSampler
+
+    arms = [ARMS[i % 3] for i in range(14)]
+    agent = CurriculumAgent(run="layout", arms=list(ARMS), redis_url=None)
+    ours = CurriculumRepeatSampler(agent, arms, mini_repeat_count=2, batch_size=3, repeat_count=4, seed=7)
+    theirs = RepeatSampler(arms, mini_repeat_count=2, batch_size=3, repeat_count=4, seed=7)
+    idx = list(ours)
+    assert len(idx) == len(ours) == len(theirs) == len(list(theirs))
+    block = 2 * 3 * 4
+    for c in range(0, len(idx), block):
+        chunk = idx[c:c + block]
+        first = chunk[: 2 * 3]
+        assert chunk == first * 4
+        assert all(first[i] == first[i + 1] for i in range(0, len(first), 2))
+    assert ours.chunks_drawn == len(idx) // block
+    # Seeded by a seed all processes share: a second sampler draws the same indices.
+    again = CurriculumRepeatSampler(CurriculumAgent(run="layout2", arms=list(ARMS), redis_url=None), arms,
+                                    mini_repeat_count=2, batch_size=3, repeat_count=4, seed=7)
+    assert list(again) == idx
+
+
+def test_rejects_dataset_without_arm_column() -> None:
+    tok = make_tokenizer()
+    agent = CurriculumAgent(run="no-col", arms=list(ARMS), redis_url=None)
+    with pytest.raises(ConfigError, match="no 'source' column"):
+        CurriculumGRPOTrainer(model=make_model(tok), reward_funcs=target_reward, processing_class=tok,
+                              train_dataset=make_dataset(per_arm=2), args=make_args(), agent=agent,
+                              arm_column="source")

@@ -1,0 +1,237 @@
+"""TRL adapter: `CurriculumGRPOTrainer`, a `trl.GRPOTrainer` whose prompts follow a `CurriculumAgent`.
+
+Adopting it changes two lines of a TRL GRPO script (the dataset needs a column naming each
+prompt's arm, `data_source` by default, and keeps it: `remove_unused_columns=False`, TRL's default)::
+
+    from trainer_agent import CurriculumAgent
+    from trainer_agent.integrations.trl import CurriculumGRPOTrainer
+
+    agent = CurriculumAgent(run="qwen-kk-dump", arms=sorted(set(dataset["data_source"])),
+                            scheduler="dump", redis_url="redis://localhost:6379/0")
+    trainer = CurriculumGRPOTrainer(model=model, reward_funcs=reward_fn, args=GRPOConfig(...),
+                                    train_dataset=dataset, agent=agent)  # instead of GRPOTrainer(...)
+    trainer.train()
+    agent.close()
+
+What it changes, and why (written against TRL 1.16, `trl/trainer/grpo_trainer.py`):
+
+- `_get_train_sampler` returns a `CurriculumRepeatSampler`: TRL's `RepeatSampler` layout (each
+  prompt `num_generations` times in a row, each chunk of `generation_batch_size // num_generations`
+  prompts repeated `num_iterations * steps_per_generation` times, so groups stay whole and buffered
+  generations are reused) with each chunk's prompts drawn from the agent's probabilities at the
+  moment the chunk is drawn. The seed is `args.seed`, the same on every process, as TRL requires:
+  every rank must draw the same indices, and the agent gives every rank the same probabilities.
+- `_generate_and_score_completions` (training only) hands the agent, per completion of this
+  process, its arm (the dataset column), its reward (the weighted sum of the reward functions, as
+  TRL logs it) and its advantage (exactly what TRL trains on), then calls `agent.end_step` once per
+  generation batch, with TRL's generation metrics of that batch.
+
+When a change takes effect: TRL's dataloader is wrapped by accelerate's `DataLoaderShard`, which
+fetches one batch ahead, and the Trainer fetches a whole optimizer step's batches at its start.
+With TRL's defaults (`steps_per_generation == gradient_accumulation_steps`, `num_iterations=1`) the
+chunk of generation batch g+1 is therefore drawn before generation g is scored: probabilities
+decided at the end of generation g (a scheduler update, or a pin the agent applies there) shape
+generation g+2. With `num_iterations > 1` or more steps per generation than accumulation steps,
+they shape generation g+1. `dataloader_num_workers > 0` adds `prefetch_factor` batches more.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any, cast
+
+import torch
+from torch.utils.data import IterableDataset, Sampler
+from trl.trainer.grpo_config import GRPOConfig
+from trl.trainer.grpo_trainer import GRPOTrainer
+
+from ..agent import CurriculumAgent, StepStats
+from ..errors import ConfigError
+from ..sampler import ArmSampler
+from ._columns import dataset_arms
+
+__all__ = ["CurriculumGRPOTrainer", "CurriculumRepeatSampler"]
+
+
+class CurriculumRepeatSampler(Sampler[int]):
+    """TRL's `RepeatSampler` index layout, with each chunk's prompts drawn by the curriculum.
+
+    Same arguments, length and order as `trl.trainer.utils.RepeatSampler` except the source of the
+    chunk: instead of a slice of one permutation of the dataset, the `batch_size` prompts of a new
+    chunk are drawn, one arm per prompt, from `agent.probabilities()` when the chunk's first index
+    is pulled (see `ArmSampler`: within an arm, a seeded permutation reshuffled when exhausted, so a
+    chunk can hold a prompt twice when its arm has fewer prompts than the chunk draws from it).
+    An epoch has as many chunks as `RepeatSampler` would yield, so TRL's step arithmetic holds.
+
+    Args:
+        agent: the curriculum agent whose probabilities are followed.
+        dataset_arms: the arm of each dataset row, indexed like the dataset.
+        mini_repeat_count: times each index is repeated in a row (TRL: `num_generations`).
+        batch_size: distinct prompts per chunk (TRL: `generation_batch_size // num_generations`).
+        repeat_count: times each chunk is repeated (TRL: `num_iterations * steps_per_generation`).
+        seed: seed of the draws; must be the same on every process.
+    """
+
+    def __init__(self, agent: CurriculumAgent, dataset_arms: Sequence[str], mini_repeat_count: int,
+                 batch_size: int = 1, repeat_count: int = 1, seed: int = 0) -> None:
+        for name, v in (("mini_repeat_count", mini_repeat_count), ("batch_size", batch_size),
+                        ("repeat_count", repeat_count)):
+            if int(v) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {v!r}")
+        self.mini_repeat_count = int(mini_repeat_count)
+        self.batch_size = int(batch_size)
+        self.repeat_count = int(repeat_count)
+        self.num_chunks = len(dataset_arms) // self.batch_size
+        if self.num_chunks == 0:
+            raise ConfigError(f"the dataset has {len(dataset_arms)} rows, fewer than one generation batch "
+                              f"of {self.batch_size} prompts")
+        self._prompts = ArmSampler(agent, dataset_arms, group_size=1, prompts_per_chunk=self.batch_size,
+                                   num_samples=self.num_chunks * self.batch_size, seed=seed)
+        self.chunks_drawn = 0
+        """Chunks drawn since construction (all epochs): tells when a draw happened relative to a step."""
+        self.draw_time_s = 0.0
+        """Seconds spent drawing chunks (reading the agent's probabilities included)."""
+
+    def set_epoch(self, epoch: int) -> None:
+        """Reseed for `epoch`; accelerate's `DataLoaderShard.set_epoch` forwards it here."""
+        self._prompts.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return self.num_chunks * self.batch_size * self.mini_repeat_count * self.repeat_count
+
+    def __iter__(self) -> Iterator[int]:
+        # ArmSampler draws lazily, one prompt per pull, so slicing one chunk off it draws exactly
+        # that chunk now, with the probabilities in force now, and nothing of the next one.
+        prompts = iter(self._prompts)
+        for _ in range(self.num_chunks):
+            t0 = time.perf_counter()
+            chunk = list(itertools.islice(prompts, self.batch_size))
+            self.draw_time_s += time.perf_counter() - t0
+            self.chunks_drawn += 1
+            for _ in range(self.repeat_count):
+                for index in chunk:
+                    for _ in range(self.mini_repeat_count):
+                        yield index
+
+
+class CurriculumGRPOTrainer(GRPOTrainer):
+    """`trl.GRPOTrainer` whose training prompts are drawn by a `CurriculumAgent`, which it feeds.
+
+    Args:
+        *args: passed to `GRPOTrainer`.
+        agent: the curriculum agent; the trainer observes into it and ends one agent step per
+            generation batch, but never closes it (the caller owns it).
+        arm_column: dataset column holding each prompt's arm.
+        sampler_seed: seed of the prompt draws (default `args.seed`); must match on every process.
+        **kwargs: passed to `GRPOTrainer`.
+
+    Attributes:
+        curriculum_agent: the agent.
+        curriculum_sampler: the sampler of the current training dataloader (None before `train()`).
+        curriculum_stats: what the agent's last `end_step` returned (None before the first).
+
+    Example:
+        >>> trainer = CurriculumGRPOTrainer(model=model, reward_funcs=reward_fn, args=args,  # doctest: +SKIP
+        ...                                 train_dataset=dataset, agent=agent)
+        >>> trainer.train()  # doctest: +SKIP
+    """
+
+    def __init__(self, *args: Any, agent: CurriculumAgent, arm_column: str = "data_source",
+                 sampler_seed: int | None = None, **kwargs: Any) -> None:
+        if not isinstance(agent, CurriculumAgent):
+            raise ConfigError(f"agent must be a CurriculumAgent, got {type(agent).__name__}")
+        self.curriculum_agent = agent
+        self.arm_column = arm_column
+        self.sampler_seed = sampler_seed
+        self.curriculum_sampler: CurriculumRepeatSampler | None = None
+        self.curriculum_stats: StepStats | None = None
+        self._agent_time_s = 0.0
+        self._rewards_per_func: torch.Tensor | None = None
+        super().__init__(*args, **kwargs)
+        if isinstance(self.train_dataset, IterableDataset):
+            # TRL bypasses the sampler for iterable datasets (it reorders the stream instead), so a
+            # curriculum cannot choose what comes next.
+            raise ConfigError("CurriculumGRPOTrainer needs a map-style train_dataset, not an IterableDataset")
+        if self.train_dataset is not None:
+            # Fail at construction, not at the first step, when the arm column is missing or unknown.
+            self._check_arms(dataset_arms(self.train_dataset, arm_column))
+
+    @property
+    def curriculum_time_s(self) -> float:
+        """Seconds spent in agent calls for this trainer: observe/end_step plus the sampler's draws."""
+        drawn = self.curriculum_sampler.draw_time_s if self.curriculum_sampler is not None else 0.0
+        return self._agent_time_s + drawn
+
+    def _check_arms(self, arms: Sequence[str]) -> None:
+        unknown = sorted(set(arms) - set(self.curriculum_agent.arms))
+        if unknown:
+            raise ConfigError(f"the dataset's {self.arm_column!r} column names arms the agent does not know: "
+                              f"{', '.join(unknown[:10])}")
+
+    def _get_train_sampler(self, dataset: Any = None) -> CurriculumRepeatSampler:
+        if dataset is None:
+            dataset = self.train_dataset
+        args = cast(GRPOConfig, self.args)
+        # GRPOConfig.__post_init__ fills these in; None here means a TRL this adapter does not know.
+        g, gen_batch, spg = self.num_generations, args.generation_batch_size, args.steps_per_generation
+        if g is None or gen_batch is None or spg is None:
+            raise ConfigError("num_generations, generation_batch_size and steps_per_generation must be resolved")
+        # The same arguments TRL's own _get_train_sampler gives RepeatSampler.
+        self.curriculum_sampler = CurriculumRepeatSampler(
+            self.curriculum_agent,
+            dataset_arms(dataset, self.arm_column),
+            mini_repeat_count=g,
+            batch_size=gen_batch // g,
+            repeat_count=self.num_iterations * spg,
+            seed=args.seed if self.sampler_seed is None else self.sampler_seed,
+        )
+        return self.curriculum_sampler
+
+    def _calculate_rewards(self, inputs: Any, prompts: Any, completions: Any, completion_ids_list: Any) -> Any:
+        # TRL returns the rewards of every process's completions (gathered, one column per reward
+        # function) and keeps only the advantages of this process; keep them to slice out ours.
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        self._rewards_per_func = rewards_per_func
+        return rewards_per_func
+
+    def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        if self.model is None or not self.model.training:
+            # Evaluation: not part of the curriculum's steps.
+            return super()._generate_and_score_completions(inputs)
+        try:
+            arms = [row[self.arm_column] for row in inputs]
+        except KeyError as e:
+            raise ConfigError(f"training rows carry no {self.arm_column!r} column; keep it with "
+                              "GRPOConfig(remove_unused_columns=False)") from e
+        metrics = self._metrics["train"]
+        seen = {k: len(v) for k, v in metrics.items()}
+        self._rewards_per_func = None
+        output: dict[str, Any] = super()._generate_and_score_completions(inputs)
+        t0 = time.perf_counter()
+        try:
+            rewards = self._local_rewards(len(inputs))
+            self.curriculum_agent.observe(arms, rewards, advantages=output["advantages"])
+            step_metrics: dict[str, float] = {"global_step": float(self.state.global_step)}
+            for k, values in metrics.items():
+                new = values[seen.get(k, 0):]
+                if new:
+                    step_metrics[k] = math.fsum(new) / len(new)
+            self.curriculum_stats = self.curriculum_agent.end_step(metrics=step_metrics)
+        finally:
+            self._agent_time_s += time.perf_counter() - t0
+        return output
+
+    def _local_rewards(self, n_local: int) -> torch.Tensor:
+        """Per-completion reward of this process's completions, as TRL computes its logged reward."""
+        rpf = self._rewards_per_func
+        if rpf is None:
+            raise RuntimeError("TRL scored completions without _calculate_rewards; this TRL version is not supported")
+        rewards = (rpf * self.reward_weights.to(rpf.device).unsqueeze(0)).nansum(dim=1)
+        # A completion every reward function declined (None) has no reward: NaN, which the agent
+        # counts as invalid rather than as a 0 that would bias its arm's statistics.
+        rewards[torch.isnan(rpf).all(dim=1)] = torch.nan
+        start = self.accelerator.process_index * n_local
+        return rewards[start:start + n_local]
