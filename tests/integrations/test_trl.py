@@ -78,17 +78,20 @@ def _trl_advantages(rewards: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize(
-    ("num_iterations", "max_steps", "lag"),
+    ("num_iterations", "max_steps", "rebind", "lag"),
     [
-        # TRL defaults: one optimizer step per generation; accelerate's one-batch look-ahead means
-        # the chunk after an end_step is consumed two generations later.
-        (1, 6, 2),
-        # Each generation trained on twice: the look-ahead stays inside the generation's repeats,
-        # so the next generation batch already follows.
-        (2, 10, 1),
+        # TRL defaults: one optimizer step per generation. Re-drawing at generation time makes the
+        # next generation batch follow the pin ...
+        (1, 6, True, 1),
+        # ... which the sampler alone cannot: accelerate's one-batch look-ahead means the chunk
+        # drawn after an end_step is consumed two generations later.
+        (1, 6, False, 2),
+        # Each generation trained on twice: the look-ahead stays inside the generation's repeats.
+        (2, 10, True, 1),
+        (2, 10, False, 1),
     ],
 )
-def test_trl_grpo_feeds_agent_and_follows_pin(num_iterations: int, max_steps: int, lag: int) -> None:
+def test_trl_grpo_feeds_agent_and_follows_pin(num_iterations: int, max_steps: int, rebind: bool, lag: int) -> None:
     tok = make_tokenizer()
     agent = RecordingAgent(run=f"trl-test-{num_iterations}", arms=list(ARMS), scheduler="dump", redis_url=None, seed=0)
     reward_fn, calls = _rewarder()
@@ -96,6 +99,7 @@ def test_trl_grpo_feeds_agent_and_follows_pin(num_iterations: int, max_steps: in
     trainer = CurriculumGRPOTrainer(
         model=make_model(tok), reward_funcs=reward_fn, processing_class=tok, train_dataset=make_dataset(per_arm=8),
         args=make_args(max_steps=max_steps, num_iterations=num_iterations), callbacks=[pin], agent=agent,
+        rebind_prompts=rebind,
     )
     agent.trainer = trainer
     trainer.train()
@@ -121,10 +125,11 @@ def test_trl_grpo_feeds_agent_and_follows_pin(num_iterations: int, max_steps: in
     assert len(applied) == 1 and applied[0][1].status == "applied"
     k = applied[0][0]
     assert k == 1  # the generation after optimizer step 1, in both layouts
-    # ... the sampler draws every chunk after that from the pinned arm only, and the first such
-    # chunk is consumed `lag` generations after the step that applied the pin.
-    first_pinned = agent.chunks_drawn_at_end_step[k]
-    assert first_pinned == k + lag
+    # ... and every generation from `lag` generations after the step that applied it draws from
+    # the pinned arm only.
+    first_pinned = k + lag
+    if not rebind:  # the sampler's chunk drawn right after that step is the one consumed then
+        assert agent.chunks_drawn_at_end_step[k] == first_pinned
     assert first_pinned < n_gen
     for g, (sources, _) in enumerate(calls):
         if g >= first_pinned:

@@ -29,10 +29,12 @@ What it changes, and why (written against TRL 1.16, `trl/trainer/grpo_trainer.py
 When a change takes effect: TRL's dataloader is wrapped by accelerate's `DataLoaderShard`, which
 fetches one batch ahead, and the Trainer fetches a whole optimizer step's batches at its start.
 With TRL's defaults (`steps_per_generation == gradient_accumulation_steps`, `num_iterations=1`) the
-chunk of generation batch g+1 is therefore drawn before generation g is scored: probabilities
-decided at the end of generation g (a scheduler update, or a pin the agent applies there) shape
-generation g+2. With `num_iterations > 1` or more steps per generation than accumulation steps,
-they shape generation g+1. `dataloader_num_workers > 0` adds `prefetch_factor` batches more.
+chunk of generation batch g+1 is therefore drawn before generation g is scored, so the sampler
+alone would make probabilities decided at the end of generation g shape generation g+2. To make
+them shape generation g+1, as a curriculum should, the trainer re-draws each generation batch's
+prompts when it is about to generate (`rebind_prompts=True`, the default): the same layout, the
+same draw on every process (a seed they share), each process taking its own contiguous share as
+accelerate would have given it. The sampler's own draws then only pace the dataloader.
 """
 
 from __future__ import annotations
@@ -126,6 +128,9 @@ class CurriculumGRPOTrainer(GRPOTrainer):
             generation batch, but never closes it (the caller owns it).
         arm_column: dataset column holding each prompt's arm.
         sampler_seed: seed of the prompt draws (default `args.seed`); must match on every process.
+        rebind_prompts: re-draw each generation batch's prompts just before generating, so the
+            probabilities of the last agent step apply to the very next generation despite the
+            dataloader's look-ahead (see the module docstring).
         **kwargs: passed to `GRPOTrainer`.
 
     Attributes:
@@ -140,12 +145,15 @@ class CurriculumGRPOTrainer(GRPOTrainer):
     """
 
     def __init__(self, *args: Any, agent: CurriculumAgent, arm_column: str = "data_source",
-                 sampler_seed: int | None = None, **kwargs: Any) -> None:
+                 sampler_seed: int | None = None, rebind_prompts: bool = True, **kwargs: Any) -> None:
         if not isinstance(agent, CurriculumAgent):
             raise ConfigError(f"agent must be a CurriculumAgent, got {type(agent).__name__}")
         self.curriculum_agent = agent
         self.arm_column = arm_column
         self.sampler_seed = sampler_seed
+        self.rebind_prompts = rebind_prompts
+        self._rebind_draws: Iterator[int] | None = None
+        self._train_arms: list[str] | None = None
         self.curriculum_sampler: CurriculumRepeatSampler | None = None
         self.curriculum_stats: StepStats | None = None
         self._agent_time_s = 0.0
@@ -157,7 +165,8 @@ class CurriculumGRPOTrainer(GRPOTrainer):
             raise ConfigError("CurriculumGRPOTrainer needs a map-style train_dataset, not an IterableDataset")
         if self.train_dataset is not None:
             # Fail at construction, not at the first step, when the arm column is missing or unknown.
-            self._check_arms(dataset_arms(self.train_dataset, arm_column))
+            self._train_arms = list(dataset_arms(self.train_dataset, arm_column))
+            self._check_arms(self._train_arms)
 
     @property
     def curriculum_time_s(self) -> float:
@@ -201,6 +210,8 @@ class CurriculumGRPOTrainer(GRPOTrainer):
         if self.model is None or not self.model.training:
             # Evaluation: not part of the curriculum's steps.
             return super()._generate_and_score_completions(inputs)
+        if self.rebind_prompts:
+            inputs = self._rebind(inputs)
         try:
             arms = [row[self.arm_column] for row in inputs]
         except KeyError as e:
@@ -223,6 +234,28 @@ class CurriculumGRPOTrainer(GRPOTrainer):
         finally:
             self._agent_time_s += time.perf_counter() - t0
         return output
+
+    def _rebind(self, inputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """This process's rows of a generation batch drawn now, with the probabilities now in force."""
+        g = self.num_generations
+        if self.train_dataset is None or self._train_arms is None or not g or len(inputs) % g:
+            return inputs
+        t0 = time.perf_counter()
+        if self._rebind_draws is None:
+            args = cast(GRPOConfig, self.args)
+            seed = args.seed if self.sampler_seed is None else self.sampler_seed
+            # A stream of its own (seed offset), identical on every process.
+            draws = ArmSampler(self.curriculum_agent, self._train_arms, group_size=1,
+                               num_samples=2**62, seed=seed + 7919)
+            self._rebind_draws = iter(draws)
+        world, rank = self.accelerator.num_processes, self.accelerator.process_index
+        n = len(inputs)
+        prompts = list(itertools.islice(self._rebind_draws, n * world // g))
+        rows = [i for i in prompts for _ in range(g)][rank * n:(rank + 1) * n]
+        dataset = self.train_dataset
+        out = [dict(dataset[i]) for i in rows]
+        self._agent_time_s += time.perf_counter() - t0
+        return out
 
     def _local_rewards(self, n_local: int) -> torch.Tensor:
         """Per-completion reward of this process's completions, as TRL computes its logged reward."""
