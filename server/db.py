@@ -1,0 +1,112 @@
+"""Engines, sessions and the schema check. Nothing here connects at import time."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import orjson
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from server.errors import SchemaOutOfDate
+
+log = logging.getLogger(__name__)
+
+# migrations/ sits beside the server package (the fixed top-level layout), so `steerboard db upgrade`
+# works from any working directory.
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+# Ingest write transactions ask for this execution option to take SQLite's write lock up front.
+SQLITE_IMMEDIATE = "steerboard_sqlite_immediate"
+
+
+def _json_dumps(obj: Any) -> str:
+    return orjson.dumps(obj).decode()
+
+
+def make_engine(database_url: str, **kwargs: Any) -> Engine:
+    """An engine for `database_url`: SQLite (WAL, created directory) or PostgreSQL via psycopg."""
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite":
+        db = url.database
+        if db and db != ":memory:" and not db.startswith("file:"):
+            Path(db).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            url,
+            json_serializer=_json_dumps,
+            json_deserializer=orjson.loads,
+            connect_args={"timeout": 30, "check_same_thread": False},
+            **kwargs,
+        )
+        _sqlite_pragmas(engine)
+        return engine
+    return create_engine(
+        url,
+        json_serializer=_json_dumps,
+        json_deserializer=orjson.loads,
+        pool_pre_ping=True,
+        **kwargs,
+    )
+
+
+def _sqlite_pragmas(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not the sqlite3 module, decide when transactions begin (see _on_begin).
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute("PRAGMA cache_size=-65536")  # 64 MiB: arm_steps' index pages stay cached
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        # A writer that reads first and writes later would otherwise hit SQLITE_BUSY when it
+        # upgrades its lock; IMMEDIATE takes the write lock (waiting on busy_timeout) at BEGIN.
+        immediate = conn.get_execution_options().get(SQLITE_IMMEDIATE, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+def alembic_config(database_url: str) -> Config:
+    """An Alembic config pointing at migrations/ and `database_url`, independent of the cwd."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    # ConfigParser interpolates %; escape it for URLs with encoded characters.
+    cfg.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
+    return cfg
+
+
+def head_revision(database_url: str) -> str | None:
+    return ScriptDirectory.from_config(alembic_config(database_url)).get_current_head()
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def require_current_schema(engine: Engine, database_url: str) -> None:
+    """Raise SchemaOutOfDate unless the database is at the migrations' head."""
+    head = head_revision(database_url)
+    current = current_revision(engine)
+    if current != head:
+        where = "an empty database" if current is None else f"revision {current}"
+        raise SchemaOutOfDate(
+            f"the database schema is out of date ({where}, this version needs {head}): "
+            "run `steerboard db upgrade`",
+            current=current,
+            head=head,
+        )

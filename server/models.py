@@ -1,0 +1,192 @@
+"""SQLAlchemy 2.0 typed models (DESIGN.md §3). The schema itself changes only through migrations/."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Per-arm statistics charted over steps; each has min/max/sum/n/last columns in `arm_rollups`.
+METRICS: tuple[str, ...] = (
+    "probability",
+    "score",
+    "mean_abs_adv",
+    "mean_reward",
+    "accuracy",
+    "n_step",
+    "n_total",
+)
+# Steps per rollup bucket. Changing it needs a migration that rebuilds arm_rollups.
+ROLLUP_BUCKET = 64
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """A timezone-aware UTC datetime on every backend (SQLite drops the zone on its own)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime; pass an aware UTC datetime")
+        value = value.astimezone(dt.UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, dt.datetime: UTCDateTime}
+
+
+class Run(Base):
+    __tablename__ = "runs"
+    __table_args__ = (UniqueConstraint("name", name="uq_runs_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(256))
+    project: Mapped[str] = mapped_column(String(256), default="default", index=True)
+    scheduler: Mapped[str] = mapped_column(String(128), default="unknown")
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # running | finished | failed | interrupted ("stale" is derived at read time from last_seen).
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    host: Mapped[str | None] = mapped_column(String(256))
+    pid: Mapped[int | None] = mapped_column(Integer)
+    started_at: Mapped[dt.datetime | None]
+    ended_at: Mapped[dt.datetime | None]
+    last_seen: Mapped[dt.datetime | None]
+    last_step: Mapped[int] = mapped_column(Integer, default=-1)
+    last_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    dropped: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Per-run sequence of committed ingest batches that changed something; the SSE event id.
+    event_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    # The event_seq at which status/ended_at last changed (so SSE replay can resend it).
+    status_event_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    # The seq of the message that last set status: a re-delivered older run_end never overrides a
+    # newer run_start (XAUTOCLAIM can hand old entries to a worker after newer ones were committed).
+    status_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class Arm(Base):
+    __tablename__ = "arms"
+    __table_args__ = (UniqueConstraint("run_id", "name", name="uq_arms_run_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(256))
+    position: Mapped[int] = mapped_column(Integer, default=0)
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    # As last reported by the agent in a step message.
+    state: Mapped[str] = mapped_column(String(16), default="active")
+    pin: Mapped[float | None] = mapped_column(Float)
+    boost: Mapped[float | None] = mapped_column(Float)
+    probability: Mapped[float | None] = mapped_column(Float)
+    last_step: Mapped[int] = mapped_column(Integer, default=-1)
+
+
+class ArmStep(Base):
+    """One arm at one step: the bulk of the data (a row per arm per step).
+
+    No foreign keys on purpose: PostgreSQL checks them row by row with triggers, which cut bulk
+    ingest by 2/3. Only the ingest store writes these rows, with ids it has just resolved in the same
+    transaction, and deleting a run deletes its rows explicitly.
+    """
+
+    __tablename__ = "arm_steps"
+
+    run_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    arm_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    step: Mapped[int] = mapped_column(Integer, primary_key=True)
+    probability: Mapped[float] = mapped_column(Float)
+    score: Mapped[float | None] = mapped_column(Float)
+    parts: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    n_step: Mapped[int] = mapped_column(Integer)
+    n_total: Mapped[int] = mapped_column(BigInteger)
+    mean_abs_adv: Mapped[float | None] = mapped_column(Float)
+    mean_reward: Mapped[float | None] = mapped_column(Float)
+    accuracy: Mapped[float | None] = mapped_column(Float)
+
+
+class RunStep(Base):
+    __tablename__ = "run_steps"
+    __table_args__ = (Index("ix_run_steps_run_event", "run_id", "event_seq"),)
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    step: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ts: Mapped[float] = mapped_column(Float)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    entry_id: Mapped[str] = mapped_column(String(32))
+    event_seq: Mapped[int] = mapped_column(BigInteger)
+    metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class Command(Base):
+    """The audit log: every command the server sent, and what the agent answered."""
+
+    __tablename__ = "commands"
+    __table_args__ = (
+        Index("ix_commands_run_created", "run_id", "created_at"),
+        Index("ix_commands_run_ack_event", "run_id", "ack_event_seq"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))
+    arm: Mapped[str] = mapped_column(String(256))
+    value: Mapped[float | None] = mapped_column(Float)
+    steps: Mapped[int | None] = mapped_column(Integer)
+    actor: Mapped[str] = mapped_column(String(256))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[dt.datetime]
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    applied_step: Mapped[int | None] = mapped_column(Integer)
+    message: Mapped[str | None] = mapped_column(Text)
+    acked_at: Mapped[dt.datetime | None]
+    ack_event_seq: Mapped[int | None] = mapped_column(BigInteger)
+
+
+def _rollup_columns() -> list[Column[Any]]:
+    cols: list[Column[Any]] = []
+    for m in METRICS:
+        cols.append(Column(f"{m}_n", Integer, nullable=False, default=0))
+        cols.extend(Column(f"{m}_{agg}", Float, nullable=True) for agg in ("min", "max", "sum", "last"))
+    return cols
+
+
+# Per arm and bucket of ROLLUP_BUCKET steps: n/min/max/sum/last of each metric (mean = sum/n), with
+# "last" the value at the bucket's last step. Maintained on ingest by upsert from the rows each batch
+# inserts, so charts of long runs read few rows. Only Core touches it, hence a Table.
+arm_rollups = Table(
+    "arm_rollups",
+    Base.metadata,
+    Column("run_id", ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    Column("arm_id", ForeignKey("arms.id", ondelete="CASCADE"), primary_key=True),
+    Column("bucket", Integer, primary_key=True),
+    Column("first_step", Integer, nullable=False),
+    Column("last_step", Integer, nullable=False),
+    Column("n_rows", Integer, nullable=False),
+    *_rollup_columns(),
+)

@@ -1,0 +1,134 @@
+"""Server-sent events: a run's live updates, resumable with `Last-Event-ID`.
+
+A page loads the run (its `event_seq`), then connects with `?after=<event_seq>` so nothing
+committed in between is lost; the browser's automatic reconnects send `Last-Event-ID`.
+
+Event types: `ready` (sent first; its id is the run's current event seq, so a client that has
+seen nothing yet still gets a resume point), `update` (one committed ingest batch: new steps with
+every arm field, command acks, status changes; id = the run's event seq), `reset` (more events
+were missed than the server replays; reload the page's data).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated
+
+import orjson
+from fastapi import APIRouter, Header, Query
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.concurrency import run_in_threadpool
+
+from server import store
+from server.deps import HubDep, SessionMakerDep, SettingsDep
+from server.errors import InvalidRequest
+from server.live import LiveHub, Subscription
+from server.schemas import ErrorResponse
+
+router = APIRouter(prefix="/api/runs", tags=["events"])
+log = logging.getLogger(__name__)
+
+
+@router.get(
+    "/{run}/events",
+    response_class=EventSourceResponse,
+    responses={200: {"content": {"text/event-stream": {}}}, 404: {"model": ErrorResponse}},
+)
+async def run_events(
+    run: str,
+    hub: HubDep,
+    maker: SessionMakerDep,
+    settings: SettingsDep,
+    last_event_id: Annotated[str | None, Header()] = None,
+    after_seq: Annotated[
+        int | None,
+        Query(
+            alias="after",
+            ge=0,
+            description="resume after this event id on a first connect (EventSource cannot send "
+            "Last-Event-ID until it reconnects): the `event_seq` of the run data the page loaded",
+        ),
+    ] = None,
+) -> EventSourceResponse:
+    """Live updates of one run (text/event-stream)."""
+    after: int | None = after_seq
+    if last_event_id:  # a reconnect: newer than the page's `after`
+        try:
+            after = max(0, int(last_event_id))
+        except ValueError as e:
+            raise InvalidRequest(f"Last-Event-ID must be an event id from this stream, got {last_event_id!r}") from e
+
+    def catch_up(since: int) -> tuple[int, list[store.LiveEvent]] | None:
+        with maker() as session:
+            return store.events_since(session.connection(), run, since, settings.sse_replay_limit)
+
+    def current_seq() -> int:
+        with maker() as session:
+            return store.event_seq(session.connection(), run)
+
+    # Subscribe before reading SQL so nothing committed in between is missed (seqs dedupe).
+    sub = hub.subscribe(run)
+    try:
+        current = await run_in_threadpool(current_seq)  # also: 404 for an unknown run
+    except BaseException:
+        hub.unsubscribe(sub)
+        raise
+    return EventSourceResponse(
+        _stream(run, sub, hub, catch_up, current_seq, current, after), ping=settings.sse_ping_s
+    )
+
+
+def _seq_doc(run: str, seq: int) -> str:
+    return orjson.dumps({"run": run, "seq": seq}).decode()
+
+
+async def _stream(
+    run: str,
+    sub: Subscription,
+    hub: LiveHub,
+    replay: Callable[[int], tuple[int, list[store.LiveEvent]] | None],
+    current_seq: Callable[[], int],
+    current: int,
+    after: int | None,
+) -> AsyncIterator[ServerSentEvent]:
+    try:
+        if after is not None and after > current:
+            # An id this run never reached (another database, a deleted run): start over.
+            yield ServerSentEvent(_seq_doc(run, current), event="reset", id=str(current))
+            after = None
+        last = current if after is None else after
+        yield ServerSentEvent(_seq_doc(run, current), event="ready", id=str(last))
+        pending_gap = after is not None and after < current
+        while True:
+            if pending_gap or sub.lagged:
+                sub.lagged = False
+                pending_gap = False
+                res = await run_in_threadpool(replay, last)
+                if res is None:
+                    seq = await run_in_threadpool(current_seq)
+                    last = seq
+                    yield ServerSentEvent(_seq_doc(run, seq), event="reset", id=str(seq))
+                else:
+                    for ev in res[1]:
+                        if ev.seq > last:
+                            last = ev.seq
+                            yield ServerSentEvent(orjson.dumps(ev.payload).decode(), event="update", id=str(ev.seq))
+            try:
+                data = sub.queue.get_nowait()
+            except asyncio.QueueEmpty:
+                sub.wake.clear()
+                if sub.queue.empty() and not sub.lagged:
+                    await sub.wake.wait()
+                continue
+            seq = int(orjson.loads(data)["seq"])
+            if seq <= last:
+                continue  # already sent (replayed from SQL)
+            if seq > last + 1:
+                pending_gap = True  # the missing events are committed; rebuild them from SQL
+                continue
+            last = seq
+            yield ServerSentEvent(data.decode(), event="update", id=str(seq))
+    finally:
+        hub.unsubscribe(sub)

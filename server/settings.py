@@ -1,0 +1,89 @@
+"""The server's settings: one validated object read from `STEERBOARD_*` variables and `.env`."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Values people paste from examples; a token like these protects nothing.
+_PLACEHOLDER_TOKENS = frozenset({"", "changeme", "change-me", "secret", "token", "password", "xxx"})
+
+
+class Settings(BaseSettings):
+    """Everything the server, the ingest workers and the CLI can be told.
+
+    Every field maps to an environment variable `STEERBOARD_<NAME>` (e.g. `STEERBOARD_DATABASE_URL`).
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="STEERBOARD_", env_file=".env", extra="ignore", env_ignore_empty=True
+    )
+
+    database_url: str = Field(
+        "sqlite:///./steerboard-data/steerboard.db",
+        description="SQLAlchemy URL: a SQLite file (default) or postgresql+psycopg://user@host/db",
+    )
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    key_prefix: str = "steerboard:"
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    log_level: str = "INFO"
+
+    # Steering: a bearer token for scripts; unset means local dev mode (everyone may steer).
+    api_token: SecretStr | None = None
+    api_token_name: str = "token"
+
+    # Ingest worker.
+    ingest_batch: int = Field(500, ge=1, le=10_000, description="entries per XREADGROUP")
+    ingest_block_ms: int = Field(1000, ge=1, description="XREADGROUP block time")
+    ingest_claim_idle_ms: int = Field(
+        60_000, ge=1, description="XAUTOCLAIM entries another consumer left pending this long"
+    )
+    ingest_claim_interval_s: float = Field(5.0, gt=0, description="how often a worker runs XAUTOCLAIM")
+    ingest_max_bytes: int = Field(1 << 20, ge=1024, description="larger entries are dead-lettered")
+    ingest_group: str = "ingest"
+
+    # Stream lengths (XADD MAXLEN ~).
+    ingest_maxlen: int = 1_000_000
+    control_maxlen: int = 10_000
+    dead_maxlen: int = 100_000
+
+    # A running run not heard from for this long is shown as stale.
+    stale_seconds: float = Field(60.0, gt=0)
+
+    # SSE: a reconnecting page that missed more events than this reloads instead of replaying.
+    sse_replay_limit: int = Field(2000, ge=1)
+    sse_ping_s: float = Field(15.0, gt=0)
+
+    @field_validator("api_token")
+    @classmethod
+    def _no_placeholder(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and v.get_secret_value().strip().lower() in _PLACEHOLDER_TOKENS:
+            raise ValueError("STEERBOARD_API_TOKEN is a placeholder; set a real secret or leave it unset")
+        return v
+
+    @property
+    def ingest_key(self) -> str:
+        return f"{self.key_prefix}ingest"
+
+    @property
+    def dead_key(self) -> str:
+        return f"{self.key_prefix}ingest:dead"
+
+    @property
+    def dead_count_key(self) -> str:
+        return f"{self.key_prefix}ingest:dead:count"
+
+    def control_key(self, run: str) -> str:
+        return f"{self.key_prefix}{{{run}}}:control"
+
+    def live_channel(self, run: str) -> str:
+        return f"{self.key_prefix}{{{run}}}:live"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (read once)."""
+    return Settings.model_validate({})

@@ -1,0 +1,804 @@
+"""All SQL of the server: ingest writes, API reads and the command audit log.
+
+Functions take a Connection or Session and return plain dataclasses or the Pydantic models of
+`server.schemas`; routes and the ingest worker never write SQL themselves.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from operator import itemgetter
+from typing import Any, cast
+
+import numpy as np
+import orjson
+from sqlalchemy import Connection, Table, bindparam, case, func, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from server.errors import InvalidRequest, RunNotFound
+from server.models import METRICS, ROLLUP_BUCKET, Arm, ArmStep, Command, Run, RunStep, arm_rollups
+from server.schemas import (
+    ArmSeries,
+    ArmState,
+    CommandRecord,
+    Metric,
+    RunDetail,
+    RunSummary,
+    StepRow,
+)
+from server.wire import ArmRecord, CommandAck, Heartbeat, RunEnd, RunStart, Step
+
+AnyMessage = RunStart | Step | CommandAck | Heartbeat | RunEnd
+
+_RUN = cast(Table, Run.__table__)
+_ARM = cast(Table, Arm.__table__)
+_ARM_STEP = cast(Table, ArmStep.__table__)
+_RUN_STEP = cast(Table, RunStep.__table__)
+_COMMAND = cast(Table, Command.__table__)
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def entry_time(entry_id: str) -> dt.datetime:
+    """The Redis server time at which a stream entry was added (its id is `<ms>-<n>`)."""
+    ms = int(entry_id.split("-", 1)[0])
+    return dt.datetime.fromtimestamp(ms / 1000.0, dt.UTC)
+
+
+def _insert(conn: Connection, table: Table) -> Any:
+    """The dialect's INSERT, which has ON CONFLICT DO NOTHING / DO UPDATE."""
+    name = conn.dialect.name
+    if name == "postgresql":
+        return postgresql.insert(table)
+    if name == "sqlite":
+        return sqlite.insert(table)
+    raise NotImplementedError(f"unsupported database dialect {name!r} (use SQLite or PostgreSQL)")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Ingest
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A validated ingest message and the id of the stream entry that carried it."""
+
+    entry_id: str
+    msg: AnyMessage
+    raw: bytes = b""  # the validated JSON document, relayed as-is in live events
+
+
+@dataclass(slots=True)
+class _RunAcc:
+    """What one batch does to one run, accumulated in stream order."""
+
+    run_id: int
+    name: str
+    event_seq: int
+    status_seq: int
+    last_seq: int
+    last_step: int
+    dropped: int
+    last_seen: dt.datetime | None
+    entry_ids: list[str] = field(default_factory=list)
+    start: RunStart | None = None
+    status: tuple[int, str, dt.datetime | None] | None = None  # (seq, status, ended_at)
+    steps: list[tuple[Entry, Step]] = field(default_factory=list)
+    acks: list[CommandAck] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class LiveEvent:
+    """What one committed batch changed in one run; published on the run's live channel."""
+
+    run: str
+    seq: int
+    payload: dict[str, Any]
+
+
+def apply_ingest(conn: Connection, entries: Sequence[Entry]) -> list[LiveEvent]:
+    """Write a batch of ingest messages in the caller's transaction; idempotent under re-delivery.
+
+    Steps are keyed by (run, step): a step already stored is skipped entirely (first write wins),
+    which also makes a re-delivered (run, seq) a no-op. Runs touched are locked first, in id order,
+    so concurrent workers on PostgreSQL serialize per run (and the per-run event sequence is gapless).
+    Returns the live events to publish once the transaction has committed.
+    """
+    if not entries:
+        return []
+    accs = _lock_runs(conn, sorted({e.msg.run for e in entries}))
+    for e in entries:
+        acc = accs[e.msg.run]
+        m = e.msg
+        acc.entry_ids.append(e.entry_id)
+        acc.last_seq = max(acc.last_seq, m.seq)
+        seen = entry_time(e.entry_id)
+        if acc.last_seen is None or seen > acc.last_seen:
+            acc.last_seen = seen
+        if isinstance(m, Step):
+            acc.steps.append((e, m))
+            acc.last_step = max(acc.last_step, m.step)
+            acc.dropped = max(acc.dropped, m.dropped)
+        elif isinstance(m, RunStart):
+            acc.start = m
+            if m.seq > acc.status_seq and (acc.status is None or m.seq > acc.status[0]):
+                acc.status = (m.seq, "running", None)
+        elif isinstance(m, RunEnd):
+            acc.last_step = max(acc.last_step, m.step)
+            if m.seq > acc.status_seq and (acc.status is None or m.seq > acc.status[0]):
+                acc.status = (m.seq, m.status, dt.datetime.fromtimestamp(m.ts, dt.UTC))
+        elif isinstance(m, Heartbeat):
+            acc.last_step = max(acc.last_step, m.step)
+        else:
+            acc.acks.append(m)
+
+    arm_ids = _ensure_arms(conn, accs.values())
+    events: list[LiveEvent] = []
+    new_steps = _insert_steps(conn, accs.values(), arm_ids)
+    for acc in accs.values():
+        payload: dict[str, Any] = {"run": acc.name, "entry_ids": acc.entry_ids}
+        changed = False
+        steps = new_steps.get(acc.run_id, [])
+        if steps:
+            payload["steps"] = [_step_payload(e, m) for e, m in steps]
+            changed = True
+        acks = _apply_acks(conn, acc)
+        if acks:
+            payload["acks"] = acks
+            changed = True
+        values: dict[str, Any] = {
+            "last_seq": acc.last_seq,
+            "last_step": acc.last_step,
+            "dropped": acc.dropped,
+            "last_seen": acc.last_seen,
+        }
+        if acc.start is not None:
+            s = acc.start
+            values.update(
+                project=s.project, scheduler=s.scheduler, params=s.params, config=s.config,
+                host=s.host, pid=s.pid,
+            )
+        if acc.status is not None:
+            seq, status, ended_at = acc.status
+            values.update(status=status, ended_at=ended_at, status_seq=seq)
+            changed = True
+        if changed:
+            values["event_seq"] = acc.event_seq + 1
+            if acc.status is not None:
+                values["status_event_seq"] = acc.event_seq + 1
+        conn.execute(update(_RUN).where(_RUN.c.id == acc.run_id).values(**values))
+        if acc.start is not None:
+            # A resumed run keeps its first start time.
+            conn.execute(
+                update(_RUN)
+                .where(_RUN.c.id == acc.run_id, _RUN.c.started_at.is_(None))
+                .values(started_at=dt.datetime.fromtimestamp(acc.start.ts, dt.UTC))
+            )
+        if changed:
+            if acc.status is not None:
+                payload["status"] = _status_payload(conn, acc.run_id)
+            payload["seq"] = acc.event_seq + 1
+            events.append(LiveEvent(acc.name, acc.event_seq + 1, payload))
+    return events
+
+
+def _lock_runs(conn: Connection, names: list[str]) -> dict[str, _RunAcc]:
+    """Create the runs not seen yet, then lock all of the batch's runs (in id order) and read them."""
+
+    def select_locked() -> list[Any]:
+        return list(conn.execute(
+            select(
+                _RUN.c.id, _RUN.c.name, _RUN.c.event_seq, _RUN.c.status_seq, _RUN.c.last_seq,
+                _RUN.c.last_step, _RUN.c.dropped, _RUN.c.last_seen,
+            )
+            .where(_RUN.c.name.in_(names))
+            .order_by(_RUN.c.id)
+            .with_for_update()
+        ).all())
+
+    rows = select_locked()
+    missing = set(names) - {r.name for r in rows}
+    if missing:
+        # A run is normally created by its run_start; a step seen first creates it too.
+        conn.execute(
+            _insert(conn, _RUN).on_conflict_do_nothing(index_elements=["name"]),
+            [
+                {
+                    "name": n, "project": "default", "scheduler": "unknown", "params": {}, "config": {},
+                    "status": "running", "last_step": -1, "last_seq": 0, "dropped": 0, "event_seq": 0,
+                    "status_event_seq": 0, "status_seq": 0,
+                }
+                for n in sorted(missing)
+            ],
+        )
+        rows = select_locked()
+    return {
+        r.name: _RunAcc(
+            run_id=r.id, name=r.name, event_seq=r.event_seq, status_seq=r.status_seq,
+            last_seq=r.last_seq, last_step=r.last_step, dropped=r.dropped, last_seen=r.last_seen,
+        )
+        for r in rows
+    }
+
+
+def _ensure_arms(conn: Connection, accs: Iterable[_RunAcc]) -> dict[int, dict[str, int]]:
+    """Upsert the arms of run_start messages, create arms first seen in steps; return ids by run."""
+    accs = list(accs)
+    started = [
+        {"run_id": a.run_id, "name": spec.name, "position": i, "metadata": spec.metadata, "state": "active",
+         "last_step": -1}
+        for a in accs if a.start is not None
+        for i, spec in enumerate(a.start.arms)
+    ]
+    if started:
+        ins = _insert(conn, _ARM)
+        conn.execute(
+            ins.on_conflict_do_update(
+                index_elements=["run_id", "name"],
+                set_={"metadata": ins.excluded.metadata, "position": ins.excluded.position},
+            ),
+            started,
+        )
+    ids = _arm_ids(conn, [a.run_id for a in accs])
+    missing: list[dict[str, Any]] = []
+    for a in accs:
+        known = ids.get(a.run_id, {})
+        for _, m in a.steps:
+            for rec in m.arms:
+                if rec["arm"] not in known:
+                    known[rec["arm"]] = -1
+                    missing.append({
+                        "run_id": a.run_id, "name": rec["arm"], "position": len(known) - 1, "metadata": {},
+                        "state": rec.get("state", "active"), "last_step": -1,
+                    })
+    if missing:
+        conn.execute(_insert(conn, _ARM).on_conflict_do_nothing(index_elements=["run_id", "name"]), missing)
+        ids = _arm_ids(conn, [a.run_id for a in accs])
+    return ids
+
+
+def _arm_ids(conn: Connection, run_ids: list[int]) -> dict[int, dict[str, int]]:
+    out: dict[int, dict[str, int]] = defaultdict(dict)
+    for run_id, name, arm_id in conn.execute(
+        select(_ARM.c.run_id, _ARM.c.name, _ARM.c.id).where(_ARM.c.run_id.in_(run_ids))
+    ):
+        out[run_id][name] = arm_id
+    return out
+
+
+# Column order of the arm_steps tuples built in _insert_steps: numeric columns first (the rollups
+# read them as one float array), then parts.
+_ARM_STEP_COLS = (
+    "run_id", "arm_id", "step", "probability", "score", "n_step", "n_total",
+    "mean_abs_adv", "mean_reward", "accuracy", "parts",
+)
+
+
+def _arm_step_sql(dialect: str) -> str:
+    # Raw DBAPI executemany on the hot path: SQLAlchemy's per-row parameter processing would cost
+    # more than the insert itself at 100k rows/s. `parts` arrives pre-serialized.
+    cols = ", ".join(_ARM_STEP_COLS)
+    marks = ", ".join(["?" if dialect == "sqlite" else "%s"] * len(_ARM_STEP_COLS))
+    return (
+        f"INSERT INTO arm_steps ({cols}) VALUES ({marks}) "
+        "ON CONFLICT (run_id, arm_id, step) DO NOTHING"
+    )
+
+
+def _copy_arm_steps(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
+    """PostgreSQL: COPY the rows straight into arm_steps.
+
+    psycopg's executemany sends one statement per row (~20k rows/s). COPY has no ON CONFLICT, and
+    needs none here: these rows belong to steps whose run_steps row this transaction has just
+    inserted (INSERT .. ON CONFLICT DO NOTHING RETURNING, under the run's row lock), so no other
+    transaction can have written them; a COPY into a temp table plus INSERT .. SELECT .. ON
+    CONFLICT measured ~40% slower. Should a conflict ever happen the batch fails as a whole and the
+    worker retries its entries one by one, dead-lettering the one at fault.
+    """
+    cols = ", ".join(_ARM_STEP_COLS)
+    dbapi: Any = conn.connection.dbapi_connection  # psycopg.Connection
+    with dbapi.cursor() as cur, cur.copy(f"COPY arm_steps ({cols}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(row)
+
+
+_ARM_FIELDS = itemgetter(
+    "arm", "p", "score", "n_step", "n_total", "mean_abs_adv", "mean_reward", "accuracy", "parts"
+)
+
+
+def _arm_fields_slow(r: ArmRecord) -> tuple[Any, ...]:
+    g = r.get
+    return (
+        r["arm"], r["p"], g("score"), r["n_step"], r["n_total"], g("mean_abs_adv"), g("mean_reward"),
+        g("accuracy"), g("parts") or {},
+    )
+
+
+def _insert_steps(
+    conn: Connection, accs: Iterable[_RunAcc], arm_ids: dict[int, dict[str, int]]
+) -> dict[int, list[tuple[Entry, Step]]]:
+    """Insert run_steps and arm_steps of steps not stored yet; return the new steps per run id."""
+    run_rows: list[dict[str, Any]] = []
+    by_key: dict[tuple[int, int], tuple[Entry, Step]] = {}
+    for a in accs:
+        for e, m in a.steps:
+            key = (a.run_id, m.step)
+            if key in by_key:  # the same step twice in one batch: first wins, as across batches
+                continue
+            by_key[key] = (e, m)
+            run_rows.append({
+                "run_id": a.run_id, "step": m.step, "ts": m.ts, "seq": m.seq, "entry_id": e.entry_id,
+                "event_seq": a.event_seq + 1, "metrics": m.metrics,
+            })
+    if not run_rows:
+        return {}
+    ins = _insert(conn, _RUN_STEP).on_conflict_do_nothing(index_elements=["run_id", "step"])
+    inserted = conn.execute(ins.returning(_RUN_STEP.c.run_id, _RUN_STEP.c.step), run_rows).all()
+    new: dict[int, list[tuple[Entry, Step]]] = defaultdict(list)
+    for run_id, step in inserted:
+        new[run_id].append(by_key[(run_id, step)])
+    if not new:
+        return {}
+    rows: list[tuple[Any, ...]] = []
+    nums: list[tuple[Any, ...]] = []  # the numeric columns again, for the rollups
+    dumps = orjson.dumps
+    for run_id, steps in new.items():
+        steps.sort(key=lambda s: s[1].step)
+        ids = arm_ids[run_id]
+        for _, m in steps:
+            step = m.step
+            for r in m.arms:
+                try:  # all keys present (what the agent sends): one C call
+                    arm, p, score, n_step, n_total, mab, mr, acc, parts = _ARM_FIELDS(r)
+                except KeyError:
+                    arm, p, score, n_step, n_total, mab, mr, acc, parts = _arm_fields_slow(r)
+                num = (run_id, ids[arm], step, p, score, n_step, n_total, mab, mr, acc)
+                nums.append(num)
+                rows.append((*num, dumps(parts).decode()))
+    if conn.dialect.name == "postgresql":
+        _copy_arm_steps(conn, rows)
+    else:
+        conn.exec_driver_sql(_arm_step_sql(conn.dialect.name), rows)
+    _merge_rollups(conn, nums)
+    _update_arm_state(conn, new, arm_ids)
+    return new
+
+
+def _update_arm_state(
+    conn: Connection, new: dict[int, list[tuple[Entry, Step]]], arm_ids: dict[int, dict[str, int]]
+) -> None:
+    params: list[dict[str, Any]] = []
+    for run_id, steps in new.items():
+        latest = steps[-1][1]  # sorted by step
+        ids = arm_ids[run_id]
+        params.extend(
+            {"b_id": ids[r["arm"]], "b_step": latest.step, "probability": r["p"],
+             "state": r.get("state", "active"), "pin": r.get("pin"), "boost": r.get("boost"),
+             "last_step": latest.step}
+            for r in latest.arms
+        )
+    stmt = (
+        update(_ARM)
+        .where(_ARM.c.id == bindparam("b_id"), _ARM.c.last_step < bindparam("b_step"))
+        .values(
+            probability=bindparam("probability"), state=bindparam("state"), pin=bindparam("pin"),
+            boost=bindparam("boost"), last_step=bindparam("last_step"),
+        )
+    )
+    conn.execute(stmt, params)
+
+
+def _merge_rollups(conn: Connection, nums: list[tuple[Any, ...]]) -> None:
+    """Merge the batch's new arm_steps rows into arm_rollups (n/min/max/sum/last per bucket).
+
+    Only rows inserted by this transaction reach here (a step already stored is skipped whole, see
+    apply_ingest), so adding their sums and counts stays exact under re-delivery. Aggregated with
+    numpy from memory rather than re-read with SQL: same result, a fraction of the cost.
+    """
+    a = np.array(nums, dtype=np.float64)  # None becomes NaN
+    n = len(a)
+    run, arm, step = a[:, 0].astype(np.int64), a[:, 1].astype(np.int64), a[:, 2].astype(np.int64)
+    bucket = step // ROLLUP_BUCKET
+    order = np.lexsort((step, bucket, arm, run))
+    a, run, arm, step, bucket = a[order], run[order], arm[order], step[order], bucket[order]
+    brk = np.ones(n, dtype=bool)
+    brk[1:] = (run[1:] != run[:-1]) | (arm[1:] != arm[:-1]) | (bucket[1:] != bucket[:-1])
+    starts = np.flatnonzero(brk)
+    ends = np.append(starts[1:], n) - 1
+    out: dict[str, list[Any]] = {
+        "run_id": run[starts].tolist(),
+        "arm_id": arm[starts].tolist(),
+        "bucket": bucket[starts].tolist(),
+        "first_step": step[starts].tolist(),
+        "last_step": step[ends].tolist(),
+        "n_rows": np.diff(np.append(starts, n)).tolist(),
+    }
+    for m in METRICS:
+        vals = a[:, _ARM_STEP_COLS.index(m)]
+        present = ~np.isnan(vals)
+        has = np.add.reduceat(present.astype(np.int64), starts)
+        some = has > 0
+        out[f"{m}_n"] = has.tolist()
+        out[f"{m}_min"] = _nullable(np.fmin.reduceat(vals, starts), some)
+        out[f"{m}_max"] = _nullable(np.fmax.reduceat(vals, starts), some)
+        out[f"{m}_sum"] = _nullable(np.add.reduceat(np.where(present, vals, 0.0), starts), some)
+        out[f"{m}_last"] = _nullable(vals[ends], present[ends])
+    keys = list(out)
+    params = [dict(zip(keys, row, strict=True)) for row in zip(*out.values(), strict=True)]
+    conn.execute(_rollup_upsert(conn), params)
+
+
+def _nullable(values: np.ndarray[Any, Any], keep: np.ndarray[Any, Any]) -> list[float | None]:
+    return [v if k else None for v, k in zip(values.tolist(), keep.tolist(), strict=True)]
+
+
+def _rollup_upsert(conn: Connection) -> Any:
+    ins = _insert(conn, arm_rollups)
+    ex = ins.excluded
+    t = arm_rollups.c
+    least, greatest = (func.min, func.max) if conn.dialect.name == "sqlite" else (func.least, func.greatest)
+
+    def merge(fn: Any, old: Any, new: Any) -> Any:
+        return case((old.is_(None), new), (new.is_(None), old), else_=fn(old, new))
+
+    set_: dict[str, Any] = {
+        "first_step": least(t.first_step, ex.first_step),
+        "last_step": greatest(t.last_step, ex.last_step),
+        "n_rows": t.n_rows + ex.n_rows,
+    }
+    for m in METRICS:
+        set_[f"{m}_n"] = t[f"{m}_n"] + ex[f"{m}_n"]
+        set_[f"{m}_min"] = merge(least, t[f"{m}_min"], ex[f"{m}_min"])
+        set_[f"{m}_max"] = merge(greatest, t[f"{m}_max"], ex[f"{m}_max"])
+        set_[f"{m}_sum"] = case(
+            (t[f"{m}_sum"].is_(None), ex[f"{m}_sum"]),
+            (ex[f"{m}_sum"].is_(None), t[f"{m}_sum"]),
+            else_=t[f"{m}_sum"] + ex[f"{m}_sum"],
+        )
+        set_[f"{m}_last"] = case((ex.last_step >= t.last_step, ex[f"{m}_last"]), else_=t[f"{m}_last"])
+    return ins.on_conflict_do_update(index_elements=["run_id", "arm_id", "bucket"], set_=set_)
+
+
+def _step_payload(e: Entry, m: Step) -> Any:
+    if e.raw:
+        # The step message itself (validated); it has step, ts, metrics and arms with every field.
+        return orjson.Fragment(e.raw)
+    return {"step": m.step, "ts": m.ts, "metrics": m.metrics, "arms": m.arms}
+
+
+def _apply_acks(conn: Connection, acc: _RunAcc) -> list[dict[str, Any]]:
+    """Record acks of pending commands (the first outcome of a command wins)."""
+    out: list[dict[str, Any]] = []
+    for ack in acc.acks:
+        res = conn.execute(
+            update(_COMMAND)
+            .where(_COMMAND.c.id == ack.id, _COMMAND.c.run_id == acc.run_id, _COMMAND.c.status == "pending")
+            .values(
+                status=ack.status, applied_step=ack.applied_step, message=ack.message,
+                acked_at=dt.datetime.fromtimestamp(ack.ts, dt.UTC), ack_event_seq=acc.event_seq + 1,
+            )
+        )
+        if res.rowcount:
+            out.append(_ack_payload(ack.id, ack.status, ack.applied_step, ack.message))
+    return out
+
+
+def _ack_payload(cid: str, status: str, applied_step: int | None, message: str | None) -> dict[str, Any]:
+    return {"id": cid, "status": status, "applied_step": applied_step, "message": message}
+
+
+def _status_payload(conn: Connection, run_id: int) -> dict[str, Any]:
+    r = conn.execute(
+        select(_RUN.c.status, _RUN.c.started_at, _RUN.c.ended_at, _RUN.c.last_step).where(_RUN.c.id == run_id)
+    ).one()
+    return {
+        "status": r.status,
+        "started_at": r.started_at.isoformat() if r.started_at else None,
+        "ended_at": r.ended_at.isoformat() if r.ended_at else None,
+        "last_step": r.last_step,
+    }
+
+
+def event_seq(conn: Connection, run: str) -> int:
+    """The run's latest live event seq (RunNotFound for an unknown run)."""
+    seq = conn.execute(select(_RUN.c.event_seq).where(_RUN.c.name == run)).scalar_one_or_none()
+    if seq is None:
+        raise RunNotFound(f"no run named {run!r}", run=run)
+    return int(seq)
+
+
+def events_since(conn: Connection, run: str, after: int, limit: int) -> tuple[int, list[LiveEvent]] | None:
+    """Rebuild from SQL the live events of `run` with seq > `after`, for an SSE client resuming.
+
+    Returns (current event seq, events), or None when more than `limit` events were missed (the
+    client should reload instead).
+    """
+    r = conn.execute(
+        select(_RUN.c.id, _RUN.c.event_seq, _RUN.c.status_event_seq).where(_RUN.c.name == run)
+    ).one_or_none()
+    if r is None:
+        raise RunNotFound(f"no run named {run!r}", run=run)
+    run_id, current, status_seq = r
+    after = max(after, 0)
+    if current <= after:
+        return current, []
+    if current - after > limit:
+        return None
+    payloads: dict[int, dict[str, Any]] = {}
+
+    def ev(seq: int) -> dict[str, Any]:
+        return payloads.setdefault(seq, {"run": run, "entry_ids": [], "seq": seq})
+
+    names = {i: n for i, n in conn.execute(select(_ARM.c.id, _ARM.c.name).where(_ARM.c.run_id == run_id))}
+    steps = conn.execute(
+        select(_RUN_STEP.c.step, _RUN_STEP.c.ts, _RUN_STEP.c.metrics, _RUN_STEP.c.event_seq, _RUN_STEP.c.entry_id)
+        .where(_RUN_STEP.c.run_id == run_id, _RUN_STEP.c.event_seq > after)
+        .order_by(_RUN_STEP.c.step)
+    ).all()
+    if steps:
+        step_nums = [s.step for s in steps]
+        arm_rows: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        arm_state = {
+            a.id: a for a in conn.execute(
+                select(_ARM.c.id, _ARM.c.state, _ARM.c.pin, _ARM.c.boost).where(_ARM.c.run_id == run_id)
+            )
+        }
+        q = (
+            select(_ARM_STEP)
+            .where(
+                _ARM_STEP.c.run_id == run_id,
+                _ARM_STEP.c.arm_id.in_(list(names)),
+                _ARM_STEP.c.step.between(min(step_nums), max(step_nums)),
+            )
+            .order_by(_ARM_STEP.c.step, _ARM_STEP.c.arm_id)
+        )
+        wanted = set(step_nums)
+        for a in conn.execute(q):
+            if a.step not in wanted:
+                continue
+            st = arm_state[a.arm_id]
+            # Per-step state/pin/boost are not stored; the arm's current ones stand in for them.
+            arm_rows[a.step].append({
+                "arm": names[a.arm_id], "p": a.probability, "score": a.score, "parts": a.parts,
+                "n_step": a.n_step, "n_total": a.n_total, "mean_abs_adv": a.mean_abs_adv,
+                "mean_reward": a.mean_reward, "accuracy": a.accuracy, "state": st.state, "pin": st.pin,
+                "boost": st.boost,
+            })
+        for s in steps:
+            e = ev(s.event_seq)
+            e["entry_ids"].append(s.entry_id)
+            e.setdefault("steps", []).append(
+                {"step": s.step, "ts": s.ts, "metrics": s.metrics, "arms": arm_rows[s.step]}
+            )
+    for c in conn.execute(
+        select(_COMMAND.c.id, _COMMAND.c.status, _COMMAND.c.applied_step, _COMMAND.c.message,
+               _COMMAND.c.ack_event_seq)
+        .where(_COMMAND.c.run_id == run_id, _COMMAND.c.ack_event_seq > after)
+        .order_by(_COMMAND.c.acked_at)
+    ):
+        ev(c.ack_event_seq).setdefault("acks", []).append(
+            _ack_payload(c.id, c.status, c.applied_step, c.message)
+        )
+    if status_seq > after:
+        # Only the latest status is kept; earlier status changes in the gap are superseded by it.
+        ev(status_seq)["status"] = _status_payload(conn, run_id)
+    # Events whose only change was superseded still get an (empty) event so seqs stay gapless.
+    for seq in range(after + 1, current + 1):
+        ev(seq)
+    return current, [LiveEvent(run, seq, payloads[seq]) for seq in sorted(payloads)]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Reads for the API
+# ---------------------------------------------------------------------------------------------------
+
+
+def _is_stale(r: Run, stale_seconds: float, now: dt.datetime) -> bool:
+    return r.status == "running" and (
+        r.last_seen is None or (now - r.last_seen).total_seconds() > stale_seconds
+    )
+
+
+def _summary_fields(r: Run, stale_seconds: float, now: dt.datetime) -> dict[str, Any]:
+    return {
+        "name": r.name, "project": r.project, "scheduler": r.scheduler, "status": r.status,
+        "stale": _is_stale(r, stale_seconds, now), "started_at": r.started_at, "ended_at": r.ended_at,
+        "last_seen": r.last_seen, "last_step": r.last_step, "dropped": r.dropped, "event_seq": r.event_seq,
+    }
+
+
+def list_runs(
+    session: Session, stale_seconds: float, project: str | None = None, limit: int = 200
+) -> list[RunSummary]:
+    q = select(Run).order_by(Run.id.desc()).limit(limit)
+    if project is not None:
+        q = q.where(Run.project == project)
+    now = utcnow()
+    return [RunSummary(**_summary_fields(r, stale_seconds, now)) for r in session.scalars(q)]
+
+
+def _run(session: Session, name: str) -> Run:
+    r = session.scalars(select(Run).where(Run.name == name)).one_or_none()
+    if r is None:
+        raise RunNotFound(f"no run named {name!r}", run=name)
+    return r
+
+
+def _arms(session: Session, run_id: int) -> list[Arm]:
+    return list(session.scalars(select(Arm).where(Arm.run_id == run_id).order_by(Arm.position, Arm.id)))
+
+
+def get_run(session: Session, name: str, stale_seconds: float) -> RunDetail:
+    r = _run(session, name)
+    arms = [
+        ArmState(
+            name=a.name, metadata=a.meta, state=a.state, pin=a.pin, boost=a.boost,
+            probability=a.probability, last_step=a.last_step,
+        )
+        for a in _arms(session, r.id)
+    ]
+    return RunDetail(
+        **_summary_fields(r, stale_seconds, utcnow()),
+        params=r.params, config=r.config, host=r.host, pid=r.pid, last_seq=r.last_seq, arms=arms,
+    )
+
+
+def series(
+    session: Session,
+    run: str,
+    metric: Metric,
+    arms: Sequence[str] | None,
+    start: int | None,
+    end: int | None,
+    max_points: int,
+) -> list[ArmSeries]:
+    """Per arm, (step, value) of `metric`; arms with more points than `max_points` are downsampled
+    keeping each bucket's min and max (tsdownsample MinMax), so spikes survive. `max_points` >= 4
+    (MinMax needs two buckets)."""
+    from tsdownsample import MinMaxDownsampler
+
+    r = _run(session, run)
+    all_arms = _arms(session, r.id)
+    if arms:
+        by_name = {a.name: a for a in all_arms}
+        unknown = [a for a in arms if a not in by_name]
+        if unknown:
+            raise InvalidRequest(
+                f"run {run!r} has no arm {unknown[0]!r}; its arms are: {', '.join(sorted(by_name))}",
+                unknown=unknown,
+            )
+        chosen = [by_name[a] for a in arms]
+    else:
+        chosen = all_arms
+    col = _ARM_STEP.c[metric]
+    out: list[ArmSeries] = []
+    for a in chosen:
+        q = select(ArmStep.step, col).where(
+            ArmStep.run_id == r.id, ArmStep.arm_id == a.id, col.is_not(None)
+        )
+        if start is not None:
+            q = q.where(ArmStep.step >= start)
+        if end is not None:
+            q = q.where(ArmStep.step <= end)
+        rows = session.execute(q.order_by(ArmStep.step)).all()
+        steps = np.fromiter((s for s, _ in rows), dtype=np.int64, count=len(rows))
+        vals = np.fromiter((v for _, v in rows), dtype=np.float64, count=len(rows))
+        down = len(rows) > max_points
+        if down:
+            sampler: Any = MinMaxDownsampler()  # type: ignore[no-untyped-call]
+            idx = sampler.downsample(steps, vals, n_out=max(4, max_points - max_points % 2))
+            steps, vals = steps[idx], vals[idx]
+        out.append(ArmSeries(arm=a.name, steps=steps.tolist(), values=vals.tolist(), downsampled=down))
+    return out
+
+
+def steps(session: Session, run: str, start: int | None, end: int | None, limit: int) -> list[StepRow]:
+    r = _run(session, run)
+    q = select(RunStep).where(RunStep.run_id == r.id)
+    if start is not None:
+        q = q.where(RunStep.step >= start)
+    if end is not None:
+        q = q.where(RunStep.step <= end)
+    return [
+        StepRow(step=s.step, ts=s.ts, seq=s.seq, metrics=s.metrics)
+        for s in session.scalars(q.order_by(RunStep.step).limit(limit))
+    ]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Commands (the audit log)
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ArmView:
+    name: str
+    state: str
+    pin: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class PendingCommand:
+    kind: str
+    arm: str
+    value: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class SteeringView:
+    """What command validation needs: the run, its arms as reported, and commands not yet acked."""
+
+    run_id: int
+    name: str
+    status: str
+    arms: list[ArmView]
+    pending: list[PendingCommand]
+
+
+def steering_view(session: Session, run: str) -> SteeringView:
+    r = _run(session, run)
+    pending = session.execute(
+        select(Command.kind, Command.arm, Command.value)
+        .where(Command.run_id == r.id, Command.status == "pending")
+        .order_by(Command.created_at)
+    ).all()
+    return SteeringView(
+        run_id=r.id,
+        name=r.name,
+        status=r.status,
+        arms=[ArmView(a.name, a.state, a.pin) for a in _arms(session, r.id)],
+        pending=[PendingCommand(k, a, v) for k, a, v in pending],
+    )
+
+
+def record_command(
+    session: Session,
+    run_id: int,
+    kind: str,
+    arm: str,
+    value: float | None,
+    steps: int | None,
+    actor: str,
+    reason: str,
+) -> Command:
+    cmd = Command(
+        id=str(uuid.uuid4()), run_id=run_id, kind=kind, arm=arm, value=value, steps=steps, actor=actor,
+        reason=reason, created_at=utcnow(), status="pending",
+    )
+    session.add(cmd)
+    session.flush()
+    return cmd
+
+
+def reject_command(session: Session, command_id: str, message: str) -> None:
+    session.execute(
+        update(Command)
+        .where(Command.id == command_id, Command.status == "pending")
+        .values(status="rejected", message=message, acked_at=utcnow())
+    )
+
+
+def list_commands(session: Session, run: str, limit: int) -> list[CommandRecord]:
+    r = _run(session, run)
+    q = select(Command).where(Command.run_id == r.id).order_by(Command.created_at.desc()).limit(limit)
+    return [
+        CommandRecord(
+            id=c.id, run=r.name, kind=c.kind, arm=c.arm, value=c.value, steps=c.steps, actor=c.actor,
+            reason=c.reason, created_at=c.created_at, status=c.status, applied_step=c.applied_step,
+            message=c.message, acked_at=c.acked_at,
+        )
+        for c in session.scalars(q)
+    ]
+
+
+def ping(session: Session) -> None:
+    session.execute(text("SELECT 1"))
