@@ -661,11 +661,15 @@ def series(
     end: int | None,
     max_points: int,
 ) -> list[ArmSeries]:
-    """Per arm, (step, value) of `metric`; arms with more points than `max_points` are downsampled
-    keeping each bucket's min and max (tsdownsample MinMax), so spikes survive. `max_points` >= 4
-    (MinMax needs two buckets)."""
-    from tsdownsample import MinMaxDownsampler
+    """Per arm, (step, value) of `metric` over [start, end], at most `max_points` points per arm.
 
+    Every bucket keeps its min and its max, so no spike disappears. Three ways, by range length:
+    a range of at most `max_points` steps returns the raw rows; a long range (enough rollup buckets
+    for the chart) merges `arm_rollups` rows (ROLLUP_BUCKET steps each, kept on ingest) in SQL, so a
+    100,000-step run reads a few thousand rows per arm; in between, the raw rows are bucketed in SQL.
+    When bucketed, a bucket's min and max are placed at its first and last step, in the order its
+    trend suggests (zooming in gives exact positions).
+    """
     r = _run(session, run)
     all_arms = _arms(session, r.id)
     if arms:
@@ -679,25 +683,123 @@ def series(
         chosen = [by_name[a] for a in arms]
     else:
         chosen = all_arms
+    if not chosen:
+        return []
+    lo = 0 if start is None else start
+    hi = r.last_step if end is None else min(end, max(r.last_step, 0))
+    if hi < lo:
+        return [ArmSeries(arm=a.name, steps=[], values=[], downsampled=False) for a in chosen]
+    span = hi - lo + 1
+    pairs = max(2, max_points // 2)  # buckets per arm, two points each
+    conn = session.connection()
+    ids = [a.id for a in chosen]
+    if span <= max_points:
+        data = _series_rows(conn, r.id, metric, ids, lo, hi)
+    elif span // ROLLUP_BUCKET >= pairs // 4 or span * len(ids) > SERIES_SQL_BUCKET_ROWS:
+        data = _series_rollups(conn, r.id, metric, ids, lo, hi, pairs)
+    else:
+        data = _series_buckets(conn, r.id, metric, ids, lo, hi, pairs)
+    return [
+        ArmSeries(arm=a.name, steps=st.tolist(), values=v.tolist(), downsampled=d)
+        for a, (st, v, d) in zip(chosen, (data[i] for i in ids), strict=True)
+    ]
+
+
+# Past this many raw rows in range (all chosen arms), bucketing in SQL costs more than reading rollups.
+SERIES_SQL_BUCKET_ROWS = 300_000
+
+_SeriesData = tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], bool]
+_EMPTY: _SeriesData = (np.zeros(0, dtype=np.int64), np.zeros(0), False)
+
+
+def _columns(rows: Sequence[Any], n_cols: int) -> list[np.ndarray[Any, Any]]:
+    n = len(rows)
+    return [np.fromiter((row[i] for row in rows), dtype=np.float64, count=n) for i in range(n_cols)]
+
+
+def _series_rows(conn: Connection, run_id: int, metric: Metric, ids: list[int], lo: int, hi: int,
+                 ) -> dict[int, _SeriesData]:
     col = _ARM_STEP.c[metric]
-    out: list[ArmSeries] = []
-    for a in chosen:
-        q = select(ArmStep.step, col).where(
-            ArmStep.run_id == r.id, ArmStep.arm_id == a.id, col.is_not(None)
-        )
-        if start is not None:
-            q = q.where(ArmStep.step >= start)
-        if end is not None:
-            q = q.where(ArmStep.step <= end)
-        rows = session.execute(q.order_by(ArmStep.step)).all()
-        steps = np.fromiter((s for s, _ in rows), dtype=np.int64, count=len(rows))
-        vals = np.fromiter((v for _, v in rows), dtype=np.float64, count=len(rows))
-        down = len(rows) > max_points
-        if down:
-            sampler: Any = MinMaxDownsampler()  # type: ignore[no-untyped-call]
-            idx = sampler.downsample(steps, vals, n_out=max(4, max_points - max_points % 2))
-            steps, vals = steps[idx], vals[idx]
-        out.append(ArmSeries(arm=a.name, steps=steps.tolist(), values=vals.tolist(), downsampled=down))
+    # arm_id IN (...) lets both backends walk one primary-key range per arm.
+    q = (
+        select(_ARM_STEP.c.arm_id, _ARM_STEP.c.step, col)
+        .where(_ARM_STEP.c.run_id == run_id, _ARM_STEP.c.arm_id.in_(ids), _ARM_STEP.c.step.between(lo, hi),
+               col.is_not(None))
+        .order_by(_ARM_STEP.c.arm_id, _ARM_STEP.c.step)
+    )
+    arm_ids, steps, vals = _columns(conn.execute(q).all(), 3)
+    out = dict.fromkeys(ids, _EMPTY)
+    for i in ids:
+        i0, i1 = np.searchsorted(arm_ids, [i, i + 1])
+        out[i] = (steps[i0:i1].astype(np.int64), vals[i0:i1], False)
+    return out
+
+
+def _bucket_rows(conn: Connection, run_id: int, metric: Metric, ids: list[int], lo: int, hi: int,
+                 width: int) -> Sequence[Any]:
+    """Raw rows of [lo, hi] bucketed in SQL, `width` steps a bucket: (arm, g, first, last, min, max, mean)."""
+    t = _ARM_STEP.c
+    col = t[metric]
+    g = ((t.step - lo) // width).label("g")
+    q = (
+        select(t.arm_id, g, func.min(t.step), func.max(t.step), func.min(col), func.max(col), func.avg(col))
+        .where(t.run_id == run_id, t.arm_id.in_(ids), t.step.between(lo, hi), col.is_not(None))
+        .group_by(t.arm_id, g)
+    )
+    return conn.execute(q).all()
+
+
+def _series_buckets(conn: Connection, run_id: int, metric: Metric, ids: list[int], lo: int, hi: int,
+                    pairs: int) -> dict[int, _SeriesData]:
+    return _pairs(_bucket_rows(conn, run_id, metric, ids, lo, hi, -(-(hi - lo + 1) // pairs)), ids)
+
+
+def _series_rollups(conn: Connection, run_id: int, metric: Metric, ids: list[int], lo: int, hi: int,
+                    pairs: int) -> dict[int, _SeriesData]:
+    # Rollup buckets wholly inside [lo, hi]; the partial buckets at either end come from raw rows, so
+    # nothing outside the requested range is shown.
+    b0, b1 = -(-lo // ROLLUP_BUCKET), (hi + 1) // ROLLUP_BUCKET - 1
+    if b1 < b0:
+        return _series_buckets(conn, run_id, metric, ids, lo, hi, pairs)
+    head_end, tail_start = b0 * ROLLUP_BUCKET - 1, (b1 + 1) * ROLLUP_BUCKET
+    edges = int(lo <= head_end) + int(tail_start <= hi)
+    per_group = max(1, -(-(b1 - b0 + 1) // max(1, pairs - edges)))  # rollup buckets per bucket shown
+    t = arm_rollups.c
+    n = t[f"{metric}_n"]
+    g = ((t.bucket - b0) // per_group).label("g")
+    q = (
+        select(t.arm_id, g, func.min(t.first_step), func.max(t.last_step), func.min(t[f"{metric}_min"]),
+               func.max(t[f"{metric}_max"]), func.sum(t[f"{metric}_sum"]) / func.sum(n))
+        .where(t.run_id == run_id, t.arm_id.in_(ids), t.bucket.between(b0, b1), n > 0)
+        .group_by(t.arm_id, g)
+    )
+    rows = list(conn.execute(q).all())
+    if lo <= head_end:
+        rows += _bucket_rows(conn, run_id, metric, ids, lo, head_end, head_end - lo + 1)
+    if tail_start <= hi:
+        rows += _bucket_rows(conn, run_id, metric, ids, tail_start, hi, hi - tail_start + 1)
+    return _pairs(rows, ids)
+
+
+def _pairs(rows: Sequence[Any], ids: list[int]) -> dict[int, _SeriesData]:
+    """(arm, group, first step, last step, min, max, mean) rows, any order -> two points per bucket."""
+    cols = _columns(rows, 7)
+    order = np.lexsort((cols[2], cols[0]))
+    arm_ids, _, first, last, vmin, vmax, mean = (c[order] for c in cols)
+    out = dict.fromkeys(ids, _EMPTY)
+    for i in ids:
+        i0, i1 = np.searchsorted(arm_ids, [i, i + 1])
+        f, la = first[i0:i1], last[i0:i1]
+        mn, mx, me = vmin[i0:i1], vmax[i0:i1], mean[i0:i1]
+        # A rising bucket (mean above the previous bucket's) shows its min first, a falling one its max.
+        prev = np.concatenate([me[:1], me[:-1]])
+        rising = me >= prev
+        x = np.empty(2 * mn.size, dtype=np.int64)
+        y = np.empty(2 * mn.size, dtype=np.float64)
+        x[0::2], x[1::2] = f, la
+        y[0::2] = np.where(rising, mn, mx)
+        y[1::2] = np.where(rising, mx, mn)
+        out[i] = (x, y, True)
     return out
 
 

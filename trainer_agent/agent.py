@@ -158,6 +158,9 @@ class CurriculumAgent:
     ) -> None:
         if not isinstance(run, str) or not run.strip() or len(run) > 200:
             raise ConfigError("run must be a non-empty name of at most 200 characters")
+        if any(c in run for c in "{}\x00"):
+            # Braces would break the Redis Cluster hash tag of the run's keys (docs/wire.md).
+            raise ConfigError(f"run name {run!r} may not contain '{{', '}}' or NUL")
         if isinstance(arms, Mapping):
             names = [str(a) for a in arms]
             self.arm_metadata: dict[str, dict[str, Any]] = {str(a): dict(m or {}) for a, m in arms.items()}

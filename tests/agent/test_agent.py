@@ -76,6 +76,8 @@ def test_bad_inputs_raise_clear_errors():
         CurriculumAgent("none", [])
     with pytest.raises(ConfigError, match="unknown scheduler"):
         CurriculumAgent("s", ["a"], scheduler="nope")
+    with pytest.raises(ConfigError, match="may not contain"):
+        CurriculumAgent("kk-{0}", ["a"])
 
 
 def test_non_finite_rewards_are_dropped_and_counted():

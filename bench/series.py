@@ -1,0 +1,231 @@
+"""Charts of long runs: the series endpoint on a 64-arm x 100,000-step run (6.4 M arm rows).
+
+Builds the run through the real ingest store (so the rollups are what ingest keeps), in SQLite and
+in PostgreSQL, serves it with the real app (uvicorn, no ingest), and times
+`GET /api/runs/{run}/series?metric=...` for one metric across all arms: the whole run (the default
+view, at most ~1,000 points per arm) and zoomed windows. Prints p50/p95 per query (target: p95 <=
+250 ms). With `--page`, also loads the run page in headless Chromium and times it until every chart
+has drawn (target: <= 2 s).
+
+    .venv/bin/python bench/series.py                      # both backends, 100,000 steps
+    .venv/bin/python bench/series.py --backends sqlite --steps 20000
+    .venv/bin/python bench/series.py --keep               # reuse the databases on the next run
+
+For scale: TensorBoard keeps 1,000 reservoir samples per scalar (spikes lost), W&B draws 1,500
+bucketed points, MLflow 2,500 strided points.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import orjson
+from alembic import command
+from sqlalchemy import text
+from tqdm import tqdm
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from server import store  # noqa: E402
+from server.db import alembic_config, make_engine  # noqa: E402
+from server.wire import INGEST_ADAPTER  # noqa: E402
+
+RUN = "bench-long"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def fill(url: str, steps: int, n_arms: int, batch: int = 250) -> float:
+    """Write the run through store.apply_ingest; returns seconds taken."""
+    engine = make_engine(url)
+    arms = [f"src{i % 4}/level{i // 4}" for i in range(n_arms)]
+
+    def entry(n: int, doc: dict) -> store.Entry:
+        raw = orjson.dumps(doc)
+        return store.Entry(f"{n + 1}-0", INGEST_ADAPTER.validate_json(raw), raw)
+
+    t0 = time.perf_counter()
+    with engine.begin() as conn:
+        store.apply_ingest(conn, [entry(0, {
+            "v": 1, "type": "run_start", "run": RUN, "seq": 1, "ts": time.time(), "project": "bench",
+            "scheduler": "dump", "params": {"window": 300, "c": 1.0, "temperature": 0.1}, "config": {},
+            "arms": [{"name": a, "metadata": {}} for a in arms], "host": "bench", "pid": os.getpid()})])
+    totals = [0] * n_arms
+    t_start = time.time() - steps
+    with tqdm(total=steps * n_arms, unit="row", unit_scale=True, desc="fill", leave=False) as bar:
+        for s0 in range(0, steps, batch):
+            entries = []
+            for step in range(s0, min(steps, s0 + batch)):
+                recs = []
+                ws = [math.exp(2.0 * math.sin(step / 3000.0 + i)) for i in range(n_arms)]
+                z = sum(ws)
+                for i, a in enumerate(arms):
+                    k = 16 if (step + i) % 4 else 0
+                    totals[i] += k
+                    acc = min(1.0, step / (20000.0 + 2000 * i))
+                    recs.append({
+                        "arm": a, "p": ws[i] / z, "score": 0.3 + 0.2 * math.sin(step / 500.0 + i),
+                        "parts": {"mu": 0.2, "bonus": 0.1}, "n_step": k, "n_total": totals[i],
+                        "mean_abs_adv": (0.5 + 0.4 * math.cos(step / 700.0 + i)) if k else None,
+                        "mean_reward": acc if k else None, "accuracy": acc if k else None,
+                        "state": "active", "pin": None, "boost": None,
+                    })
+                entries.append(entry(step + 1, {"v": 1, "type": "step", "run": RUN, "seq": step + 2,
+                                                "ts": t_start + step, "step": step, "metrics": {"loss": 1.0},
+                                                "dropped": 0, "arms": recs}))
+            with engine.begin() as conn:
+                store.apply_ingest(conn, entries)
+            bar.update(len(entries) * n_arms)
+    engine.dispose()
+    return time.perf_counter() - t0
+
+
+def serve(url: str) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    env = {**os.environ, "STEERBOARD_DATABASE_URL": url, "STEERBOARD_PORT": str(port),
+           "STEERBOARD_KEY_PREFIX": f"bench-series-{uuid.uuid4().hex[:6]}:"}
+    proc = subprocess.Popen([sys.executable, "-m", "server", "serve", "--no-ingest", "--port", str(port)],
+                            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                return proc, base
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    proc.kill()
+    raise SystemExit(f"server did not start: {proc.stderr.read().decode()[-2000:] if proc.stderr else ''}")
+
+
+def time_queries(base: str, steps: int, repeats: int) -> list[tuple[str, float, float, int]]:
+    client = httpx.Client(base_url=base, timeout=30)
+    cases = [
+        ("probability, whole run", {"metric": "probability"}),
+        ("accuracy, whole run", {"metric": "accuracy"}),
+        ("mean_abs_adv, 2nd half", {"metric": "mean_abs_adv", "start": steps // 2}),
+        ("probability, 10k-step zoom", {"metric": "probability", "start": steps // 3, "end": steps // 3 + 9999}),
+        ("probability, 2k-step zoom", {"metric": "probability", "start": steps // 3, "end": steps // 3 + 1999}),
+        ("accuracy, 1 arm, whole run", {"metric": "accuracy", "arms": "src1/level3"}),
+    ]
+    out = []
+    for name, params in cases:
+        times = []
+        points = 0
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            resp = client.get(f"/api/runs/{RUN}/series", params=params)
+            times.append(time.perf_counter() - t0)
+            resp.raise_for_status()
+            points = max(len(s["steps"]) for s in resp.json()["series"])
+        times.sort()
+        p95 = times[min(len(times) - 1, math.ceil(0.95 * len(times)) - 1)]
+        out.append((name, statistics.median(times) * 1000, p95 * 1000, points))
+    client.close()
+    return out
+
+
+def time_page(base: str) -> float | None:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        page = browser.new_page()
+        t0 = time.perf_counter()
+        resp = page.goto(f"{base}/runs/{RUN}")
+        if resp is None or resp.status != 200:
+            browser.close()
+            return None
+        # Drawn: every Plotly chart on the page has its data and has rendered its traces.
+        page.wait_for_function(
+            "() => { const g = [...document.querySelectorAll('.js-plotly-plot')];"
+            " return g.length > 0 && g.every(d => d.data && d.data.length > 0 && d.querySelector('.trace')); }",
+            timeout=30_000)
+        elapsed = time.perf_counter() - t0
+        browser.close()
+        return elapsed
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--backends", default="sqlite,postgresql")
+    ap.add_argument("--steps", type=int, default=100_000)
+    ap.add_argument("--arms", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--page", action="store_true", help="also time the run page in headless Chromium")
+    ap.add_argument("--keep", action="store_true", help="keep (and reuse) the databases")
+    ap.add_argument("--pg-url", default=os.environ.get("STEERBOARD_BENCH_PG",
+                                                       "postgresql+psycopg://postgres@127.0.0.1:5432/test"))
+    args = ap.parse_args()
+    tmp = Path(tempfile.gettempdir()) / "steerboard-bench-series"
+    tmp.mkdir(exist_ok=True)
+    tag = f"{args.steps}x{args.arms}"
+    print(f"run: {args.arms} arms x {args.steps:,} steps = {args.arms * args.steps:,} arm rows; "
+          f"{args.repeats} requests per query")
+    for backend in args.backends.split(","):
+        schema = f"bench_series_{tag}"
+        if backend == "sqlite":
+            url = f"sqlite:///{tmp}/series-{tag}.db"
+            exists = Path(f"{tmp}/series-{tag}.db").exists()
+        else:
+            sep = "&" if "?" in args.pg_url else "?"
+            url = f"{args.pg_url}{sep}options=-csearch_path%3D{schema}"
+            admin = make_engine(args.pg_url)
+            with admin.begin() as conn:
+                exists = bool(conn.execute(text(
+                    "SELECT 1 FROM information_schema.schemata WHERE schema_name = :s"), {"s": schema}).first())
+                if exists and not args.keep:
+                    conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+                    exists = False
+                if not exists:
+                    conn.execute(text(f"CREATE SCHEMA {schema}"))
+            admin.dispose()
+        if exists and not args.keep and backend == "sqlite":
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{tmp}/series-{tag}.db{suffix}").unlink(missing_ok=True)
+            exists = False
+        if not exists:
+            command.upgrade(alembic_config(url), "head")
+            secs = fill(url, args.steps, args.arms)
+            print(f"[{backend}] filled through the ingest store in {secs:.0f} s "
+                  f"({args.arms * args.steps / secs:,.0f} rows/s)")
+        proc, base = serve(url)
+        try:
+            print(f"[{backend}] {'query':<30} {'p50 ms':>8} {'p95 ms':>8} {'points/arm':>11}")
+            for name, p50, p95, pts in time_queries(base, args.steps, args.repeats):
+                flag = "ok" if p95 <= 250 else "OVER 250 ms"
+                print(f"[{backend}] {name:<30} {p50:>8.1f} {p95:>8.1f} {pts:>11}  {flag}")
+            if args.page:
+                secs = time_page(base)
+                shown = "page not available" if secs is None else f"{secs:.2f} s"
+                print(f"[{backend}] run page loaded and drawn in headless Chromium: {shown} (target <= 2 s)")
+        finally:
+            proc.terminate()
+            proc.wait(10)
+        if not args.keep and backend == "postgresql":
+            admin = make_engine(args.pg_url)
+            with admin.begin() as conn:
+                conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+            admin.dispose()
+
+
+if __name__ == "__main__":
+    main()

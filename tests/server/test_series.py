@@ -1,0 +1,106 @@
+"""The series endpoint's two paths: raw rows (exact) and rollups (long ranges), on both backends."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import orjson
+import pytest
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from server import store
+from server.models import ROLLUP_BUCKET
+from server.wire import INGEST_ADAPTER
+
+from .conftest import run_start
+
+ARMS = ["a", "b", "c"]
+STEPS = ROLLUP_BUCKET * 40 + 17  # 40 full rollup buckets and a partial one
+
+
+def values(step: int, i: int) -> float:
+    """A smooth curve per arm, with one spike on arm b that no downsampling may lose."""
+    v = 0.5 + 0.4 * math.sin(step / 97.0 + i)
+    if i == 1 and step == 1234:
+        v = 7.5
+    return v
+
+
+def fill(engine: Engine, run: str) -> None:
+    def entry(n: int, doc: dict) -> store.Entry:
+        raw = orjson.dumps(doc)
+        return store.Entry(f"{n + 1}-0", INGEST_ADAPTER.validate_json(raw), raw)
+
+    entries = [entry(0, run_start(run, 1, ARMS))]
+    for step in range(STEPS):
+        recs = [{"arm": a, "p": 1 / 3, "score": values(step, i), "parts": {}, "n_step": 1, "n_total": step + 1,
+                 "mean_abs_adv": None, "mean_reward": None, "accuracy": None, "state": "active", "pin": None,
+                 "boost": None} for i, a in enumerate(ARMS)]
+        doc = {"v": 1, "type": "step", "run": run, "seq": step + 2, "ts": 1.7e9 + step, "step": step,
+               "metrics": {}, "dropped": 0, "arms": recs}
+        entries.append(entry(step + 1, doc))
+    for i in range(0, len(entries), 500):
+        with engine.begin() as conn:
+            store.apply_ingest(conn, entries[i:i + 500])
+
+
+@pytest.mark.parametrize("empty_db", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)],
+                         indirect=True)
+def test_long_range_reads_rollups_and_keeps_every_bucket_min_and_max(engine: Engine) -> None:
+    fill(engine, "long")
+    truth = {a: np.array([values(s, i) for s in range(STEPS)]) for i, a in enumerate(ARMS)}
+    with Session(engine) as session:
+        out = store.series(session, "long", "score", None, None, None, max_points=20)
+    assert [s.arm for s in out] == ARMS
+    for s in out:
+        assert s.downsampled is True and len(s.steps) <= 20
+        v = np.array(s.values)
+        # the extremes of the whole series survive, the spike included
+        assert v.max() == truth[s.arm].max() and v.min() == truth[s.arm].min()
+        # every value shown is a true value within the bucket it stands for
+        steps = np.array(s.steps)
+        assert np.all(np.diff(steps) >= 0) and steps[0] >= 0 and steps[-1] <= STEPS - 1
+        # each pair of points is one bucket: its first and last step, and exactly its min and max
+        for x0, x1, y0, y1 in zip(steps[0::2], steps[1::2], v[0::2], v[1::2], strict=True):
+            window = truth[s.arm][x0: x1 + 1]
+            assert (x1 + 1) % ROLLUP_BUCKET == 0 or x1 == STEPS - 1
+            assert sorted([y0, y1]) == [window.min(), window.max()]
+    spike = next(s for s in out if s.arm == "b")
+    assert 7.5 in spike.values
+
+
+@pytest.mark.parametrize("empty_db", ["sqlite"], indirect=True)
+def test_short_range_reads_raw_rows_with_exact_positions(engine: Engine) -> None:
+    fill(engine, "short")
+    with Session(engine) as session:
+        exact = store.series(session, "short", "score", ["b"], 1200, 1300, max_points=1000)
+        down = store.series(session, "short", "score", ["b"], 1000, 1499, max_points=50)
+    assert exact[0].steps == list(range(1200, 1301)) and exact[0].downsampled is False
+    assert exact[0].values == [values(s, 1) for s in range(1200, 1301)]
+    assert down[0].downsampled is True and len(down[0].steps) <= 50
+    # bucketed in SQL: each pair of points is a bucket's first/last step and exactly its min and max
+    truth = {st: values(st, 1) for st in range(1000, 1500)}
+    for x0, x1, y0, y1 in zip(down[0].steps[0::2], down[0].steps[1::2], down[0].values[0::2],
+                              down[0].values[1::2], strict=True):
+        window = [truth[st] for st in range(x0, x1 + 1)]
+        assert sorted([y0, y1]) == [min(window), max(window)]
+    assert 7.5 in down[0].values
+
+
+@pytest.mark.parametrize("empty_db", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)],
+                         indirect=True)
+def test_rollup_range_with_partial_edge_buckets_shows_nothing_outside_it(engine: Engine) -> None:
+    fill(engine, "edges")
+    lo, hi = 100, STEPS - 30  # neither end on a rollup bucket boundary
+    with Session(engine) as session:
+        out = store.series(session, "edges", "score", ["a", "b"], lo, hi, max_points=24)
+    for s in out:
+        i = ARMS.index(s.arm)
+        assert s.downsampled is True and len(s.steps) <= 24
+        assert s.steps[0] == lo and s.steps[-1] == hi
+        for x0, x1, y0, y1 in zip(s.steps[0::2], s.steps[1::2], s.values[0::2], s.values[1::2], strict=True):
+            window = [values(st, i) for st in range(x0, x1 + 1)]
+            assert lo <= x0 <= x1 <= hi
+            assert sorted([y0, y1]) == [min(window), max(window)]
