@@ -17,6 +17,7 @@ import redis
 from sqlalchemy.orm import Session
 
 from server import store
+from server.db import SQLITE_IMMEDIATE
 from server.errors import CommandConflict, InvalidCommand, ServiceUnavailable
 from server.schemas import CommandAccepted, CommandIn
 from server.settings import Settings
@@ -102,6 +103,11 @@ def submit(
     session: Session, client: redis.Redis, settings: Settings, run: str, cmd: CommandIn, actor: str
 ) -> CommandAccepted:
     """Validate, record as pending in the audit log, and XADD to the run's control stream."""
+    # Read-then-write: on SQLite the transaction must take the write lock up front (BEGIN IMMEDIATE),
+    # or a commit by the ingest worker between the read and the write fails it with SQLITE_BUSY.
+    # End whatever read transaction the request has open (auth reads) so the option applies.
+    session.commit()
+    session.connection(execution_options={SQLITE_IMMEDIATE: True})
     view = store.steering_view(session, run)
     validate(view, cmd)
     rec = store.record_command(

@@ -904,3 +904,9 @@ def list_commands(session: Session, run: str, limit: int) -> list[CommandRecord]
 
 def ping(session: Session) -> None:
     session.execute(text("SELECT 1"))
+
+
+def last_steps(session: Session, runs: Sequence[str]) -> dict[str, int]:
+    """The last stored step of each named run that exists (-1 before its first step)."""
+    rows = session.execute(select(Run.name, Run.last_step).where(Run.name.in_(list(runs)))).all()
+    return {name: int(step) for name, step in rows}
