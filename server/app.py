@@ -10,21 +10,52 @@ from typing import Any
 import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import OperationalError
+from starlette.middleware.sessions import SessionMiddleware
 
+from server import auth, web
 from server.db import make_engine, make_sessionmaker, require_current_schema
 from server.errors import SteerboardError, http_status
 from server.live import LiveHub
-from server.routes import commands, events, health, runs
+from server.routes import assets, commands, events, exports, health, login, pages, runs
 from server.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
 
-def _error(status: int, code: str, message: str, details: dict[str, Any] | None = None) -> JSONResponse:
+def _is_page(request: Request) -> bool:
+    """A request for an HTML page or fragment (errors answer in HTML), not the JSON API."""
+    path = request.url.path
+    return not (path.startswith("/api/") or path == "/healthz" or path.startswith("/static/"))
+
+
+def _error(
+    status: int, code: str, message: str, details: dict[str, Any] | None = None, request: Request | None = None
+) -> Response:
+    if request is not None and _is_page(request):
+        return _page_error(request, status, code, message)
     body = {"error": {"code": code, "message": message, "details": details or {}}}
     return JSONResponse(body, status_code=status)
+
+
+def _page_error(request: Request, status: int, code: str, message: str) -> Response:
+    if status == 401 and request.method == "GET" and not web.is_htmx(request):
+        return RedirectResponse(f"/login?next={request.url.path}", status_code=303)
+    # No database access here: the error may be that the database is down.
+    principal = auth.ANONYMOUS if status >= 500 else _principal_or_anonymous(request)
+    template = "_error.html" if web.is_htmx(request) else "error.html"
+    ctx = {"status": status, "code": code, "message": message}
+    return web.render(request, template, principal, ctx, status_code=status)
+
+
+def _principal_or_anonymous(request: Request) -> auth.Principal:
+    try:
+        with request.app.state.sessionmaker() as session:
+            return auth.resolve(request, session, request.app.state.settings, None)
+    except Exception:  # showing the error matters more than knowing who asked
+        return auth.ANONYMOUS
 
 
 def _validation_message(err: RequestValidationError) -> str:
@@ -39,26 +70,26 @@ def install_error_handlers(app: FastAPI) -> None:
     """One place maps errors to HTTP statuses; bad input never becomes a 500."""
 
     @app.exception_handler(SteerboardError)
-    async def _steerboard_error(_: Request, exc: SteerboardError) -> JSONResponse:
-        return _error(http_status(exc), exc.code, exc.message, exc.details)
+    def _steerboard_error(request: Request, exc: SteerboardError) -> Response:
+        return _error(http_status(exc), exc.code, exc.message, exc.details, request)
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+    def _invalid(request: Request, exc: RequestValidationError) -> Response:
         errors = [
             {"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")} for e in exc.errors()
         ]
-        return _error(422, "invalid_request", _validation_message(exc), {"errors": errors})
+        return _error(422, "invalid_request", _validation_message(exc), {"errors": errors}, request)
 
     @app.exception_handler(OperationalError)
-    async def _db_down(_: Request, exc: OperationalError) -> JSONResponse:
+    def _db_down(request: Request, exc: OperationalError) -> Response:
         # Connection lost, server down, lock timeout: transient, unlike other database errors.
         log.warning("database unavailable: %s", exc)
-        return _error(503, "service_unavailable", "the database is unavailable; try again shortly")
+        return _error(503, "service_unavailable", "the database is unavailable; try again shortly", None, request)
 
     @app.exception_handler(redis.RedisError)
-    async def _redis_down(_: Request, exc: redis.RedisError) -> JSONResponse:
+    def _redis_down(request: Request, exc: redis.RedisError) -> Response:
         log.warning("redis error: %s", exc)
-        return _error(503, "service_unavailable", "Redis is unavailable; try again shortly")
+        return _error(503, "service_unavailable", "Redis is unavailable; try again shortly", None, request)
 
 
 def create_app(settings: Settings | None = None, ingest: bool = False) -> FastAPI:
@@ -82,8 +113,12 @@ def create_app(settings: Settings | None = None, ingest: bool = False) -> FastAP
         hub = LiveHub(settings)
         app.state.hub = hub
         await hub.start()
-        if settings.api_token is None:
-            log.warning("STEERBOARD_API_TOKEN is unset: local dev mode, anyone who reaches the server may steer")
+        with app.state.sessionmaker() as session:
+            if not auth.auth_configured(session, settings):
+                log.warning(
+                    "no user, no API token: local dev mode, anyone on 127.0.0.1 may steer "
+                    "(`steerboard user add NAME --role operator` turns logins on)"
+                )
         stop = thread = None
         if ingest:
             from server.ingest import start_thread
@@ -106,6 +141,15 @@ def create_app(settings: Settings | None = None, ingest: bool = False) -> FastAP
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    for module in (runs, commands, events, health):
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=auth.session_secret(settings),
+        session_cookie="steerboard_session",
+        max_age=settings.session_max_age_s,
+        same_site="lax",
+        https_only=settings.session_https_only,
+    )
+    for module in (runs, commands, events, exports, health, assets, login, pages):
         app.include_router(module.router)
+    app.mount("/static", StaticFiles(directory=web.STATIC_DIR, check_dir=False), name="static")
     return app

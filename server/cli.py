@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import click
@@ -126,6 +129,125 @@ def db_current(database_url: str | None) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------
+# steerboard user ... / token ...  (auth; the first user or token ends local dev mode)
+# ---------------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def _auth_session(database_url: str | None) -> Iterator[Any]:
+    """A session on a current schema, with SteerboardErrors shown as one line."""
+    from server.db import make_engine, make_sessionmaker, require_current_schema
+    from server.errors import SteerboardError
+
+    settings = _settings(database_url=database_url)
+    with _friendly_errors(settings):
+        engine = make_engine(settings.database_url)
+        try:
+            require_current_schema(engine, settings.database_url)
+            with make_sessionmaker(engine)() as session:
+                try:
+                    yield session
+                    session.commit()
+                except SteerboardError as e:
+                    raise click.ClickException(e.message) from e
+        finally:
+            engine.dispose()
+
+
+_ROLE = click.Choice(["viewer", "operator"])
+
+
+@main.group()
+def user() -> None:
+    """People who log in to the pages (viewers look; operators also steer)."""
+
+
+@user.command("add")
+@click.argument("name")
+@click.option("--role", type=_ROLE, required=True, help="viewer: look only; operator: look and steer")
+@click.option("--password-stdin", is_flag=True, help="read the password from stdin instead of prompting")
+@click.option("--database-url", help="defaults to STEERBOARD_DATABASE_URL")
+def user_add(name: str, role: str, password_stdin: bool, database_url: str | None) -> None:
+    """Add a user (the password is asked for, or read from stdin)."""
+    from server import auth, users
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    with _auth_session(database_url) as session:
+        users.add_user(session, name, auth.hash_password(password), auth.check_role(role))
+    click.echo(f"user {name} added ({role})")
+
+
+@user.command("list")
+@click.option("--database-url", help="defaults to STEERBOARD_DATABASE_URL")
+def user_list(database_url: str | None) -> None:
+    """List users and their roles."""
+    from server import users
+
+    with _auth_session(database_url) as session:
+        for u in users.list_users(session):
+            click.echo(f"{u.name}\t{u.role}\t{u.created_at:%Y-%m-%d}")
+
+
+@user.command("remove")
+@click.argument("name")
+@click.option("--database-url", help="defaults to STEERBOARD_DATABASE_URL")
+def user_remove(name: str, database_url: str | None) -> None:
+    """Remove a user (their sessions end at their next request)."""
+    from server import users
+
+    with _auth_session(database_url) as session:
+        if not users.remove_user(session, name):
+            raise click.ClickException(f"no user named {name!r}")
+    click.echo(f"user {name} removed")
+
+
+@main.group()
+def token() -> None:
+    """Bearer tokens for scripts (Authorization: Bearer <token>)."""
+
+
+@token.command("create")
+@click.argument("name")
+@click.option("--role", type=_ROLE, required=True, help="viewer or operator")
+@click.option("--database-url", help="defaults to STEERBOARD_DATABASE_URL")
+def token_create(name: str, role: str, database_url: str | None) -> None:
+    """Create a token and print it once (only its hash is stored)."""
+    from server import auth, users
+
+    secret, digest = auth.new_token()
+    with _auth_session(database_url) as session:
+        users.add_token(session, name, digest, auth.check_role(role))
+    click.echo(secret)
+
+
+@token.command("list")
+@click.option("--database-url", help="defaults to STEERBOARD_DATABASE_URL")
+def token_list(database_url: str | None) -> None:
+    """List token names and roles (the tokens themselves are not stored)."""
+    from server import users
+
+    with _auth_session(database_url) as session:
+        for t in users.list_tokens(session):
+            click.echo(f"{t.name}\t{t.role}\t{t.created_at:%Y-%m-%d}")
+
+
+@token.command("revoke")
+@click.argument("name")
+@click.option("--database-url", help="defaults to STEERBOARD_DATABASE_URL")
+def token_revoke(name: str, database_url: str | None) -> None:
+    """Revoke a token."""
+    from server import users
+
+    with _auth_session(database_url) as session:
+        if not users.remove_token(session, name):
+            raise click.ClickException(f"no token named {name!r}")
+    click.echo(f"token {name} revoked")
+
+
+# ---------------------------------------------------------------------------------------------------
 # steerboard serve / worker
 # ---------------------------------------------------------------------------------------------------
 
@@ -174,3 +296,57 @@ def worker(database_url: str | None, redis_url: str | None) -> None:
         finally:
             client.close()
             engine.dispose()
+
+
+# ---------------------------------------------------------------------------------------------------
+# steerboard demo / simulate
+# ---------------------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--steps", type=int, default=250, show_default=True, help="RL steps per run")
+@click.option("--scheduler", "schedulers", default="dump,uniform", show_default=True,
+              help="comma-separated schedulers, one run each (uniform, fixed, dump, sec, learning_progress, balanced)")
+@click.option("--runs", "runs_per_scheduler", type=int, default=1, show_default=True,
+              help="runs per scheduler, with seeds seed, seed+1, ...")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--port", type=int, help="port (default 8000, or a free one when taken)")
+@click.option("--database-url", help="default: sqlite under the data dir")
+@click.option("--redis-url", help="defaults to STEERBOARD_REDIS_URL; a private redis-server if none answers")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="where the demo keeps its database, logs and warm-up cache [default: ./steerboard-data]")
+@click.option("--exit-when-done", is_flag=True, help="stop serving when training ends")
+def demo(steps: int, schedulers: str, runs_per_scheduler: int, seed: int, port: int | None,
+         database_url: str | None, redis_url: str | None, data_dir: Path | None, exit_when_done: bool) -> None:
+    """Server, ingest and real small GRPO runs on CPU, side by side (2-5 minutes on 2 cores)."""
+    from server.demo import default_data_dir, run_demo
+
+    names = [s.strip() for s in schedulers.split(",") if s.strip()]
+    known = {"uniform", "fixed", "dump", "sec", "learning_progress", "balanced"}
+    bad = [s for s in names if s not in known]
+    if not names or bad:
+        raise click.BadParameter(f"unknown scheduler(s) {bad}; choose from {', '.join(sorted(known))}",
+                                 param_hint="--scheduler")
+    if steps < 1 or runs_per_scheduler < 1:
+        raise click.BadParameter("--steps and --runs must be >= 1")
+    data = data_dir or default_data_dir()
+    db_url = database_url
+    if db_url is None and "STEERBOARD_DATABASE_URL" not in os.environ:
+        data.mkdir(parents=True, exist_ok=True)
+        db_url = f"sqlite:///{data.resolve()}/demo.db"
+    settings = _settings(port=port, database_url=db_url, redis_url=redis_url)
+    _logging("WARNING")
+    with _friendly_errors(settings):
+        code = run_demo(settings, names, runs_per_scheduler, steps, seed, exit_when_done, data)
+    sys.exit(code)
+
+
+@main.command()
+@click.option("--scheduler", default="dump", show_default=True)
+@click.option("--steps", type=int, default=200, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+def simulate(scheduler: str, steps: int, seed: int) -> None:
+    """A curriculum simulation without a model or server: probabilities per arm as a table."""
+    from trainer_agent.simulate import main as simulate_main
+
+    sys.exit(simulate_main(["--scheduler", scheduler, "--steps", str(steps), "--seed", str(seed)]))

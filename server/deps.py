@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import logging
 from collections.abc import Iterator
 from typing import Annotated
@@ -12,13 +11,17 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
-from server.errors import Unauthorized
+from server import auth
+from server.auth import Principal
 from server.live import LiveHub
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
 
-_bearer = HTTPBearer(auto_error=False, description="STEERBOARD_API_TOKEN, needed to steer when it is set")
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="STEERBOARD_API_TOKEN or a token from `steerboard token create`; needed to steer when auth is on",
+)
 
 
 def get_settings(request: Request) -> Settings:
@@ -53,22 +56,46 @@ RedisDep = Annotated[redis.Redis, Depends(get_redis)]
 HubDep = Annotated[LiveHub, Depends(get_hub)]
 
 
-def get_operator(
+def get_principal(
+    request: Request,
+    session: SessionDep,
     settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> str:
-    """The actor allowed to steer, recorded in the audit log.
+) -> Principal:
+    """Who is asking (see server.auth): a bearer token, a logged-in person, local dev mode, or anonymous."""
+    return auth.resolve(request, session, settings, credentials.credentials if credentials else None)
 
-    With STEERBOARD_API_TOKEN set, a matching bearer token is required and the actor is the
-    token's name (STEERBOARD_API_TOKEN_NAME). Unset, the server is in local dev mode: everyone may
-    steer, as "api" (the app logs this at startup). Session logins and roles come later.
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def get_operator(request: Request, principal: PrincipalDep) -> str:
+    """The actor allowed to steer through the JSON API, recorded in the audit log.
+
+    A bearer token (STEERBOARD_API_TOKEN, named STEERBOARD_API_TOKEN_NAME, or one made with
+    `steerboard token create`) needs no CSRF token; a cookie session must send its CSRF token in
+    the X-CSRF-Token header. Viewers get 403, nobody 401. In local dev mode (no user, no token)
+    loopback clients steer as "api".
     """
-    if settings.api_token is None:
-        return "api"
-    expected = settings.api_token.get_secret_value().encode()
-    if credentials is None or not hmac.compare_digest(credentials.credentials.encode(), expected):
-        raise Unauthorized("steering needs a valid bearer token (Authorization: Bearer <STEERBOARD_API_TOKEN>)")
-    return settings.api_token_name
+    if principal.via == "session":
+        auth.check_csrf(request, request.headers.get(auth.CSRF_HEADER))
+    auth.require_operator(principal)
+    return "api" if principal.via == "local" else principal.name
 
 
 Operator = Annotated[str, Depends(get_operator)]
+
+
+async def get_page_operator(request: Request, principal: PrincipalDep) -> Principal:
+    """An operator posting a page form: the CSRF token (form field or header) is always required."""
+    submitted = request.headers.get(auth.CSRF_HEADER)
+    if not submitted:
+        form = await request.form()  # Starlette caches it; the route's Form() fields read the same
+        value = form.get(auth.CSRF_FIELD)
+        submitted = value if isinstance(value, str) else None
+    auth.check_csrf(request, submitted)
+    auth.require_operator(principal)
+    return principal
+
+
+PageOperator = Annotated[Principal, Depends(get_page_operator)]

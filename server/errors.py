@@ -44,6 +44,24 @@ class Unauthorized(SteerboardError):
     code = "unauthorized"
 
 
+class Forbidden(SteerboardError):
+    """Authenticated, but not allowed (a viewer trying to steer)."""
+
+    code = "forbidden"
+
+
+class CsrfFailed(Forbidden):
+    """A cookie-session POST without the session's CSRF token."""
+
+    code = "csrf_failed"
+
+
+class Conflict(SteerboardError):
+    """The resource already exists (a user or token name taken)."""
+
+    code = "conflict"
+
+
 class ServiceUnavailable(SteerboardError):
     """A backing service (SQL, Redis) cannot be reached."""
 
@@ -63,6 +81,9 @@ STATUS: dict[str, int] = {
     InvalidCommand.code: 422,
     CommandConflict.code: 409,
     Unauthorized.code: 401,
+    Forbidden.code: 403,
+    CsrfFailed.code: 403,
+    Conflict.code: 409,
     ServiceUnavailable.code: 503,
     SchemaOutOfDate.code: 503,
 }

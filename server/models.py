@@ -116,6 +116,8 @@ class ArmStep(Base):
     """
 
     __tablename__ = "arm_steps"
+    # Clustered on the primary key in SQLite (see the migration).
+    __table_args__ = ({"sqlite_with_rowid": False},)
 
     run_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     arm_id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -168,6 +170,35 @@ class Command(Base):
     ack_event_seq: Mapped[int | None] = mapped_column(BigInteger)
 
 
+class User(Base):
+    """A person who logs in to the pages; `role` is viewer or operator."""
+
+    __tablename__ = "users"
+    __table_args__ = (UniqueConstraint("name", name="uq_users_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(128))
+    password_hash: Mapped[str] = mapped_column(String(256))  # argon2id, PHC string
+    role: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[dt.datetime]
+
+
+class ApiToken(Base):
+    """A bearer token for scripts; only its SHA-256 is stored (the token itself is shown once)."""
+
+    __tablename__ = "api_tokens"
+    __table_args__ = (
+        UniqueConstraint("name", name="uq_api_tokens_name"),
+        UniqueConstraint("token_hash", name="uq_api_tokens_hash"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(128))
+    token_hash: Mapped[str] = mapped_column(String(64))
+    role: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[dt.datetime]
+
+
 def _rollup_columns() -> list[Column[Any]]:
     cols: list[Column[Any]] = []
     for m in METRICS:
@@ -189,4 +220,5 @@ arm_rollups = Table(
     Column("last_step", Integer, nullable=False),
     Column("n_rows", Integer, nullable=False),
     *_rollup_columns(),
+    sqlite_with_rowid=False,
 )

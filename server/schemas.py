@@ -68,6 +68,19 @@ class Series(BaseModel):
     series: list[ArmSeries]
 
 
+class PartSeries(BaseModel):
+    arm: str
+    part: str = Field(description="a term of the scheduler's score, e.g. DUMP's exploit (mu) and explore")
+    steps: list[int]
+    values: list[float]
+    downsampled: bool = Field(description="true when evenly strided down to max_points")
+
+
+class Parts(BaseModel):
+    run: str
+    series: list[PartSeries]
+
+
 class StepRow(BaseModel):
     step: int
     ts: float

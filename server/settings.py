@@ -9,6 +9,13 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Values people paste from examples; a token like these protects nothing.
 _PLACEHOLDER_TOKENS = frozenset({"", "changeme", "change-me", "secret", "token", "password", "xxx"})
+# Session-signing keys copied from examples and framework docs.
+_PLACEHOLDER_SECRETS = _PLACEHOLDER_TOKENS | frozenset({
+    "dev", "development", "test", "insecure", "secret-key", "secret_key", "secretkey", "your-secret-key",
+    "your_secret_key", "change-this", "changethis", "please-change-me", "replace-me", "supersecret",
+    "mysecret", "default", "steerboard",
+})
+_MIN_SECRET_CHARS = 16
 
 
 class Settings(BaseSettings):
@@ -34,6 +41,12 @@ class Settings(BaseSettings):
     # Steering: a bearer token for scripts; unset means local dev mode (everyone may steer).
     api_token: SecretStr | None = None
     api_token_name: str = "token"
+
+    # Signs the session cookie of people who log in. Unset: a random key per process (dev only:
+    # sessions end when the process restarts and are not shared between web processes).
+    secret_key: SecretStr | None = None
+    session_max_age_s: int = Field(14 * 24 * 3600, ge=60, description="how long a login lasts")
+    session_https_only: bool = Field(False, description="mark the session cookie Secure (behind TLS)")
 
     # Ingest worker.
     ingest_batch: int = Field(500, ge=1, le=10_000, description="entries per XREADGROUP")
@@ -62,6 +75,19 @@ class Settings(BaseSettings):
     def _no_placeholder(cls, v: SecretStr | None) -> SecretStr | None:
         if v is not None and v.get_secret_value().strip().lower() in _PLACEHOLDER_TOKENS:
             raise ValueError("STEERBOARD_API_TOKEN is a placeholder; set a real secret or leave it unset")
+        return v
+
+    @field_validator("secret_key")
+    @classmethod
+    def _real_secret(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is None:
+            return v
+        raw = v.get_secret_value().strip()
+        if raw.lower() in _PLACEHOLDER_SECRETS or len(set(raw)) <= 2:
+            raise ValueError("STEERBOARD_SECRET_KEY is a placeholder; generate one: python -c "
+                             "'import secrets; print(secrets.token_urlsafe(32))'")
+        if len(raw) < _MIN_SECRET_CHARS:
+            raise ValueError(f"STEERBOARD_SECRET_KEY is too short (at least {_MIN_SECRET_CHARS} characters)")
         return v
 
     @property

@@ -1,0 +1,71 @@
+"""CSV export of a run: per-arm series or the audit log, streamed."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+from collections.abc import Iterator, Sequence
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query
+from fastapi.responses import StreamingResponse
+
+from server import reports
+from server.deps import SessionDep, SessionMakerDep
+from server.schemas import ErrorResponse
+
+router = APIRouter(prefix="/api/runs", tags=["export"])
+
+
+def _cell(v: Any) -> Any:
+    if isinstance(v, dt.datetime):
+        return v.isoformat()
+    return "" if v is None else v
+
+
+def _csv_lines(header: Sequence[str], rows: Iterator[list[Any]], chunk: int = 500) -> Iterator[str]:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    for n, row in enumerate(rows, 1):
+        writer.writerow([_cell(v) for v in row])
+        if n % chunk == 0:
+            yield buf.getvalue()
+            buf.seek(0)
+            buf.truncate()
+    yield buf.getvalue()
+
+
+@router.get(
+    "/{run}/export.csv",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/csv": {}}}, 404: {"model": ErrorResponse}},
+)
+def export_csv(
+    run: str,
+    session: SessionDep,
+    maker: SessionMakerDep,
+    what: Annotated[
+        Literal["arms", "commands"], Query(description="arms: per-arm series; commands: the audit log")
+    ] = "arms",
+) -> StreamingResponse:
+    """A run as CSV. `arms`: one row per (step, arm) with every metric and score part
+    (`part_<name>`); `commands`: the audit log, oldest first."""
+    rid = reports.run_id(session, run)  # 404 before the stream starts
+    parts = reports.part_names(session, rid) if what == "arms" else []
+
+    def body() -> Iterator[str]:
+        # The stream outlives the request's session: it reads with its own.
+        with maker() as s:
+            if what == "arms":
+                header = [*reports.ARM_COLUMNS, *(f"part_{p}" for p in parts)]
+                yield from _csv_lines(header, reports.iter_arm_rows(s, rid, parts))
+            else:
+                yield from _csv_lines(reports.COMMAND_COLUMNS, reports.iter_command_rows(s, rid))
+
+    filename = f"{run}-{what}.csv".replace('"', "")
+    return StreamingResponse(
+        body(), media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )

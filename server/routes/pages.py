@@ -1,0 +1,240 @@
+"""The HTML pages: runs, a run (live charts and controls), compare. htmx asks for fragments.
+
+Each GET route serves the full page, or with `HX-Request` the fragment that page refreshes. The
+command form posts here and reuses `server.steering.submit`, the JSON API's validation and audit.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from pydantic import ValidationError
+
+from server import compare as comparing
+from server import reports, steering, store
+from server.auth import Principal
+from server.deps import PageOperator, PrincipalDep, RedisDep, SessionDep, SettingsDep
+from server.errors import CommandConflict, InvalidCommand, InvalidRequest
+from server.schemas import CommandIn, CommandRecord
+from server.web import is_htmx, render
+
+router = APIRouter(include_in_schema=False)
+
+# The controls on each arm, in the order shown.
+KINDS = ("pin", "boost", "retire", "restore", "release")
+_CONFIRM = {
+    "pin": "Pin {arm} to this probability?",
+    "boost": "Boost {arm} by this factor?",
+    "retire": "Retire {arm}? It will get probability 0 until restored.",
+    "restore": "Restore {arm}?",
+    "release": "Release {arm} (clear its pin and boost)?",
+}
+
+
+def command_status(c: CommandRecord) -> str:
+    """What the audit log says about a command, e.g. "applied at step 12"."""
+    if c.status == "applied":
+        return f"applied at step {c.applied_step}"
+    if c.status == "rejected":
+        return f"rejected: {c.message or 'no reason given'}"
+    return c.status
+
+
+def command_label(c: CommandRecord) -> str:
+    if c.kind == "pin":
+        return f"pin {c.arm}={c.value:g}" if c.value is not None else f"pin {c.arm}"
+    if c.kind == "boost":
+        extra = f" for {c.steps} steps" if c.steps else ""
+        return f"boost {c.arm}×{c.value:g}{extra}" if c.value is not None else f"boost {c.arm}"
+    return f"{c.kind} {c.arm}"
+
+
+def _commands_ctx(commands: list[CommandRecord]) -> list[dict[str, Any]]:
+    return [
+        {"c": c, "label": command_label(c), "status_text": command_status(c)} for c in commands
+    ]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Runs
+# ---------------------------------------------------------------------------------------------------
+
+
+@router.get("/", response_class=HTMLResponse)
+def runs_page(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    principal: PrincipalDep,
+    status: Annotated[str | None, Query()] = None,
+    project: Annotated[str | None, Query()] = None,
+    q: Annotated[str | None, Query(max_length=200)] = None,
+    runs: Annotated[list[str], Query(description="runs ticked for comparing (kept across refreshes)")] = [],  # noqa: B006
+) -> HTMLResponse:
+    status = status or None
+    rows = reports.dashboard_runs(session, settings.stale_seconds, status=status, project=project or None,
+                                  search=q or None)
+    ctx = {"runs": rows, "status": status or "", "project": project or "", "q": q or "",
+           "statuses": reports.STATUSES, "selected": set(runs)}
+    if is_htmx(request):
+        return render(request, "_runs_table.html", principal, ctx)
+    ctx["projects"] = reports.projects(session)
+    return render(request, "runs.html", principal, ctx)
+
+
+# ---------------------------------------------------------------------------------------------------
+# A run
+# ---------------------------------------------------------------------------------------------------
+
+
+@router.get("/runs/{run}", response_class=HTMLResponse)
+def run_page(
+    run: str, request: Request, session: SessionDep, settings: SettingsDep, principal: PrincipalDep
+) -> HTMLResponse:
+    detail = store.get_run(session, run, settings.stale_seconds)
+    if is_htmx(request):
+        return render(request, "_run_header.html", principal, {"run": detail})
+    return render(request, "run.html", principal, _run_ctx(session, detail))
+
+
+def _run_ctx(session: Any, detail: Any, forms: dict[tuple[str, str], dict[str, Any]] | None = None) -> dict[str, Any]:
+    commands = store.list_commands(session, detail.name, 200)
+    markers = [
+        {"step": c.applied_step, "label": command_label(c), "id": c.id}
+        for c in reversed(commands) if c.status == "applied" and c.applied_step is not None
+    ]
+    page = {
+        "run": detail.name,
+        "event_seq": detail.event_seq,
+        "arms": [a.name for a in detail.arms],
+        "scheduler": detail.scheduler,
+        "markers": markers,
+    }
+    return {
+        "run": detail, "run_name": detail.name, "commands": _commands_ctx(commands), "page": page, "kinds": KINDS,
+        "forms": forms or {}, "confirm": _CONFIRM, "tags": reports.tags_of(detail.config),
+    }
+
+
+@router.get("/runs/{run}/commands", response_class=HTMLResponse)
+def run_commands(run: str, request: Request, session: SessionDep, principal: PrincipalDep) -> HTMLResponse:
+    """The audit log table (the run page refreshes it when an ack arrives)."""
+    return render(request, "_commands.html", principal,
+                  {"run_name": run, "commands": _commands_ctx(store.list_commands(session, run, 200))})
+
+
+def _parse_number(raw: str, what: str) -> float | None:
+    raw = raw.strip()
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError as e:
+        raise InvalidCommand(f"{what} must be a number, got {raw!r}") from e
+    if not math.isfinite(value):
+        raise InvalidCommand(f"{what} must be a finite number, got {raw!r}")
+    return value
+
+
+def _parse_steps(raw: str) -> int | None:
+    raw = raw.strip()
+    if not raw:
+        return None
+    try:
+        return int(raw)
+    except ValueError as e:
+        raise InvalidCommand(f"steps must be a whole number, got {raw!r}") from e
+
+
+def _command_in(kind: str, arm: str, value: str, steps: str, reason: str) -> CommandIn:
+    if kind not in KINDS:
+        raise InvalidCommand(f"unknown command {kind!r}; one of: {', '.join(KINDS)}")
+    what = "the pin probability" if kind == "pin" else "the boost factor"
+    try:
+        return CommandIn.model_validate({
+            "kind": kind, "arm": arm, "value": _parse_number(value, what) if kind in ("pin", "boost") else None,
+            "steps": _parse_steps(steps) if kind == "boost" else None, "reason": reason,
+        })
+    except ValidationError as e:
+        first = e.errors()[0]
+        raise InvalidCommand(f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from e
+
+
+@router.post("/runs/{run}/commands", response_class=HTMLResponse)
+def post_run_command(
+    run: str,
+    request: Request,
+    session: SessionDep,
+    client: RedisDep,
+    settings: SettingsDep,
+    principal: PageOperator,
+    kind: Annotated[str, Form()],
+    arm: Annotated[str, Form()],
+    value: Annotated[str, Form()] = "",
+    steps: Annotated[str, Form()] = "",
+    reason: Annotated[str, Form(max_length=2000)] = "",
+) -> Response:
+    """Send a command from the run page. Invalid: 400 with the form and its error."""
+    values = {"value": value, "steps": steps, "reason": reason}
+    try:
+        cmd = _command_in(kind, arm, value, steps, reason)
+        accepted = steering.submit(session, client, settings, run, cmd, principal.name)
+    except (InvalidRequest, CommandConflict) as e:
+        session.rollback()
+        form = {"error": e.message, "values": values}
+        return _form_response(request, session, settings, principal, run, arm, kind, form, 400)
+    form = {"message": "sent; pending until the next step", "command_id": accepted.id, "values": {}}
+    return _form_response(request, session, settings, principal, run, arm, kind, form, 200)
+
+
+def _form_response(
+    request: Request, session: Any, settings: Any, principal: Principal, run: str, arm: str, kind: str,
+    form: dict[str, Any], status: int,
+) -> Response:
+    if not is_htmx(request):
+        if status < 400:
+            return RedirectResponse(f"/runs/{run}", status_code=303)
+        detail = store.get_run(session, run, settings.stale_seconds)
+        return render(request, "run.html", principal, _run_ctx(session, detail, {(arm, kind): form}), status)
+    ctx = {
+        "run_name": run, "arm": arm, "kind": kind, "form": form, "confirm": _CONFIRM,
+        # On success the audit log gains the pending command (out-of-band swap).
+        "oob_commands": _commands_ctx(store.list_commands(session, run, 200)) if status < 400 else None,
+    }
+    return render(request, "_command_response.html", principal, ctx, status)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Compare
+# ---------------------------------------------------------------------------------------------------
+
+
+@router.get("/compare", response_class=HTMLResponse)
+def compare_page(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    principal: PrincipalDep,
+    runs: Annotated[list[str], Query()] = [],  # noqa: B006 (FastAPI copies query defaults)
+    metric: Annotated[str, Query()] = "overall_accuracy",
+    arm: Annotated[str | None, Query()] = None,
+    target: Annotated[float, Query(ge=0, le=1)] = 0.8,
+) -> HTMLResponse:
+    names = comparing.parse_runs(runs)
+    if metric not in comparing.METRICS:
+        raise InvalidRequest(f"metric must be one of {', '.join(comparing.METRICS)}, got {metric!r}")
+    result = None
+    if len(names) >= 2:
+        result = comparing.compare(session, names, metric, arm or None, target, settings.stale_seconds)
+    ctx = {
+        "selected": names, "metric": metric, "arm": arm or "", "target": target, "result": result,
+        "metrics": comparing.METRICS, "metric_labels": comparing.METRIC_LABELS,
+        "window": comparing.SMOOTH_WINDOW,
+    }
+    if is_htmx(request):
+        return render(request, "_compare_result.html", principal, ctx)
+    ctx["all_runs"] = reports.run_names(session)
+    return render(request, "compare.html", principal, ctx)

@@ -1,0 +1,96 @@
+"""Rendering of the HTML pages: the Jinja2 environment, its filters, and the shared page context."""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.metadata
+import importlib.util
+import json
+from pathlib import Path
+from typing import Any
+
+from fastapi.templating import Jinja2Templates
+from markupsafe import Markup
+from starlette.requests import Request
+from starlette.responses import HTMLResponse
+
+from server import auth
+from server.auth import Principal
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATES_DIR = ROOT / "templates"
+STATIC_DIR = ROOT / "static"
+
+
+def plotly_js_path() -> Path | None:
+    """plotly.min.js of the installed `plotly` package (found without importing plotly)."""
+    spec = importlib.util.find_spec("plotly")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / "package_data" / "plotly.min.js"
+    return path if path.is_file() else None
+
+
+def plotly_version() -> str:
+    try:
+        return importlib.metadata.version("plotly")
+    except importlib.metadata.PackageNotFoundError:
+        return "0"
+
+
+# The URL carries the package version, so the file can be cached for a year and still change on upgrade.
+PLOTLY_URL = f"/static/vendor/plotly-{plotly_version()}.min.js"
+
+
+def _ago(value: dt.datetime | None) -> str:
+    if value is None:
+        return "never"
+    secs = max(0.0, (dt.datetime.now(dt.UTC) - value).total_seconds())
+    if secs < 60:
+        return f"{secs:.0f} s ago"
+    if secs < 3600:
+        return f"{secs / 60:.0f} min ago"
+    if secs < 86400:
+        return f"{secs / 3600:.1f} h ago"
+    return f"{secs / 86400:.1f} d ago"
+
+
+def _when(value: dt.datetime | None) -> str:
+    return "" if value is None else value.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _num(value: float | None, digits: int = 3) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def _json_script(value: Any) -> Markup:
+    """JSON safe inside <script type="application/json"> (no closing tag can appear)."""
+    text = json.dumps(value, default=str).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    return Markup(text)
+
+
+templates = Jinja2Templates(directory=TEMPLATES_DIR)
+templates.env.filters.update(ago=_ago, when=_when, num=_num, json_script=_json_script)
+templates.env.globals.update(plotly_url=PLOTLY_URL, csrf_field=auth.CSRF_FIELD)
+
+
+def is_htmx(request: Request) -> bool:
+    return request.headers.get("HX-Request") == "true"
+
+
+def render(
+    request: Request,
+    name: str,
+    principal: Principal,
+    context: dict[str, Any] | None = None,
+    status_code: int = 200,
+    headers: dict[str, str] | None = None,
+) -> HTMLResponse:
+    """Render a template with what every page needs: who is asking and the session's CSRF token."""
+    ctx = {
+        "principal": principal,
+        "csrf": auth.csrf_token(request),
+        "dev_mode": principal.via == "local",
+        **(context or {}),
+    }
+    return templates.TemplateResponse(request, name, ctx, status_code=status_code, headers=headers)

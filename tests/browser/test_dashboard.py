@@ -1,0 +1,207 @@
+"""The dashboard in headless Chromium: live charts, steering with acks, roles and CSRF, compare."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from server.settings import Settings
+from tests.pages.helpers import add_user
+from tests.server.conftest import LiveServer, wait_for
+
+from .conftest import AgentLoop, PageWatch, screenshot
+
+pytestmark = pytest.mark.browser
+
+WAIT_MS = 20_000
+
+
+def charts_loaded(page: Page) -> None:
+    page.wait_for_function(
+        "() => { const el = document.getElementById('chart-probability');"
+        " return el && el.data && el.data.length === 4 && el.data[0].x.length > 0; }",
+        timeout=WAIT_MS,
+    )
+
+
+def points(page: Page, chart: str = "chart-probability", trace: int = 0) -> int:
+    return int(page.evaluate(f"() => document.getElementById('{chart}').data[{trace}].x.length"))
+
+
+def log_in(page: Page, name: str, password: str) -> None:
+    page.goto("/login")
+    page.fill("input[name=name]", name)
+    page.fill("input[name=password]", password)
+    page.click("#login-form button[type=submit]")
+    expect(page.locator(".who .user")).to_contain_text(name, timeout=WAIT_MS)
+
+
+def post_from_page(page: Page, run: str, with_token: bool) -> int:
+    """A hand-made form POST from inside the page (what a forged request would send)."""
+    return int(page.evaluate(
+        """async ([run, withToken]) => {
+            const token = document.querySelector('meta[name="csrf-token"]').content;
+            const body = new URLSearchParams({kind: "pin", arm: "kk3", value: "0.2"});
+            const headers = {"HX-Request": "true"};
+            if (withToken) { body.set("csrf_token", token); headers["X-CSRF-Token"] = token; }
+            const r = await fetch(`/runs/${run}/commands`, {method: "POST", body, headers});
+            return r.status;
+        }""",
+        [run, with_token],
+    ))
+
+
+def test_run_page_charts_grow_live(
+    app_server: LiveServer, pages: PageWatch, agents: Callable[..., AgentLoop]
+) -> None:
+    run = "br-live"
+    agents(run)
+    wait_for(lambda: app_server.client.get(f"/api/runs/{run}").status_code == 200
+             and app_server.client.get(f"/api/runs/{run}").json()["last_step"] >= 2)
+    page = pages.new_page()
+    page.goto(f"/runs/{run}")
+    charts_loaded(page)
+    expect(page.locator("#live-state")).to_contain_text("live", timeout=WAIT_MS)
+    page.evaluate("() => { window.__sameDocument = true; }")
+    before = [points(page, trace=i) for i in range(4)]
+    page.wait_for_function(
+        f"() => document.getElementById('chart-probability').data[0].x.length >= {before[0] + 5}", timeout=WAIT_MS
+    )
+    after = [points(page, trace=i) for i in range(4)]
+    assert all(a >= b + 5 for a, b in zip(after, before, strict=True)), (before, after)
+    assert page.evaluate("() => window.__sameDocument") is True  # no reload happened
+    # Every chart follows, the parts chart included (DUMP's mu and bonus for each of the 4 arms).
+    for chart in ("chart-mean_abs_adv", "chart-n_total", "chart-score"):
+        assert points(page, chart) > 0
+    assert page.evaluate("() => document.getElementById('chart-parts').data.map(t => t.name)") == [
+        f"{a} {p}" for a in ("kk3", "kk4", "kk5", "kk6") for p in ("bonus", "mu")
+    ]
+    # Hiding an arm hides it on every chart; the probability chart stays a stacked area.
+    page.uncheck('.arm-toggle[value="kk6"]')
+    assert page.evaluate("() => document.getElementById('chart-accuracy').data[3].visible") == "legendonly"
+    assert page.evaluate("() => document.getElementById('chart-probability').data[0].stackgroup") == "one"
+    page.check('.arm-toggle[value="kk6"]')
+    # EMA smoothing: the drawn values change, the hover keeps the exact ones.
+    page.eval_on_selector("#ema", "el => { el.value = '0.9'; el.dispatchEvent(new Event('input')); }")
+    smoothed = page.evaluate("() => { const t = document.getElementById('chart-accuracy').data[0];"
+                             " return [t.y.length === t.customdata.length, t.hovertemplate.includes('raw')]; }")
+    assert smoothed == [True, True]
+    # Wall-time x axis.
+    page.check('input[name=xaxis][value="time"]')
+    page.wait_for_function(
+        "() => document.getElementById('chart-probability').layout.xaxis.type === 'date'", timeout=WAIT_MS
+    )
+    screenshot(page, "run_page_live")
+    assert pages.outside() == []
+
+
+def test_operator_pins_viewer_cannot(
+    app_server: LiveServer, settings: Settings, pages: PageWatch, agents: Callable[..., AgentLoop]
+) -> None:
+    run = "br-steer"
+    add_user(settings, "olga", "operator", "olga-password")
+    add_user(settings, "vera", "viewer", "vera-password")
+    loop = agents(run)
+    wait_for(lambda: app_server.client.get(f"/api/runs/{run}").status_code == 200)
+
+    page = pages.new_page()
+    log_in(page, "olga", "olga-password")
+    page.goto(f"/runs/{run}")
+    charts_loaded(page)
+    expect(page.locator("#live-state")).to_contain_text("live", timeout=WAIT_MS)
+    dialogs: list[str] = []
+
+    def accept(d: Any) -> None:
+        dialogs.append(d.message)
+        d.accept()
+
+    page.on("dialog", accept)
+    form = page.locator('form[data-arm="kk4"][data-kind="pin"]')
+    form.locator("input[name=value]").fill("0.5")
+    form.locator("button[type=submit]").click()
+    message = page.locator('form[data-arm="kk4"][data-kind="pin"] .form-message')
+    expect(message).to_have_attribute("data-command-id", re.compile(r"^[0-9a-f-]{36}$"), timeout=WAIT_MS)
+    assert dialogs == ["Pin kk4 to this probability?"]
+    cid = message.get_attribute("data-command-id")
+    status = page.locator(f'td.cmd-status[data-command-id="{cid}"]')
+    expect(status).to_have_text(re.compile(r"^applied at step \d+$"), timeout=WAIT_MS)
+    ack = next(c for c in app_server.client.get(f"/api/runs/{run}/commands").json() if c["id"] == cid)
+    assert (ack["status"], ack["actor"], ack["kind"], ack["arm"], ack["value"]) == (
+        "applied", "olga", "pin", "kk4", 0.5)
+    n = ack["applied_step"]
+    expect(status).to_have_text(f"applied at step {n}")
+    expect(message).to_have_text(f"applied at step {n}")
+    # The agent runs with the pin from that step on.
+    assert loop.agent.probabilities()["kk4"] == 0.5
+    # The chart marks the command at its step.
+    page.wait_for_function(
+        "() => (document.getElementById('chart-probability').layout.shapes || []).length === 1", timeout=WAIT_MS
+    )
+    shape = page.evaluate("() => document.getElementById('chart-probability').layout.shapes[0].x0")
+    label = page.evaluate("() => document.getElementById('chart-probability').layout.annotations[0].text")
+    assert (shape, label) == (n, "pin kk4=0.5")
+    expect(page.locator('tr[data-arm="kk4"] .arm-pin')).to_have_text("0.500", timeout=WAIT_MS)
+    screenshot(page, "run_page_pinned")
+
+    # A POST without the CSRF token is refused, even from the operator's own page.
+    assert post_from_page(page, run, with_token=False) == 403
+    page.close()  # two live pages at once would share two slow cores
+
+    viewer = pages.new_page()
+    log_in(viewer, "vera", "vera-password")
+    viewer.goto(f"/runs/{run}")
+    charts_loaded(viewer)
+    expect(viewer.locator("form.cmd")).to_have_count(0)
+    expect(viewer.locator("#no-controls")).to_have_text("You are a viewer: steering needs an operator.")
+    # A forged POST with the viewer's own valid CSRF token: 403.
+    assert post_from_page(viewer, run, with_token=True) == 403
+    screenshot(viewer, "run_page_viewer")
+    log = app_server.client.get(f"/api/runs/{run}/commands").json()
+    assert [c["id"] for c in log] == [cid]
+    assert pages.outside() == []
+
+
+def test_compare_overlays_two_runs(
+    app_server: LiveServer, pages: PageWatch, agents: Callable[..., AgentLoop]
+) -> None:
+    a = agents("br-cmp-dump", hz=0, steps=30, scheduler="dump")
+    b = agents("br-cmp-uniform", hz=0, steps=20, scheduler="uniform")
+    for loop in (a, b):
+        loop.thread.join(timeout=30)
+        loop.agent.close()
+    def finished(run: str) -> bool:
+        r = app_server.client.get(f"/api/runs/{run}")
+        return r.status_code == 200 and r.json()["status"] == "finished"
+
+    wait_for(lambda: finished("br-cmp-dump") and finished("br-cmp-uniform"))
+    page = pages.new_page()
+    page.goto("/compare?runs=br-cmp-dump,br-cmp-uniform&metric=overall_accuracy&target=0.5")
+    page.wait_for_function(
+        "() => { const el = document.getElementById('chart-overlay'); return el && el.data && el.data.length === 2; }",
+        timeout=WAIT_MS,
+    )
+    traces = page.evaluate(
+        "() => document.getElementById('chart-overlay').data.map(t => [t.name, t.x.length])"
+    )
+    assert traces == [["br-cmp-dump", 30], ["br-cmp-uniform", 20]]
+    assert page.locator(".small-plot").count() == 4
+    expect(page.locator('#diff-table tr[data-key="scheduler"] td')).to_have_text(["dump", "uniform"])
+    screenshot(page, "compare")
+    page.goto("/")
+    expect(page.locator("#runs-table tbody tr[data-run]")).to_have_count(2)
+    expect(page.locator('tr[data-run="br-cmp-dump"] .badge')).to_have_text("finished")
+    expect(page.locator('tr[data-run="br-cmp-dump"] .tag')).to_have_text(["browser-test"])
+    # Tick both and compare: the form builds the compare URL.
+    page.check('input[name=runs][value="br-cmp-dump"]')
+    page.check('input[name=runs][value="br-cmp-uniform"]')
+    screenshot(page, "runs")
+    page.click("#compare-form button[type=submit]")
+    page.wait_for_function(
+        "() => { const el = document.getElementById('chart-overlay'); return el && el.data && el.data.length === 2; }",
+        timeout=WAIT_MS,
+    )
+    assert pages.outside() == []

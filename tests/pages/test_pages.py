@@ -1,0 +1,362 @@
+"""The HTML pages over HTTP (real app, Redis, SQLite), each with and without HX-Request, parsed."""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from collections.abc import Callable
+
+import httpx
+import orjson
+import redis
+
+from server.settings import Settings
+from server.web import PLOTLY_URL
+from tests.server.conftest import LiveServer, step_msg, wait_for, xadd
+
+from .helpers import ARMS, add_user, csrf_of, login, soup, start_run
+
+HX = {"HX-Request": "true"}
+
+
+def test_runs_page_full_fragment_and_filters(app_server: LiveServer, rds: redis.Redis, settings: Settings) -> None:
+    start_run(app_server, rds, settings, "pg-runs-a", config={"tags": ["kk", "ablation"]}, project="logic")
+    start_run(app_server, rds, settings, "pg-runs-b", project="math")
+    xadd(rds, settings, {"v": 1, "type": "run_end", "run": "pg-runs-b", "seq": 50, "ts": time.time(),
+                         "status": "finished", "step": 2})
+    wait_for(lambda: app_server.client.get("/api/runs/pg-runs-b").json()["status"] == "finished")
+
+    full = app_server.client.get("/")
+    assert full.status_code == 200
+    page = soup(full)
+    assert page.title is not None and page.title.text == "Runs · Steerboard"
+    assert page.select_one("link[href='/static/css/app.css']") is not None
+    rows = {tr["data-run"]: tr for tr in page.select("#runs-table tbody tr[data-run]")}
+    assert list(rows) == ["pg-runs-b", "pg-runs-a"]  # newest first
+    a = rows["pg-runs-a"]
+    assert a.select_one(".badge").text == "running"
+    assert [t.text for t in a.select(".tag")] == ["kk", "ablation"]
+    cells = [td.text.strip() for td in a.select("td")]
+    assert cells[3:8] == ["logic", "kkablation", "dump", "4", "2"]
+    assert rows["pg-runs-b"].select_one(".badge").text == "finished"
+    # The table refreshes itself every few seconds and keeps the filters.
+    table = page.select_one("#runs-table")
+    assert (table["hx-get"], table["hx-trigger"]) == ("/", "every 3s")
+    assert [o["value"] for o in page.select("select[name=project] option")] == ["", "logic", "math"]
+
+    frag = app_server.client.get("/", headers=HX)
+    assert frag.status_code == 200
+    fpage = soup(frag)
+    assert fpage.find("html") is None and fpage.find("header") is None
+    top = [el for el in fpage.contents if getattr(el, "name", None)]
+    assert len(top) == 1 and top[0]["id"] == "runs-table"
+
+    def names(**params: str) -> list[str]:
+        r = app_server.client.get("/", params=params, headers=HX)
+        assert r.status_code == 200
+        return [tr["data-run"] for tr in soup(r).select("tr[data-run]")]
+
+    assert names(status="finished") == ["pg-runs-b"]
+    assert names(status="running") == ["pg-runs-a"]
+    assert names(status="stale") == []
+    assert names(project="logic") == ["pg-runs-a"]
+    assert names(q="RUNS-B") == ["pg-runs-b"]
+    assert names(q="nothing") == []
+    # Ticked runs stay ticked across refreshes.
+    r = app_server.client.get("/", params={"runs": "pg-runs-a"}, headers=HX)
+    ticked = [i["value"] for i in soup(r).select("input[name=runs][checked]")]
+    assert ticked == ["pg-runs-a"]
+    assert app_server.client.get("/", params={"status": "bogus"}).status_code == 422
+
+
+def test_run_page_full_and_fragment(app_server: LiveServer, rds: redis.Redis, settings: Settings) -> None:
+    start_run(app_server, rds, settings, "pg-run-1", steps=5)
+    r = app_server.client.get("/runs/pg-run-1")
+    assert r.status_code == 200
+    page = soup(r)
+    assert page.select_one("#run-header h1").contents[0].strip() == "pg-run-1"
+    assert page.select_one("#run-status").text == "running"
+    assert page.select_one("#run-step").text == "4"
+    data = orjson.loads(page.select_one("#run-data").text)
+    assert data["run"] == "pg-run-1" and data["arms"] == ARMS and data["markers"] == []
+    assert data["event_seq"] == app_server.client.get("/api/runs/pg-run-1").json()["event_seq"]
+    assert [d["id"] for d in page.select(".charts .plot")] == [
+        "chart-probability", "chart-mean_abs_adv", "chart-accuracy", "chart-n_step", "chart-n_total",
+        "chart-score", "chart-parts",
+    ]
+    scripts = [s.get("src") for s in page.select("script[src]")]
+    assert scripts == ["/static/vendor/htmx.min.js", "/static/js/app.js", PLOTLY_URL, "/static/js/charts.js",
+                       "/static/js/run.js"]
+    assert all(not str(s).startswith("http") for s in scripts)
+    # Local dev mode: no users, the loopback client is an operator, and the page says so.
+    assert page.select_one(".dev-banner") is not None
+    rows = page.select("table.arms tbody tr")
+    assert [tr["data-arm"] for tr in rows] == ARMS
+    kinds = [f["data-kind"] for f in rows[0].select("form.cmd")]
+    assert kinds == ["pin", "boost", "retire", "restore", "release"]
+    for f in rows[0].select("form.cmd"):
+        assert f["hx-post"] == "/runs/pg-run-1/commands" and f["hx-confirm"]
+        assert f.select_one("input[name=csrf_token]")["value"]
+    exports = [a["href"] for a in page.select(".run-links a[download]")]
+    assert exports == ["/api/runs/pg-run-1/export.csv?what=arms", "/api/runs/pg-run-1/export.csv?what=commands"]
+    assert page.select_one("#audit .empty").text == "No commands yet."
+
+    frag = app_server.client.get("/runs/pg-run-1", headers=HX)
+    assert frag.status_code == 200
+    fpage = soup(frag)
+    assert fpage.find("html") is None
+    assert fpage.select_one("header#run-header")["hx-trigger"] == "every 5s"
+    assert fpage.select_one("#run-step").text == "4"
+
+    missing = app_server.client.get("/runs/nope")
+    assert missing.status_code == 404
+    assert soup(missing).select_one(".error-message").text == "no run named 'nope'"
+    assert app_server.client.get("/runs/nope", headers=HX).status_code == 404
+
+
+def test_invalid_pin_is_answered_inline(app_server: LiveServer, rds: redis.Redis, settings: Settings) -> None:
+    start_run(app_server, rds, settings, "pg-pin")
+    c = app_server.client
+    token = csrf_of(c, "/runs/pg-pin")
+    form = {"csrf_token": token, "kind": "pin", "arm": "kk4", "value": "1.5"}
+
+    r = c.post("/runs/pg-pin/commands", data=form, headers=HX)
+    assert r.status_code == 400
+    f = soup(r).select_one("form.cmd")
+    assert (f["data-arm"], f["data-kind"]) == ("kk4", "pin")
+    assert f.select_one(".form-error").text == "pin probability must be in [0, 1], got 1.5"
+    assert f.select_one("input[name=value]")["value"] == "1.5"
+    assert f.select_one("input[name=value]")["aria-invalid"] == "true"
+
+    r = c.post("/runs/pg-pin/commands", data={**form, "value": "abc"}, headers=HX)
+    assert r.status_code == 400
+    assert soup(r).select_one(".form-error").text == "the pin probability must be a number, got 'abc'"
+    r = c.post("/runs/pg-pin/commands", data={**form, "arm": "zz", "value": "0.2"}, headers=HX)
+    assert r.status_code == 400
+    assert soup(r).select_one(".form-error").text.startswith("run 'pg-pin' has no arm 'zz'")
+    assert rds.xlen(settings.control_key("pg-pin")) == 0
+    assert c.get("/api/runs/pg-pin/commands").json() == []
+
+    # Without htmx: the whole page comes back with that form's error.
+    r = c.post("/runs/pg-pin/commands", data=form)
+    assert r.status_code == 400
+    page = soup(r)
+    assert page.select_one("#run-header") is not None
+    assert page.select_one('form[data-arm="kk4"][data-kind="pin"] .form-error').text.startswith("pin probability")
+
+    # A valid pin: the form comes back cleared with "pending", and the audit log (out of band).
+    r = c.post("/runs/pg-pin/commands", data={**form, "value": "0.5", "reason": "more kk4"}, headers=HX)
+    assert r.status_code == 200
+    page = soup(r)
+    msg = page.select_one("form.cmd .form-message")
+    log = c.get("/api/runs/pg-pin/commands").json()
+    assert [(x["kind"], x["arm"], x["value"], x["actor"], x["reason"], x["status"]) for x in log] == [
+        ("pin", "kk4", 0.5, "local", "more kk4", "pending")
+    ]
+    assert msg["data-command-id"] == log[0]["id"]
+    audit = page.select_one("#audit")
+    assert audit["hx-swap-oob"] == "true"
+    assert [td.text for td in audit.select(f'td.cmd-status[data-command-id="{log[0]["id"]}"]')] == ["pending"]
+    wire = orjson.loads(rds.xrange(settings.control_key("pg-pin"))[0][1][b"m"])
+    assert (wire["id"], wire["kind"], wire["arm"], wire["value"], wire["actor"]) == (log[0]["id"], "pin", "kk4", 0.5,
+                                                                                     "local")
+    # Without htmx a valid command redirects back to the run page.
+    r = c.post("/runs/pg-pin/commands", data={**form, "kind": "release"}, follow_redirects=False)
+    assert (r.status_code, r.headers["location"]) == (303, "/runs/pg-pin")
+
+    # The ack arrives: the audit log says at which step it applied.
+    xadd(rds, settings, {"v": 1, "type": "command_ack", "run": "pg-pin", "seq": 40, "ts": time.time(),
+                         "id": log[0]["id"], "status": "applied", "applied_step": 3, "message": "pinned"})
+    wait_for(lambda: c.get("/api/runs/pg-pin/commands").json()[-1]["status"] == "applied")
+    r = c.get("/runs/pg-pin/commands", headers=HX)
+    cell = soup(r).select_one(f'td.cmd-status[data-command-id="{log[0]["id"]}"]')
+    assert cell.text == "applied at step 3"
+    markers = orjson.loads(soup(c.get("/runs/pg-pin")).select_one("#run-data").text)["markers"]
+    assert markers == [{"step": 3, "label": "pin kk4=0.5", "id": log[0]["id"]}]
+
+
+def test_csrf_is_required_on_every_post(app_server: LiveServer, rds: redis.Redis, settings: Settings,
+                                        client_for: Callable[[], httpx.Client]) -> None:
+    start_run(app_server, rds, settings, "pg-csrf")
+    add_user(settings, "olga", "operator", "olga-pass-1")
+    c = client_for()
+    # The login form itself carries a CSRF token.
+    r = c.post("/login", data={"name": "olga", "password": "olga-pass-1"})
+    assert r.status_code == 403
+    assert login(c, "olga", "olga-pass-1").status_code == 303
+    token = csrf_of(c, "/runs/pg-csrf")
+    form = {"kind": "pin", "arm": "kk3", "value": "0.2"}
+    for data, headers in [(form, HX), ({**form, "csrf_token": "forged"}, HX), (form, {})]:
+        r = c.post("/runs/pg-csrf/commands", data=data, headers=headers)
+        assert r.status_code == 403
+    r = c.post("/runs/pg-csrf/commands", data=form, headers={**HX, "X-CSRF-Token": "forged"})
+    assert r.status_code == 403
+    assert "CSRF" in soup(r).select_one(".error-message").text
+    # The JSON API from a cookie session needs the header too.
+    body = {"kind": "pin", "arm": "kk3", "value": 0.2}
+    assert c.post("/api/runs/pg-csrf/commands", json=body).status_code == 403
+    assert c.get("/api/runs/pg-csrf/commands").json() == []
+    assert c.post("/api/runs/pg-csrf/commands", json=body, headers={"X-CSRF-Token": token}).status_code == 202
+    assert c.post("/runs/pg-csrf/commands", data={**form, "kind": "release", "csrf_token": token},
+                  headers=HX).status_code == 200
+    assert [(x["kind"], x["actor"]) for x in c.get("/api/runs/pg-csrf/commands").json()] == [
+        ("release", "olga"), ("pin", "olga")
+    ]
+
+
+def test_login_logout_viewer_and_anonymous(app_server: LiveServer, rds: redis.Redis, settings: Settings,
+                                           client_for: Callable[[], httpx.Client]) -> None:
+    start_run(app_server, rds, settings, "pg-auth")
+    add_user(settings, "vera", "viewer", "vera-pass-1")
+    add_user(settings, "omar", "operator", "omar-pass-1")
+
+    anon = client_for()
+    page = soup(anon.get("/runs/pg-auth"))  # viewing stays open
+    assert page.select_one(".dev-banner") is None  # a user exists: no more dev mode
+    assert page.select("form.cmd") == []
+    assert page.select_one("#no-controls a")["href"] == "/login?next=/runs/pg-auth"
+    assert page.select_one(".who a").text == "Log in"
+    token = csrf_of(anon, "/runs/pg-auth")
+    r = anon.post("/runs/pg-auth/commands", data={"kind": "release", "arm": "kk3", "csrf_token": token}, headers=HX)
+    assert r.status_code == 401
+    r = anon.post("/api/runs/pg-auth/commands", json={"kind": "release", "arm": "kk3"})
+    assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
+
+    lp = anon.get("/login", params={"next": "/runs/pg-auth"})
+    assert lp.status_code == 200 and soup(lp).select_one("input[name=next]")["value"] == "/runs/pg-auth"
+    assert soup(anon.get("/login", params={"next": "//evil.example"})).select_one("input[name=next]")["value"] == "/"
+    bad = anon.post("/login", data={"name": "vera", "password": "wrong", "csrf_token": csrf_of(anon)})
+    assert bad.status_code == 401
+    assert soup(bad).select_one(".form-error").text == "wrong user name or password"
+    assert soup(bad).select_one("input[name=name]")["value"] == "vera"
+
+    viewer = client_for()
+    r = login(viewer, "vera", "vera-pass-1")
+    assert (r.status_code, r.headers["location"]) == (303, "/")
+    page = soup(viewer.get("/runs/pg-auth"))
+    assert page.select_one(".who .user")["data-role"] == "viewer"
+    assert page.select("form.cmd") == [] and page.select("table.arms thead th")[-1].text == "Boost"
+    assert page.select_one("#no-controls").text.strip() == "You are a viewer: steering needs an operator."
+    token = csrf_of(viewer, "/runs/pg-auth")
+    r = viewer.post("/runs/pg-auth/commands", data={"kind": "release", "arm": "kk3", "csrf_token": token},
+                    headers=HX)
+    assert r.status_code == 403
+    assert soup(r).select_one(".error-message").text == "vera is a viewer; steering needs an operator"
+    r = viewer.post("/api/runs/pg-auth/commands", json={"kind": "release", "arm": "kk3"},
+                    headers={"X-CSRF-Token": token})
+    assert r.status_code == 403
+    assert viewer.get("/api/runs/pg-auth/commands").json() == []
+
+    op = client_for()
+    login(op, "omar", "omar-pass-1")
+    page = soup(op.get("/runs/pg-auth"))
+    assert page.select_one(".who .user").contents[0].strip() == "omar"
+    assert len(page.select("form.cmd")) == 5 * len(ARMS)
+    logout_token = page.select_one("form[action='/logout'] input[name=csrf_token]")["value"]
+    assert op.post("/logout", data={}).status_code == 403
+    r = op.post("/logout", data={"csrf_token": logout_token})
+    assert (r.status_code, r.headers["location"]) == (303, "/")
+    assert soup(op.get("/runs/pg-auth")).select("form.cmd") == []
+    # A GET page that needs a login redirects there; the form remembers where to go back.
+    r = op.get("/login?next=/runs/pg-auth")
+    assert soup(r).select_one("input[name=next]")["value"] == "/runs/pg-auth"
+
+
+def test_compare_page(app_server: LiveServer, rds: redis.Redis, settings: Settings) -> None:
+    start_run(app_server, rds, settings, "pg-cmp-a", steps=12, params={"c": 1.0, "window": 300},
+              config={"lr": 1e-6, "tags": ["x"]})
+    start_run(app_server, rds, settings, "pg-cmp-b", steps=8, params={"c": 2.0, "window": 300},
+              config={"lr": 1e-6, "tags": ["x"]})
+    r = app_server.client.get("/compare", params={"runs": "pg-cmp-a,pg-cmp-b", "metric": "overall_accuracy",
+                                                  "target": "0.5"})
+    assert r.status_code == 200
+    page = soup(r)
+    data = orjson.loads(page.select_one("#compare-data").text)
+    assert [t["run"] for t in data["overlay"]] == ["pg-cmp-a", "pg-cmp-b"]
+    assert [len(t["steps"]) for t in data["overlay"]] == [12, 8]
+    # Overall accuracy = completion-weighted mean over arms (the conftest's deterministic records).
+    step = 5
+    recs = step_msg("x", 0, step, ARMS)["arms"]
+    n = sum(rec["n_step"] for rec in recs if rec["n_step"] > 0)
+    expect = sum(rec["accuracy"] * rec["n_step"] for rec in recs if rec["n_step"] > 0) / n
+    assert abs(data["overlay"][0]["values"][step] - expect) < 1e-12
+    assert sorted(data["arms"]) == sorted(ARMS)
+    assert [len(data["arms"]["kk3"]), len(page.select(".small-plot"))] == [2, len(ARMS)]
+    diff = {tr["data-key"]: [td.text for td in tr.select("td")] for tr in page.select("#diff-table tbody tr")}
+    assert diff == {"params.c": ["1.0", "2.0"]}
+    assert len(page.select("details table.all-keys tbody tr")) == len(
+        ["scheduler", "project", "params.c", "params.window", "config.lr", "config.tags"])
+    summary = {tr["data-run"]: tr for tr in page.select("table.summary tbody tr")}
+    assert list(summary) == ["pg-cmp-a", "pg-cmp-b"]
+    assert summary["pg-cmp-a"].select("td")[2].text == "11"
+    # The form reproduces the view.
+    assert [i["value"] for i in page.select("input[name=runs][checked]")] == ["pg-cmp-b", "pg-cmp-a"]  # newest first
+    assert page.select_one("input[name=target]")["value"] == "0.5"
+
+    frag = app_server.client.get("/compare", params={"runs": ["pg-cmp-a", "pg-cmp-b"], "metric": "probability",
+                                                     "arm": "kk4"}, headers=HX)
+    assert frag.status_code == 200
+    fpage = soup(frag)
+    assert fpage.find("html") is None and fpage.select_one("#compare-result") is not None
+    fdata = orjson.loads(fpage.select_one("#compare-data").text)
+    assert (fdata["metric"], fdata["arm"]) == ("probability", "kk4")
+    assert fdata["overlay"][1]["values"] == [0.25] * 8
+
+    empty = soup(app_server.client.get("/compare", params={"runs": "pg-cmp-a"}))
+    assert empty.select_one("#compare-data") is None and empty.select_one("#compare-result .hint") is not None
+    assert app_server.client.get("/compare", params={"runs": "pg-cmp-a,nope"}).status_code == 404
+    bad = app_server.client.get("/compare", params={"runs": "pg-cmp-a,pg-cmp-b", "metric": "accuracy", "arm": "zz"})
+    assert bad.status_code == 422
+
+
+def test_csv_export(app_server: LiveServer, rds: redis.Redis, settings: Settings) -> None:
+    start_run(app_server, rds, settings, "pg-csv", steps=3)
+    r = app_server.client.get("/api/runs/pg-csv/export.csv", params={"what": "arms"})
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "text/csv; charset=utf-8"
+    assert r.headers["content-disposition"] == 'attachment; filename="pg-csv-arms.csv"'
+    rows = list(csv.DictReader(io.StringIO(r.text)))
+    assert len(rows) == 3 * len(ARMS)
+    assert list(rows[0]) == ["step", "ts", "arm", "probability", "score", "n_step", "n_total", "mean_abs_adv",
+                             "mean_reward", "accuracy", "part_exploit", "part_explore"]
+    by_key = {(int(row["step"]), row["arm"]): row for row in rows}
+    for s in range(3):
+        for rec in step_msg("pg-csv", 0, s, ARMS)["arms"]:
+            row = by_key[(s, rec["arm"])]
+            assert float(row["ts"]) == 1_700_000_000.0 + s
+            assert float(row["probability"]) == 0.25
+            assert int(row["n_total"]) == rec["n_total"]
+            assert float(row["accuracy"]) == rec["accuracy"]
+            assert row["mean_reward"] == ("" if rec["mean_reward"] is None else repr(rec["mean_reward"]))
+            assert float(row["part_explore"]) == rec["parts"]["explore"]
+
+    app_server.client.post("/api/runs/pg-csv/commands", json={"kind": "boost", "arm": "kk5", "value": 2, "steps": 4})
+    r = app_server.client.get("/api/runs/pg-csv/export.csv", params={"what": "commands"})
+    rows = list(csv.DictReader(io.StringIO(r.text)))
+    assert [(x["actor"], x["kind"], x["arm"], x["value"], x["steps"], x["status"]) for x in rows] == [
+        ("api", "boost", "kk5", "2.0", "4", "pending")
+    ]
+    assert app_server.client.get("/api/runs/nope/export.csv").status_code == 404
+    assert app_server.client.get("/api/runs/pg-csv/export.csv", params={"what": "x"}).status_code == 422
+
+
+def test_parts_api(app_server: LiveServer, rds: redis.Redis, settings: Settings) -> None:
+    start_run(app_server, rds, settings, "pg-parts", steps=10)
+    doc = app_server.client.get("/api/runs/pg-parts/parts", params={"arms": "kk4", "start": 2, "end": 5}).json()
+    assert [(s["arm"], s["part"]) for s in doc["series"]] == [("kk4", "exploit"), ("kk4", "explore")]
+    assert doc["series"][0]["steps"] == [2, 3, 4, 5]
+    assert doc["series"][0]["values"] == [s / 1000.0 for s in range(2, 6)]
+    down = app_server.client.get("/api/runs/pg-parts/parts", params={"max_points": 4}).json()["series"][0]
+    assert down["downsampled"] and down["steps"] == [0, 3, 6, 9]
+    assert app_server.client.get("/api/runs/pg-parts/parts", params={"arms": "zz"}).status_code == 422
+
+
+def test_assets_are_local(app_server: LiveServer) -> None:
+    r = app_server.client.get(PLOTLY_URL)
+    assert r.status_code == 200
+    assert r.headers["cache-control"] == "public, max-age=31536000, immutable"
+    assert len(r.content) > 1_000_000
+    for path in ("/static/vendor/htmx.min.js", "/static/js/run.js", "/static/css/app.css"):
+        assert app_server.client.get(path).status_code == 200, path
+
