@@ -316,8 +316,11 @@ def worker(database_url: str | None, redis_url: str | None) -> None:
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="where the demo keeps its database, logs and warm-up cache [default: ./steerboard-data]")
 @click.option("--exit-when-done", is_flag=True, help="stop serving when training ends")
+@click.option("--trainer-arg", "trainer_args", multiple=True, hidden=True,
+              help="passed to `python -m trainer_agent.demo` (e.g. --trainer-arg=--warmup-steps=50)")
 def demo(steps: int, schedulers: str, runs_per_scheduler: int, seed: int, port: int | None,
-         database_url: str | None, redis_url: str | None, data_dir: Path | None, exit_when_done: bool) -> None:
+         database_url: str | None, redis_url: str | None, data_dir: Path | None, exit_when_done: bool,
+         trainer_args: tuple[str, ...]) -> None:
     """Server, ingest and real small GRPO runs on CPU, side by side (2-5 minutes on 2 cores)."""
     from server.demo import default_data_dir, run_demo
 
@@ -337,7 +340,7 @@ def demo(steps: int, schedulers: str, runs_per_scheduler: int, seed: int, port: 
     settings = _settings(port=port, database_url=db_url, redis_url=redis_url)
     _logging("WARNING")
     with _friendly_errors(settings):
-        code = run_demo(settings, names, runs_per_scheduler, steps, seed, exit_when_done, data)
+        code = run_demo(settings, names, runs_per_scheduler, steps, seed, exit_when_done, data, trainer_args)
     sys.exit(code)
 
 

@@ -1,0 +1,203 @@
+"""Curriculum benchmark: the same GRPO budget under each scheduler, over several seeds.
+
+Every run trains the demo policy (``trainer_agent.demo``) on the default task mixture (easy arms
+solved by the warm-up, learnable arms, arms too hard for the budget) for the same number of steps and
+completions; only the scheduler choosing each prompt's arm differs. Warm-ups are shared per seed
+(cached), so all schedulers of a seed start from the very same policy.
+
+Reported per scheduler, over seeds: steps until the mean greedy accuracy over the learnable arms
+first reaches ``--target`` (median, spread, how many seeds got there), final accuracy per arm, and
+the share of prompts that went to learnable arms. The target is in the direction of the DUMP paper
+(Wang et al. 2025, "DUMP: Automated Distribution-Level Curriculum Learning for RL-based LLM
+Post-training"): dump should reach it in fewer steps than uniform.
+
+    python bench/curriculum.py                       # defaults: 5 schedulers x 5 seeds
+    python bench/curriculum.py --seeds 2 --steps 60  # a quick look
+
+Writes bench/out/curriculum.png (mean learnable accuracy over steps) and bench/out/curriculum.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import multiprocessing as mp
+import statistics
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trainer_agent.demo.grpo import DemoConfig, build_policy, train
+
+SCHEDULERS = ("uniform", "dump", "sec", "learning_progress", "balanced")
+
+
+def _warmup(cfg: DemoConfig) -> float:
+    """Fill the warm-up cache for one seed (so parallel runs of that seed do not all redo it)."""
+    import torch
+
+    t0 = time.perf_counter()
+    torch.set_num_threads(cfg.threads or 1)
+    build_policy(cfg, torch.device("cpu"))
+    return time.perf_counter() - t0
+
+
+def _run(cfg: DemoConfig) -> dict[str, Any]:
+    """One training run; returns what the table and plot need (plain data, picklable)."""
+    res = train(cfg)
+    counts = np.array([[c[a] for a in res.arms] for c in res.counts], dtype=float)
+    learnable = [i for i, a in enumerate(res.arms) if res.roles[a] == "learnable"]
+    return {
+        "scheduler": cfg.scheduler,
+        "seed": cfg.seed,
+        "arms": res.arms,
+        "roles": res.roles,
+        "eval_steps": res.eval_steps,
+        "eval_accuracy": res.eval_accuracy,
+        "learnable_mean": res.eval_mean("learnable"),
+        "learnable_share": float(counts[:, learnable].sum() / max(1.0, counts.sum())),
+        "prompts_per_arm": dict(zip(res.arms, counts.sum(axis=0).tolist(), strict=True)),
+        "wall_s": res.wall_s,
+    }
+
+
+def steps_to_target(run: dict[str, Any], target: float) -> float:
+    """First evaluated step at which the learnable mean reaches ``target`` (inf if never)."""
+    for step, acc in zip(run["eval_steps"], run["learnable_mean"], strict=True):
+        if acc >= target:
+            return float(step)
+    return float("inf")
+
+
+def _fmt_steps(x: float, steps: int) -> str:
+    return f">{steps}" if np.isinf(x) else f"{x:.0f}"
+
+
+def table(runs: list[dict[str, Any]], schedulers: list[str], target: float, steps: int) -> str:
+    """The benchmark's text table."""
+    arms: list[str] = runs[0]["arms"]
+    roles: dict[str, str] = runs[0]["roles"]
+    learnable = [a for a in arms if roles[a] == "learnable"]
+    head = (
+        f"{'scheduler':<18} {'steps→' + format(target, '.2f'):>10} {'[min, max]':>12} {'reached':>8} "
+        f"{'final lrn':>11} {'lrn share':>9} " + " ".join(f"{a:>6}" for a in arms)
+    )
+    lines = [
+        f"target: mean greedy accuracy over learnable arms {learnable} >= {target}; "
+        f"{steps} steps; median over seeds (final: mean ± std)",
+        "roles: " + ", ".join(f"{a}={roles[a]}" for a in arms),
+        head,
+        "-" * len(head),
+    ]
+    medians: dict[str, float] = {}
+    for s in schedulers:
+        rs = [r for r in runs if r["scheduler"] == s]
+        if not rs:
+            continue
+        st = sorted(steps_to_target(r, target) for r in rs)
+        med = float(np.median(st)) if not np.isinf(st[len(st) // 2]) else float("inf")
+        medians[s] = med
+        final = [r["learnable_mean"][-1] for r in rs]
+        per_arm = " ".join(f"{np.mean([r['eval_accuracy'][-1][a] for r in rs]):>6.2f}" for a in arms)
+        share = np.mean([r["learnable_share"] for r in rs])
+        reached = sum(not np.isinf(x) for x in st)
+        spread = f"[{_fmt_steps(st[0], steps)}, {_fmt_steps(st[-1], steps)}]"
+        lines.append(
+            f"{s:<18} {_fmt_steps(med, steps):>10} {spread:>12} {reached:>4}/{len(rs):<3} "
+            f"{np.mean(final):>5.2f}±{np.std(final):<5.2f} {share:>9.2f} {per_arm}"
+        )
+    start = np.mean([r["learnable_mean"][0] for r in runs])
+    lines.append(f"learnable mean after warm-up (step 0): {start:.2f}")
+    if "dump" in medians and "uniform" in medians:
+        d, u = medians["dump"], medians["uniform"]
+        if np.isinf(u) and np.isinf(d):
+            lines.append("dump/uniform steps ratio: n/a (neither median reached the target)")
+        elif np.isinf(u):
+            lines.append(f"dump/uniform steps ratio: < {d / steps:.2f} (uniform median did not reach it)")
+        else:
+            lines.append(f"dump/uniform steps ratio (medians): {d / u:.2f}")
+    return "\n".join(lines)
+
+
+def plot(runs: list[dict[str, Any]], schedulers: list[str], target: float, path: Path) -> None:
+    """Mean (± std over seeds) learnable accuracy over steps, one line per scheduler."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for s in schedulers:
+        rs = [r for r in runs if r["scheduler"] == s]
+        if not rs:
+            continue
+        x = np.array(rs[0]["eval_steps"])
+        y = np.array([r["learnable_mean"] for r in rs])
+        m, sd = y.mean(axis=0), y.std(axis=0)
+        ax.plot(x, m, label=f"{s} (n={len(rs)})")
+        ax.fill_between(x, m - sd, m + sd, alpha=0.15)
+    ax.axhline(target, color="grey", linestyle="--", linewidth=1, label=f"target {target}")
+    ax.set_xlabel("GRPO step")
+    ax.set_ylabel("greedy accuracy, mean over learnable arms")
+    ax.set_title("Curriculum schedulers on the demo task mixture (mean ± std over seeds)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    """Run the benchmark and print its table."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--schedulers", default=",".join(SCHEDULERS))
+    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--steps", type=int, default=DemoConfig.steps)
+    p.add_argument("--target", type=float, default=0.7)
+    p.add_argument("--eval-every", type=int, default=25)
+    p.add_argument("--eval-per-arm", type=int, default=100)
+    p.add_argument("--workers", type=int, default=2, help="parallel runs, one torch thread each")
+    p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "out")
+    args = p.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    schedulers = [s.strip() for s in args.schedulers.split(",") if s.strip()]
+    base = DemoConfig(
+        steps=args.steps,
+        eval_every=args.eval_every,
+        eval_per_arm=args.eval_per_arm,
+        threads=1,
+        warmup_cache=str(args.out / "warmup-cache"),
+    )
+    t0 = time.perf_counter()
+    ctx = mp.get_context("spawn")  # fresh interpreters: no torch thread pools inherited from a fork
+    with ctx.Pool(args.workers) as pool:
+        seeds = range(args.seeds)
+        warm = pool.map(_warmup, [replace(base, seed=s) for s in seeds])
+        print(f"warm-ups: {len(warm)} seeds, {statistics.mean(warm):.0f}s each", flush=True)
+        jobs = [replace(base, scheduler=s, seed=seed, run=f"bench-{s}-{seed}") for seed in seeds for s in schedulers]
+        runs: list[dict[str, Any]] = []
+        for r in pool.imap_unordered(_run, jobs):
+            runs.append(r)
+            print(
+                f"[{len(runs)}/{len(jobs)}] {r['scheduler']:<18} seed {r['seed']} "
+                f"final learnable {r['learnable_mean'][-1]:.2f} ({r['wall_s']:.0f}s)",
+                flush=True,
+            )
+    wall = time.perf_counter() - t0
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "curriculum.json").write_text(
+        json.dumps({"args": vars(args) | {"out": str(args.out)}, "runs": runs}, default=str)
+    )
+    plot(runs, schedulers, args.target, args.out / "curriculum.png")
+    print()
+    print(table(runs, schedulers, args.target, args.steps))
+    print(f"\n{len(runs)} runs in {wall / 60:.1f} min with {args.workers} workers; plot: {args.out / 'curriculum.png'}")
+
+
+if __name__ == "__main__":
+    main()
