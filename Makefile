@@ -39,7 +39,7 @@ browser:
 	@test -x /usr/bin/chromium || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium)
 
 demo: install assets
-	$(PY) -m trainer_agent.simulate --scheduler dump --steps 200
+	$(VENV)/bin/steerboard demo
 
 simulate: install
 	$(PY) -m trainer_agent.simulate --scheduler dump --steps 200

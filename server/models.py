@@ -33,8 +33,11 @@ METRICS: tuple[str, ...] = (
     "n_step",
     "n_total",
 )
-# Steps per rollup bucket. Changing it needs a migration that rebuilds arm_rollups.
-ROLLUP_BUCKET = 64
+# Steps per rollup bucket, finest first: ingest keeps every level, so a chart of any range reads a few
+# hundred rows per arm from the coarsest level that still has enough buckets. Changing these needs a
+# migration that rebuilds arm_rollups.
+ROLLUP_WIDTHS: tuple[int, ...] = (64, 256, 2048)
+ROLLUP_BUCKET = ROLLUP_WIDTHS[0]
 
 
 class UTCDateTime(TypeDecorator[dt.datetime]):
@@ -207,7 +210,7 @@ def _rollup_columns() -> list[Column[Any]]:
     return cols
 
 
-# Per arm and bucket of ROLLUP_BUCKET steps: n/min/max/sum/last of each metric (mean = sum/n), with
+# Per arm, width (ROLLUP_WIDTHS) and bucket of `width` steps: n/min/max/sum/last of each metric (mean = sum/n), with
 # "last" the value at the bucket's last step. Maintained on ingest by upsert from the rows each batch
 # inserts, so charts of long runs read few rows. Only Core touches it, hence a Table.
 arm_rollups = Table(
@@ -215,6 +218,7 @@ arm_rollups = Table(
     Base.metadata,
     Column("run_id", ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
     Column("arm_id", ForeignKey("arms.id", ondelete="CASCADE"), primary_key=True),
+    Column("width", Integer, primary_key=True),  # steps per bucket, one of ROLLUP_WIDTHS
     Column("bucket", Integer, primary_key=True),
     Column("first_step", Integer, nullable=False),
     Column("last_step", Integer, nullable=False),

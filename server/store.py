@@ -21,7 +21,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from server.errors import InvalidRequest, RunNotFound
-from server.models import METRICS, ROLLUP_BUCKET, Arm, ArmStep, Command, Run, RunStep, arm_rollups
+from server.models import METRICS, ROLLUP_BUCKET, ROLLUP_WIDTHS, Arm, ArmStep, Command, Run, RunStep, arm_rollups
 from server.schemas import (
     ArmSeries,
     ArmState,
@@ -398,42 +398,46 @@ def _update_arm_state(
 
 
 def _merge_rollups(conn: Connection, nums: list[tuple[Any, ...]]) -> None:
-    """Merge the batch's new arm_steps rows into arm_rollups (n/min/max/sum/last per bucket).
+    """Merge the batch's new arm_steps rows into arm_rollups (n/min/max/sum/last per bucket), at
+    every width of ROLLUP_WIDTHS.
 
     Only rows inserted by this transaction reach here (a step already stored is skipped whole, see
     apply_ingest), so adding their sums and counts stays exact under re-delivery. Aggregated with
     numpy from memory rather than re-read with SQL: same result, a fraction of the cost.
     """
-    a = np.array(nums, dtype=np.float64)  # None becomes NaN
-    n = len(a)
-    run, arm, step = a[:, 0].astype(np.int64), a[:, 1].astype(np.int64), a[:, 2].astype(np.int64)
-    bucket = step // ROLLUP_BUCKET
-    order = np.lexsort((step, bucket, arm, run))
-    a, run, arm, step, bucket = a[order], run[order], arm[order], step[order], bucket[order]
-    brk = np.ones(n, dtype=bool)
-    brk[1:] = (run[1:] != run[:-1]) | (arm[1:] != arm[:-1]) | (bucket[1:] != bucket[:-1])
-    starts = np.flatnonzero(brk)
-    ends = np.append(starts[1:], n) - 1
-    out: dict[str, list[Any]] = {
-        "run_id": run[starts].tolist(),
-        "arm_id": arm[starts].tolist(),
-        "bucket": bucket[starts].tolist(),
-        "first_step": step[starts].tolist(),
-        "last_step": step[ends].tolist(),
-        "n_rows": np.diff(np.append(starts, n)).tolist(),
-    }
-    for m in METRICS:
-        vals = a[:, _ARM_STEP_COLS.index(m)]
-        present = ~np.isnan(vals)
-        has = np.add.reduceat(present.astype(np.int64), starts)
-        some = has > 0
-        out[f"{m}_n"] = has.tolist()
-        out[f"{m}_min"] = _nullable(np.fmin.reduceat(vals, starts), some)
-        out[f"{m}_max"] = _nullable(np.fmax.reduceat(vals, starts), some)
-        out[f"{m}_sum"] = _nullable(np.add.reduceat(np.where(present, vals, 0.0), starts), some)
-        out[f"{m}_last"] = _nullable(vals[ends], present[ends])
-    keys = list(out)
-    params = [dict(zip(keys, row, strict=True)) for row in zip(*out.values(), strict=True)]
+    a0 = np.array(nums, dtype=np.float64)  # None becomes NaN
+    n = len(a0)
+    params: list[dict[str, Any]] = []
+    for width in ROLLUP_WIDTHS:
+        run, arm, step = a0[:, 0].astype(np.int64), a0[:, 1].astype(np.int64), a0[:, 2].astype(np.int64)
+        bucket = step // width
+        order = np.lexsort((step, bucket, arm, run))
+        a, run, arm, step, bucket = a0[order], run[order], arm[order], step[order], bucket[order]
+        brk = np.ones(n, dtype=bool)
+        brk[1:] = (run[1:] != run[:-1]) | (arm[1:] != arm[:-1]) | (bucket[1:] != bucket[:-1])
+        starts = np.flatnonzero(brk)
+        ends = np.append(starts[1:], n) - 1
+        out: dict[str, list[Any]] = {
+            "run_id": run[starts].tolist(),
+            "arm_id": arm[starts].tolist(),
+            "width": [width] * len(starts),
+            "bucket": bucket[starts].tolist(),
+            "first_step": step[starts].tolist(),
+            "last_step": step[ends].tolist(),
+            "n_rows": np.diff(np.append(starts, n)).tolist(),
+        }
+        for m in METRICS:
+            vals = a[:, _ARM_STEP_COLS.index(m)]
+            present = ~np.isnan(vals)
+            has = np.add.reduceat(present.astype(np.int64), starts)
+            some = has > 0
+            out[f"{m}_n"] = has.tolist()
+            out[f"{m}_min"] = _nullable(np.fmin.reduceat(vals, starts), some)
+            out[f"{m}_max"] = _nullable(np.fmax.reduceat(vals, starts), some)
+            out[f"{m}_sum"] = _nullable(np.add.reduceat(np.where(present, vals, 0.0), starts), some)
+            out[f"{m}_last"] = _nullable(vals[ends], present[ends])
+        keys = list(out)
+        params.extend(dict(zip(keys, row, strict=True)) for row in zip(*out.values(), strict=True))
     conn.execute(_rollup_upsert(conn), params)
 
 
@@ -465,7 +469,7 @@ def _rollup_upsert(conn: Connection) -> Any:
             else_=t[f"{m}_sum"] + ex[f"{m}_sum"],
         )
         set_[f"{m}_last"] = case((ex.last_step >= t.last_step, ex[f"{m}_last"]), else_=t[f"{m}_last"])
-    return ins.on_conflict_do_update(index_elements=["run_id", "arm_id", "bucket"], set_=set_)
+    return ins.on_conflict_do_update(index_elements=["run_id", "arm_id", "width", "bucket"], set_=set_)
 
 
 def _step_payload(e: Entry, m: Step) -> Any:
@@ -665,8 +669,9 @@ def series(
 
     Every bucket keeps its min and its max, so no spike disappears. Three ways, by range length:
     a range of at most `max_points` steps returns the raw rows; a long range (enough rollup buckets
-    for the chart) merges `arm_rollups` rows (ROLLUP_BUCKET steps each, kept on ingest) in SQL, so a
-    100,000-step run reads a few thousand rows per arm; in between, the raw rows are bucketed in SQL.
+    for the chart) reads `arm_rollups` (kept on ingest at each of ROLLUP_WIDTHS) from the coarsest
+    width that has enough buckets, so a 100,000-step run reads a few hundred rows per arm; in between,
+    the raw rows are bucketed in SQL.
     When bucketed, a bucket's min and max are placed at its first and last step, in the order its
     trend suggests (zooming in gives exact positions).
     """
@@ -696,7 +701,9 @@ def series(
     if span <= max_points:
         data = _series_rows(conn, r.id, metric, ids, lo, hi)
     elif span // ROLLUP_BUCKET >= pairs // 4 or span * len(ids) > SERIES_SQL_BUCKET_ROWS:
-        data = _series_rollups(conn, r.id, metric, ids, lo, hi, pairs)
+        # The coarsest width that still gives at least half the buckets wanted: few rows, no merging.
+        widths = [w for w in ROLLUP_WIDTHS if w == ROLLUP_BUCKET or span // w >= pairs // 2]
+        data = _pairs(_rollup_rows(conn, r.id, metric, ids, lo, hi, pairs, widths), ids)
     else:
         data = _series_buckets(conn, r.id, metric, ids, lo, hi, pairs)
     return [
@@ -754,31 +761,53 @@ def _series_buckets(conn: Connection, run_id: int, metric: Metric, ids: list[int
     return _pairs(_bucket_rows(conn, run_id, metric, ids, lo, hi, -(-(hi - lo + 1) // pairs)), ids)
 
 
-def _series_rollups(conn: Connection, run_id: int, metric: Metric, ids: list[int], lo: int, hi: int,
-                    pairs: int) -> dict[int, _SeriesData]:
-    # Rollup buckets wholly inside [lo, hi]; the partial buckets at either end come from raw rows, so
-    # nothing outside the requested range is shown.
-    b0, b1 = -(-lo // ROLLUP_BUCKET), (hi + 1) // ROLLUP_BUCKET - 1
+def _rollup_rows(conn: Connection, run_id: int, metric: Metric, ids: list[int], lo: int, hi: int,
+                 groups: int, widths: Sequence[int]) -> list[Any]:
+    """[lo, hi] in at most `groups` buckets per arm from the rollups of the coarsest of `widths`.
+
+    Rollup buckets wholly inside [lo, hi] are merged `per_group` at a time in SQL; each partial bucket
+    at either end is one more bucket, read the same way from the next finer width (raw rows past the
+    finest), so nothing outside the requested range is shown.
+    """
+    if not widths:
+        return list(_bucket_rows(conn, run_id, metric, ids, lo, hi, -(-(hi - lo + 1) // groups)))
+    w = widths[-1]
+    b0, b1 = -(-lo // w), (hi + 1) // w - 1
     if b1 < b0:
-        return _series_buckets(conn, run_id, metric, ids, lo, hi, pairs)
-    head_end, tail_start = b0 * ROLLUP_BUCKET - 1, (b1 + 1) * ROLLUP_BUCKET
+        return _rollup_rows(conn, run_id, metric, ids, lo, hi, groups, widths[:-1])
+    head_end, tail_start = b0 * w - 1, (b1 + 1) * w
     edges = int(lo <= head_end) + int(tail_start <= hi)
-    per_group = max(1, -(-(b1 - b0 + 1) // max(1, pairs - edges)))  # rollup buckets per bucket shown
+    per_group = max(1, -(-(b1 - b0 + 1) // max(1, groups - edges)))
     t = arm_rollups.c
     n = t[f"{metric}_n"]
     g = ((t.bucket - b0) // per_group).label("g")
     q = (
         select(t.arm_id, g, func.min(t.first_step), func.max(t.last_step), func.min(t[f"{metric}_min"]),
                func.max(t[f"{metric}_max"]), func.sum(t[f"{metric}_sum"]) / func.sum(n))
-        .where(t.run_id == run_id, t.arm_id.in_(ids), t.bucket.between(b0, b1), n > 0)
+        .where(t.run_id == run_id, t.arm_id.in_(ids), t.width == w, t.bucket.between(b0, b1), n > 0)
         .group_by(t.arm_id, g)
     )
-    rows = list(conn.execute(q).all())
+    rows: list[Any] = list(conn.execute(q).all())
     if lo <= head_end:
-        rows += _bucket_rows(conn, run_id, metric, ids, lo, head_end, head_end - lo + 1)
+        rows += _one_per_arm(_rollup_rows(conn, run_id, metric, ids, lo, head_end, 1, widths[:-1]))
     if tail_start <= hi:
-        rows += _bucket_rows(conn, run_id, metric, ids, tail_start, hi, hi - tail_start + 1)
-    return _pairs(rows, ids)
+        rows += _one_per_arm(_rollup_rows(conn, run_id, metric, ids, tail_start, hi, 1, widths[:-1]))
+    return rows
+
+
+def _one_per_arm(rows: Sequence[Any]) -> list[tuple[Any, ...]]:
+    """Merge (arm, g, first, last, min, max, mean) rows into one bucket per arm."""
+    merged: dict[Any, list[Any]] = {}
+    for arm, _g, first, last, vmin, vmax, mean in rows:
+        m = merged.get(arm)
+        if m is None:
+            merged[arm] = [arm, 0, first, last, vmin, vmax, [mean]]
+        else:
+            m[2], m[3] = min(m[2], first), max(m[3], last)
+            m[4], m[5] = min(m[4], vmin), max(m[5], vmax)
+            m[6].append(mean)
+    # The mean only orders a bucket's two points (rising or falling); an unweighted mean will do.
+    return [(*m[:6], sum(m[6]) / len(m[6])) for m in merged.values()]
 
 
 def _pairs(rows: Sequence[Any], ids: list[int]) -> dict[int, _SeriesData]:

@@ -124,12 +124,13 @@ def upgrade() -> None:
         "arm_rollups",
         sa.Column("run_id", sa.Integer, sa.ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
         sa.Column("arm_id", sa.Integer, sa.ForeignKey("arms.id", ondelete="CASCADE"), nullable=False),
+        sa.Column("width", sa.Integer, nullable=False),
         sa.Column("bucket", sa.Integer, nullable=False),
         sa.Column("first_step", sa.Integer, nullable=False),
         sa.Column("last_step", sa.Integer, nullable=False),
         sa.Column("n_rows", sa.Integer, nullable=False),
         *metric_cols,
-        sa.PrimaryKeyConstraint("run_id", "arm_id", "bucket", name="pk_arm_rollups"),
+        sa.PrimaryKeyConstraint("run_id", "arm_id", "width", "bucket", name="pk_arm_rollups"),
         sqlite_with_rowid=False,
     )
 

@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 import server.ingest as ingest_module
 from server.ingest import IngestWorker
-from server.models import METRICS, ROLLUP_BUCKET
+from server.models import METRICS, ROLLUP_BUCKET, ROLLUP_WIDTHS
 from server.settings import Settings
 
 from .conftest import BACKENDS, run_start, step_msg, wait_for, xadd
@@ -96,18 +96,20 @@ def test_rollups_match_the_rows(settings: Settings, engine: Engine, rds: redis.R
     worker = IngestWorker(settings.model_copy(update={"ingest_batch": 37}), engine, rds)
     xadd(rds, settings, *msgs)
     drain(worker)
-    expected: dict[tuple[str, int], dict[str, Any]] = defaultdict(lambda: defaultdict(list))
-    for s in range(steps):
-        for i, a in enumerate(ARMS):
-            rec = step_msg("r3", 0, s, ARMS)["arms"][i]
-            g = expected[(a, s // ROLLUP_BUCKET)]
-            g["steps"].append(s)
-            for m in METRICS:
-                g[m].append(rec["p"] if m == "probability" else rec[m])
+    expected: dict[tuple[str, int, int], dict[str, Any]] = defaultdict(lambda: defaultdict(list))
+    for width in ROLLUP_WIDTHS:
+        for s in range(steps):
+            for i, a in enumerate(ARMS):
+                rec = step_msg("r3", 0, s, ARMS)["arms"][i]
+                g = expected[(a, width, s // width)]
+                g["steps"].append(s)
+                for m in METRICS:
+                    g[m].append(rec["p"] if m == "probability" else rec[m])
     got = q(engine, "SELECT a.name, r.* FROM arm_rollups r JOIN arms a ON a.id = r.arm_id")
-    assert len(got) == len(expected) == 3 * 3
+    # 3 arms x (3 buckets of 64 steps + 1 of 256 + 1 of 2048)
+    assert len(got) == len(expected) == 3 * (3 + 1 + 1)
     for row in got:
-        g = expected[(row.name, row.bucket)]
+        g = expected[(row.name, row.width, row.bucket)]
         assert (row.first_step, row.last_step, row.n_rows) == (min(g["steps"]), max(g["steps"]), len(g["steps"]))
         for m in METRICS:
             vals = [v for v in g[m] if v is not None]
