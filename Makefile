@@ -31,6 +31,9 @@ $(ASSETS): package.json package-lock.json
 	mkdir -p static/vendor
 	cp node_modules/htmx.org/dist/htmx.min.js static/vendor/htmx.min.js
 	cp node_modules/htmx-ext-sse/dist/sse.min.js static/vendor/htmx-ext-sse.min.js
+	# Plotly's official partial bundle (scatter, bar, pie: all the pages draw), a quarter of the
+	# full bundle's size and parse time; the server falls back to the plotly package's full bundle.
+	cp node_modules/plotly.js-basic-dist-min/plotly-basic.min.js static/vendor/plotly-basic.min.js
 
 assets: $(ASSETS)
 
@@ -47,7 +50,7 @@ simulate: install
 test: install assets browser
 	$(PY) -m pytest -q
 	$(VENV)/bin/ruff check server trainer_agent tests bench
-	$(VENV)/bin/mypy trainer_agent
+	$(VENV)/bin/mypy trainer_agent server
 
 lint: install
 	$(VENV)/bin/ruff check server trainer_agent tests bench examples scripts

@@ -36,7 +36,7 @@ METRICS: tuple[str, ...] = (
 # Steps per rollup bucket, finest first: ingest keeps every level, so a chart of any range reads a few
 # hundred rows per arm from the coarsest level that still has enough buckets. Changing these needs a
 # migration that rebuilds arm_rollups.
-ROLLUP_WIDTHS: tuple[int, ...] = (64, 256, 2048)
+ROLLUP_WIDTHS: tuple[int, ...] = (64, 256, 1024, 4096)
 ROLLUP_BUCKET = ROLLUP_WIDTHS[0]
 
 

@@ -16,7 +16,8 @@ from typing import Any, cast
 
 import numpy as np
 import orjson
-from sqlalchemy import Connection, Table, bindparam, case, func, select, text, update
+from sqlalchemy import Connection, Float, Table, bindparam, case, func, select, text, update
+from sqlalchemy import cast as sql_cast
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -720,8 +721,11 @@ _EMPTY: _SeriesData = (np.zeros(0, dtype=np.int64), np.zeros(0), False)
 
 
 def _columns(rows: Sequence[Any], n_cols: int) -> list[np.ndarray[Any, Any]]:
-    n = len(rows)
-    return [np.fromiter((row[i] for row in rows), dtype=np.float64, count=n) for i in range(n_cols)]
+    """Result rows (no NULLs: the queries filter them) as one float64 array per column, in one pass."""
+    if not rows:
+        return [np.zeros(0) for _ in range(n_cols)]
+    table = np.array([tuple(r) for r in rows], dtype=np.float64)
+    return [table[:, i] for i in range(n_cols)]
 
 
 def _series_rows(conn: Connection, run_id: int, metric: Metric, ids: list[int], lo: int, hi: int,
@@ -749,7 +753,9 @@ def _bucket_rows(conn: Connection, run_id: int, metric: Metric, ids: list[int], 
     col = t[metric]
     g = ((t.step - lo) // width).label("g")
     q = (
-        select(t.arm_id, g, func.min(t.step), func.max(t.step), func.min(col), func.max(col), func.avg(col))
+        # avg of an integer column is NUMERIC (Decimal) on PostgreSQL: make every mean a float.
+        select(t.arm_id, g, func.min(t.step), func.max(t.step), func.min(col), func.max(col),
+               sql_cast(func.avg(col), Float))
         .where(t.run_id == run_id, t.arm_id.in_(ids), t.step.between(lo, hi), col.is_not(None))
         .group_by(t.arm_id, g)
     )
@@ -780,13 +786,18 @@ def _rollup_rows(conn: Connection, run_id: int, metric: Metric, ids: list[int], 
     per_group = max(1, -(-(b1 - b0 + 1) // max(1, groups - edges)))
     t = arm_rollups.c
     n = t[f"{metric}_n"]
-    g = ((t.bucket - b0) // per_group).label("g")
-    q = (
-        select(t.arm_id, g, func.min(t.first_step), func.max(t.last_step), func.min(t[f"{metric}_min"]),
-               func.max(t[f"{metric}_max"]), func.sum(t[f"{metric}_sum"]) / func.sum(n))
-        .where(t.run_id == run_id, t.arm_id.in_(ids), t.width == w, t.bucket.between(b0, b1), n > 0)
-        .group_by(t.arm_id, g)
-    )
+    where = (t.run_id == run_id, t.arm_id.in_(ids), t.width == w, t.bucket.between(b0, b1), n > 0)
+    if per_group == 1:  # one rollup row per bucket shown: read the rows as they are, no GROUP BY
+        q = select(t.arm_id, t.bucket, t.first_step, t.last_step, t[f"{metric}_min"], t[f"{metric}_max"],
+                   t[f"{metric}_sum"] / n).where(*where)
+    else:
+        g = ((t.bucket - b0) // per_group).label("g")
+        q = (
+            select(t.arm_id, g, func.min(t.first_step), func.max(t.last_step), func.min(t[f"{metric}_min"]),
+                   func.max(t[f"{metric}_max"]), func.sum(t[f"{metric}_sum"]) / func.sum(n))
+            .where(*where)
+            .group_by(t.arm_id, g)
+        )
     rows: list[Any] = list(conn.execute(q).all())
     if lo <= head_end:
         rows += _one_per_arm(_rollup_rows(conn, run_id, metric, ids, lo, head_end, 1, widths[:-1]))
@@ -807,7 +818,7 @@ def _one_per_arm(rows: Sequence[Any]) -> list[tuple[Any, ...]]:
             m[4], m[5] = min(m[4], vmin), max(m[5], vmax)
             m[6].append(mean)
     # The mean only orders a bucket's two points (rising or falling); an unweighted mean will do.
-    return [(*m[:6], sum(m[6]) / len(m[6])) for m in merged.values()]
+    return [(*m[:6], sum(float(x) for x in m[6]) / len(m[6])) for m in merged.values()]
 
 
 def _pairs(rows: Sequence[Any], ids: list[int]) -> dict[int, _SeriesData]:

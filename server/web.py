@@ -23,7 +23,11 @@ STATIC_DIR = ROOT / "static"
 
 
 def plotly_js_path() -> Path | None:
-    """plotly.min.js of the installed `plotly` package (found without importing plotly)."""
+    """Plotly.js: npm's partial bundle from `make assets` when present (a quarter of the parse time),
+    else plotly.min.js of the installed `plotly` package (found without importing plotly)."""
+    basic = STATIC_DIR / "vendor" / "plotly-basic.min.js"
+    if basic.is_file():
+        return basic
     spec = importlib.util.find_spec("plotly")
     if spec is None or not spec.submodule_search_locations:
         return None
@@ -38,8 +42,13 @@ def plotly_version() -> str:
         return "0"
 
 
-# The URL carries the package version, so the file can be cached for a year and still change on upgrade.
-PLOTLY_URL = f"/static/vendor/plotly-{plotly_version()}.min.js"
+def _plotly_tag() -> str:
+    path = plotly_js_path()
+    return f"{plotly_version()}-{path.stat().st_size}" if path is not None else plotly_version()
+
+
+# The URL names the version (and which bundle), so the file can be cached for a year and still change.
+PLOTLY_URL = f"/static/vendor/plotly-{_plotly_tag()}.min.js"
 
 
 def _ago(value: dt.datetime | None) -> str:

@@ -5,7 +5,8 @@
   const page = JSON.parse(document.getElementById("run-data").textContent);
   const RUN = encodeURIComponent(page.run);
   const API = `/api/runs/${RUN}`;
-  const MAX_POINTS = 2000;
+  const PREFETCH = window.SBRunPrefetch;  // run-prefetch.js: requests started before Plotly loaded
+  const MAX_POINTS = PREFETCH.maxPoints;
   // Charts of one per-arm metric each; `parts` is drawn from the step records' score parts.
   const CHARTS = [
     {id: "chart-probability", metric: "probability", stacked: true, yrange: [0, 1]},
@@ -146,11 +147,16 @@
     if (label && partNames.length) label.textContent = partNames.join(", ");
   }
 
+  let prefetched = true;  // the first load uses the requests run-prefetch.js started
+
   async function loadAll() {
     const metrics = CHARTS.filter((c) => c.metric !== "parts").map((c) => c.metric);
+    const early = prefetched;
+    prefetched = false;
     const [series, partsDoc] = await Promise.all([
-      Promise.all(metrics.map((m) => getJSON(`${API}/series?metric=${m}&max_points=${MAX_POINTS}`))),
-      getJSON(`${API}/parts?max_points=${MAX_POINTS}`),
+      Promise.all(metrics.map((m) => (early && PREFETCH.series[m])
+        || getJSON(`${API}/series?metric=${m}&max_points=${MAX_POINTS}`))),
+      (early && PREFETCH.parts) || getJSON(`${API}/parts?max_points=${MAX_POINTS}`),
     ]);
     series.forEach((doc) => storeSeries(doc.metric, doc.series));
     storeParts(partsDoc.series);

@@ -87,7 +87,11 @@ def test_run_page_full_and_fragment(app_server: LiveServer, rds: redis.Redis, se
     ]
     scripts = [s.get("src") for s in page.select("script[src]")]
     assert scripts == ["/static/vendor/htmx.min.js", "/static/js/app.js", PLOTLY_URL, "/static/js/charts.js",
-                       "/static/js/run.js"]
+                       "/static/js/run.js", "/static/js/run-prefetch.js"]
+    # Plotly and the page's code wait for the document; the data requests start while it loads.
+    assert all(page.select_one(f'script[src="{src}"]').has_attr("defer")
+               for src in (PLOTLY_URL, "/static/js/charts.js", "/static/js/run.js"))
+    assert not page.select_one('script[src="/static/js/run-prefetch.js"]').has_attr("defer")
     assert all(not str(s).startswith("http") for s in scripts)
     # Local dev mode: no users, the loopback client is an operator, and the page says so.
     assert page.select_one(".dev-banner") is not None

@@ -102,3 +102,30 @@ def test_command_posted_over_http_changes_probabilities_at_next_step(
     runs = {r["name"]: r for r in app_server.client.get("/api/runs").json()}
     wait_for(lambda: {r["name"]: r for r in app_server.client.get("/api/runs").json()}[run]["status"] == "finished")
     assert run in runs
+
+
+def test_command_posted_over_http_while_the_agent_is_away_is_applied_once_when_it_returns(
+    app_server: LiveServer, settings: Settings, tmp_path: Path
+) -> None:
+    run = "e2e-away"
+    with SteppingAgent(run, settings, tmp_path) as sa:
+        wait_for(lambda: app_server.client.get(f"/api/runs/{run}").status_code == 200)
+        wait_for(lambda: app_server.client.get(f"/api/runs/{run}").json()["last_step"] >= 1)
+    first_steps = sa.agent.step
+    # The trainer is gone (its process restarting, say); an operator retires an arm meanwhile.
+    resp = app_server.client.post(f"/api/runs/{run}/commands", json={"kind": "retire", "arm": "kk6"})
+    assert resp.status_code == 202, resp.text
+    cid = resp.json()["id"]
+    time.sleep(0.5)
+    assert app_server.client.get(f"/api/runs/{run}/commands").json()[0]["status"] == "pending"
+    acks: list[tuple[int, str]] = []
+    for _ in range(2):  # it comes back, and once more: the command is applied exactly once
+        with SteppingAgent(run, settings, tmp_path) as again:
+            wait_for(lambda a=again: a.agent.probabilities()["kk6"] == 0.0, timeout=10)
+            time.sleep(0.3)
+        acks += [(s.step, a.status) for s in again.stats for a in s.acks if a.id == cid]
+    assert len(acks) == 1 and acks[0][1] == "applied"
+    wait_for(lambda: app_server.client.get(f"/api/runs/{run}/commands").json()[0]["status"] == "applied")
+    rec = app_server.client.get(f"/api/runs/{run}/commands").json()[0]
+    assert rec["id"] == cid and rec["applied_step"] == acks[0][0]
+    assert first_steps >= 2

@@ -106,8 +106,8 @@ def test_rollups_match_the_rows(settings: Settings, engine: Engine, rds: redis.R
                 for m in METRICS:
                     g[m].append(rec["p"] if m == "probability" else rec[m])
     got = q(engine, "SELECT a.name, r.* FROM arm_rollups r JOIN arms a ON a.id = r.arm_id")
-    # 3 arms x (3 buckets of 64 steps + 1 of 256 + 1 of 2048)
-    assert len(got) == len(expected) == 3 * (3 + 1 + 1)
+    # 3 arms x (3 buckets of 64 steps + one bucket at each coarser width)
+    assert len(got) == len(expected) == 3 * (3 + len(ROLLUP_WIDTHS) - 1)
     for row in got:
         g = expected[(row.name, row.width, row.bucket)]
         assert (row.first_step, row.last_step, row.n_rows) == (min(g["steps"]), max(g["steps"]), len(g["steps"]))

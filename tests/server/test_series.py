@@ -104,3 +104,18 @@ def test_rollup_range_with_partial_edge_buckets_shows_nothing_outside_it(engine:
             window = [values(st, i) for st in range(x0, x1 + 1)]
             assert lo <= x0 <= x1 <= hi
             assert sorted([y0, y1]) == [min(window), max(window)]
+
+
+@pytest.mark.parametrize("empty_db", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)],
+                         indirect=True)
+def test_integer_metric_through_rollups_and_edges(engine: Engine) -> None:
+    """n_total is a BIGINT: its bucket means come back as NUMERIC on PostgreSQL and must still work."""
+    fill(engine, "ints")
+    lo, hi = 100, STEPS - 30
+    with Session(engine) as session:
+        out = store.series(session, "ints", "n_total", ["a"], lo, hi, max_points=24)
+    s = out[0]
+    assert s.downsampled is True and s.steps[0] == lo and s.steps[-1] == hi
+    for x0, x1, y0, y1 in zip(s.steps[0::2], s.steps[1::2], s.values[0::2], s.values[1::2], strict=True):
+        assert sorted([y0, y1]) == [x0 + 1, x1 + 1]  # n_total = step + 1, rising: min first
+        assert (y0, y1) == (x0 + 1, x1 + 1)
