@@ -20,6 +20,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --no-deps verl==0.7.1 tensordict==0.10.0 ray==2.60.0 omegaconf==2.3.1 \
 	  hydra-core==1.3.8 antlr4-python3-runtime==4.9.3 codetiming==1.4.0 torchdata==0.11.0 \
 	  cloudpickle==3.1.3 pyvers==0.1.0 lazy-importer==0.1.0
+	# ... and the light packages verl and ray import at load time.
+	$(PY) -m pip install -q msgpack protobuf requests jsonschema
 	touch $@
 
 install: $(STAMP)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -104,15 +106,36 @@ def test_command_posted_over_http_changes_probabilities_at_next_step(
     assert run in runs
 
 
+AWAY_TRAINER = """
+import sys, time
+import numpy as np
+from trainer_agent import CurriculumAgent
+run, redis_url, prefix, spool = sys.argv[1:5]
+agent = CurriculumAgent(run, ["kk3", "kk4", "kk5", "kk6"], scheduler="dump", redis_url=redis_url,
+                        key_prefix=prefix, spool_dir=spool, heartbeat_s=0.5)
+rng = np.random.default_rng(0)
+while True:  # until killed
+    arms = agent.sample(8)
+    agent.observe([a for a in arms for _ in range(4)], rng.random(32) < 0.5, groups=np.repeat(np.arange(8), 4))
+    agent.end_step()
+    time.sleep(0.05)
+"""
+
+
+@pytest.mark.parametrize("empty_db", ["sqlite"], indirect=True)
 def test_command_posted_over_http_while_the_agent_is_away_is_applied_once_when_it_returns(
     app_server: LiveServer, settings: Settings, tmp_path: Path
 ) -> None:
     run = "e2e-away"
-    with SteppingAgent(run, settings, tmp_path) as sa:
-        wait_for(lambda: app_server.client.get(f"/api/runs/{run}").status_code == 200)
-        wait_for(lambda: app_server.client.get(f"/api/runs/{run}").json()["last_step"] >= 1)
-    first_steps = sa.agent.step
-    # The trainer is gone (its process restarting, say); an operator retires an arm meanwhile.
+    # The trainer dies (kill -9: no run_end, so the run stays "running" and commands are accepted).
+    proc = subprocess.Popen([sys.executable, "-c", AWAY_TRAINER, run, REDIS_URL, settings.key_prefix,
+                             str(tmp_path / "spool-dead")])
+    try:
+        wait_for(lambda: app_server.client.get(f"/api/runs/{run}").status_code == 200, timeout=30)
+        wait_for(lambda: app_server.client.get(f"/api/runs/{run}").json()["last_step"] >= 3, timeout=30)
+    finally:
+        proc.kill()
+        proc.wait(10)
     resp = app_server.client.post(f"/api/runs/{run}/commands", json={"kind": "retire", "arm": "kk6"})
     assert resp.status_code == 202, resp.text
     cid = resp.json()["id"]
@@ -128,4 +151,3 @@ def test_command_posted_over_http_while_the_agent_is_away_is_applied_once_when_i
     wait_for(lambda: app_server.client.get(f"/api/runs/{run}/commands").json()[0]["status"] == "applied")
     rec = app_server.client.get(f"/api/runs/{run}/commands").json()[0]
     assert rec["id"] == cid and rec["applied_step"] == acks[0][0]
-    assert first_steps >= 2
