@@ -119,8 +119,6 @@ class ArmStep(Base):
     """
 
     __tablename__ = "arm_steps"
-    # Clustered on the primary key in SQLite (see the migration).
-    __table_args__ = ({"sqlite_with_rowid": False},)
 
     run_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     arm_id: Mapped[int] = mapped_column(Integer, primary_key=True)

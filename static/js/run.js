@@ -156,7 +156,7 @@
     const [series, partsDoc] = await Promise.all([
       Promise.all(metrics.map((m) => (early && PREFETCH.series[m])
         || getJSON(`${API}/series?metric=${m}&max_points=${MAX_POINTS}`))),
-      (early && PREFETCH.parts) || getJSON(`${API}/parts?max_points=${MAX_POINTS}`),
+      (early && PREFETCH.parts) || getJSON(`${API}/parts?max_points=${PREFETCH.partsPoints}`),
     ]);
     series.forEach((doc) => storeSeries(doc.metric, doc.series));
     storeParts(partsDoc.series);
