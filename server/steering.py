@@ -25,7 +25,7 @@ from server.wire import ControlCommand
 
 log = logging.getLogger(__name__)
 
-_PIN_TOLERANCE = 1e-9
+_PIN_TOLERANCE = 1e-12  # float noise only; the agent uses the same bound (trainer_agent.overrides)
 
 
 def validate(view: store.SteeringView, cmd: CommandIn) -> None:

@@ -21,8 +21,9 @@ from .stats import BoolArray, FloatArray
 
 Kind = Literal["pin", "boost", "retire", "restore", "release"]
 KINDS: tuple[str, ...] = ("pin", "boost", "retire", "restore", "release")
-# Σpins may exceed 1 by float noise when a user pins e.g. 0.1 + 0.2 + 0.7.
-PIN_SUM_TOL = 1e-9
+# Σpins may exceed 1 by float noise when a user pins e.g. 0.1 + 0.2 + 0.7 (1 + 2e-16). The bound
+# stays far below the 1e-9 to which probabilities must sum to 1 (pins 1.0 and 1e-9 are rejected).
+PIN_SUM_TOL = 1e-12
 
 
 @dataclass(frozen=True, slots=True)

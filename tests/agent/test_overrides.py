@@ -57,6 +57,17 @@ def test_pins_over_one_rejected_and_all_pinned_scaled():
     assert ack.status == "rejected" and "pinned to 0" in ack.message
 
 
+def test_pin_sum_tolerance_covers_float_noise_only():
+    ov = Overrides(["a", "b", "c", "d"])
+    for arm, p in (("a", 0.1), ("b", 0.2), ("c", 0.7)):  # sums to 1.0000000000000002
+        assert ov.apply(Command("pin", arm, p), 0).status == "applied"
+    assert abs(ov.resolve(np.full(4, 0.25)).sum() - 1.0) < 1e-12
+    ov = Overrides(["a", "b", "c"])
+    ov.apply(Command("pin", "a", 1e-9), 0)
+    ack = ov.apply(Command("pin", "b", 1.0), 0)  # found by hypothesis: 1 + 1e-9 is not float noise
+    assert ack.status == "rejected" and "> 1" in ack.message
+
+
 def test_commands_on_retired_arm_and_release():
     ov = Overrides(["a", "b", "c"])
     ov.apply(Command("pin", "a", 0.3), 0)
