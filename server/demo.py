@@ -21,7 +21,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -260,7 +259,3 @@ def run_demo(settings: Settings, schedulers: Sequence[str], runs_per_scheduler: 
 
 def default_data_dir() -> Path:
     return Path(os.environ.get("STEERBOARD_DATA_DIR", "steerboard-data"))
-
-
-def temp_data_dir() -> Path:
-    return Path(tempfile.mkdtemp(prefix="steerboard-demo-"))

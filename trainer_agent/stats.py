@@ -132,9 +132,6 @@ class StepAccumulator:
         self._rewards.append(rewards)
         self._abs_adv.append(np.abs(advantages))
 
-    def pending(self) -> int:
-        return sum(a.size for a in self._arms)
-
     def take(self) -> tuple[IntArray, FloatArray, FloatArray]:
         """This step's raw (arm index, reward, |A|) per completion, in observation order; resets."""
         if self._arms:
