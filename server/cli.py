@@ -325,7 +325,9 @@ def demo(steps: int, schedulers: str, runs_per_scheduler: int, seed: int, port: 
     from server.demo import default_data_dir, run_demo
 
     names = [s.strip() for s in schedulers.split(",") if s.strip()]
-    known = {"uniform", "fixed", "dump", "sec", "learning_progress", "balanced"}
+    from trainer_agent import available_schedulers  # numpy only: no torch in the server
+
+    known = set(available_schedulers())
     bad = [s for s in names if s not in known]
     if not names or bad:
         raise click.BadParameter(f"unknown scheduler(s) {bad}; choose from {', '.join(sorted(known))}",

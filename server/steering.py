@@ -22,10 +22,10 @@ from server.errors import CommandConflict, InvalidCommand, ServiceUnavailable
 from server.schemas import CommandAccepted, CommandIn
 from server.settings import Settings
 from server.wire import ControlCommand
+from trainer_agent.overrides import PIN_SUM_TOL  # the agent's own bound: accept what it accepts
 
 log = logging.getLogger(__name__)
 
-_PIN_TOLERANCE = 1e-12  # float noise only; the agent uses the same bound (trainer_agent.overrides)
 
 
 def validate(view: store.SteeringView, cmd: CommandIn) -> None:
@@ -77,7 +77,7 @@ def validate(view: store.SteeringView, cmd: CommandIn) -> None:
             raise CommandConflict(f"arm {cmd.arm!r} is retired; restore it before pinning it")
         others = {a: p for a, p in pins.items() if a != cmd.arm}
         total = sum(others.values()) + cmd.value
-        if total > 1.0 + _PIN_TOLERANCE:
+        if total > 1.0 + PIN_SUM_TOL:
             listed = ", ".join(f"{a}={p:g}" for a, p in sorted(others.items()))
             raise CommandConflict(
                 f"pins would sum to {total:g} > 1 (other pins: {listed}); "
