@@ -15,6 +15,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
@@ -119,10 +120,16 @@ class ArmStep(Base):
     """
 
     __tablename__ = "arm_steps"
+    # Keyed (and on SQLite clustered) step first: ingest appends every step's rows at the end of one
+    # key range, and a zoomed chart reads a step range of all arms from sequential pages.
+    __table_args__ = (
+        PrimaryKeyConstraint("run_id", "step", "arm_id", name="pk_arm_steps"),
+        {"sqlite_with_rowid": False},
+    )
 
-    run_id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    arm_id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    step: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(Integer)
+    arm_id: Mapped[int] = mapped_column(Integer)
+    step: Mapped[int] = mapped_column(Integer)
     probability: Mapped[float] = mapped_column(Float)
     score: Mapped[float | None] = mapped_column(Float)
     parts: Mapped[dict[str, Any]] = mapped_column(default=dict)
@@ -222,5 +229,27 @@ arm_rollups = Table(
     Column("last_step", Integer, nullable=False),
     Column("n_rows", Integer, nullable=False),
     *_rollup_columns(),
+    sqlite_with_rowid=False,
+)
+
+# Longest score-part name kept in part_rollups (longer ones stay in arm_steps.parts only).
+PART_NAME_MAX = 64
+
+# The same buckets for the numeric parts of each arm's scheduler score (DUMP: mu and bonus), one row
+# per part: a run's parts are named by its scheduler, so they cannot be columns of arm_rollups.
+part_rollups = Table(
+    "part_rollups",
+    Base.metadata,
+    Column("run_id", ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    Column("arm_id", ForeignKey("arms.id", ondelete="CASCADE"), primary_key=True),
+    Column("part", String(PART_NAME_MAX), primary_key=True),
+    Column("width", Integer, primary_key=True),
+    Column("bucket", Integer, primary_key=True),
+    Column("first_step", Integer, nullable=False),
+    Column("last_step", Integer, nullable=False),
+    Column("value_n", Integer, nullable=False),
+    Column("value_min", Float, nullable=False),
+    Column("value_max", Float, nullable=False),
+    Column("value_sum", Float, nullable=False),
     sqlite_with_rowid=False,
 )

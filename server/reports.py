@@ -1,4 +1,4 @@
-"""SQL reads of the dashboard beyond the JSON API's: the runs table, score parts, compare data, CSV.
+"""SQL reads of the dashboard beyond the JSON API's: the runs table, compare data, CSV.
 
 Like `server.store`, functions take a Session and return plain dataclasses; pages and routes never
 write SQL themselves.
@@ -122,69 +122,6 @@ def run_names(session: Session, limit: int = 500) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Score parts (DUMP's exploit and explore terms, ...)
-# ---------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class PartSeries:
-    arm: str
-    part: str
-    steps: list[int]
-    values: list[float]
-    downsampled: bool
-
-
-def parts_series(
-    session: Session, run: str, arms: Sequence[str] | None, start: int | None, end: int | None, max_points: int
-) -> list[PartSeries]:
-    """Per arm and part of the scheduler score, (step, value); evenly strided beyond `max_points`."""
-    rid = run_id(session, run)
-    names = dict(_arm_names(session, rid))
-    if arms:
-        unknown = [a for a in arms if a not in names.values()]
-        if unknown:
-            raise InvalidRequest(
-                f"run {run!r} has no arm {unknown[0]!r}; its arms are: {', '.join(sorted(names.values()))}"
-            )
-        names = {i: n for i, n in names.items() if n in arms}
-    last = session.scalar(select(Run.last_step).where(Run.id == rid))
-    lo = 0 if start is None else start
-    hi = max(0, last if last is not None else 0) if end is None else end
-    strided = hi - lo + 1 > max_points
-    wanted: list[int] = []
-    if strided:
-        # Parts live in a JSON column, so no rollup or SQL min/max applies: read only the strided steps,
-        # by primary-key lookups one arm at a time (both backends then walk the key), never every row.
-        stride = -(-(hi - lo + 1) // max_points)
-        wanted = [*range(lo, hi + 1, stride)]
-        if wanted[-1] != hi:
-            wanted.append(hi)
-    acc: dict[tuple[int, str], tuple[list[int], list[float]]] = {}
-    for arm_id in names:
-        q = select(ArmStep.step, ArmStep.parts).where(ArmStep.run_id == rid, ArmStep.arm_id == arm_id)
-        q = q.where(ArmStep.step.in_(wanted)) if strided else q.where(ArmStep.step.between(lo, hi))
-        for step, parts in session.execute(q.order_by(ArmStep.step)):
-            for part, value in (parts or {}).items():
-                if isinstance(value, int | float):
-                    xs, ys = acc.setdefault((arm_id, str(part)), ([], []))
-                    xs.append(step)
-                    ys.append(float(value))
-    order = {i: k for k, i in enumerate(names)}
-    out: list[PartSeries] = []
-    for (arm_id, part), (xs, ys) in sorted(acc.items(), key=lambda kv: (order[kv[0][0]], kv[0][1])):
-        down = strided or len(xs) > max_points
-        if len(xs) > max_points:
-            stride = -(-len(xs) // max_points)
-            keep = list(range(0, len(xs), stride))
-            if keep[-1] != len(xs) - 1:
-                keep.append(len(xs) - 1)  # the latest value is always shown
-            xs, ys = [xs[i] for i in keep], [ys[i] for i in keep]
-        out.append(PartSeries(names[arm_id], part, xs, ys, down))
-    return out
-
-
-# ---------------------------------------------------------------------------------------------------
 # Compare: per-arm accuracy, sample counts and probability of whole runs
 # ---------------------------------------------------------------------------------------------------
 
@@ -230,14 +167,6 @@ COMMAND_COLUMNS = (
     "created_at", "id", "actor", "kind", "arm", "value", "steps", "reason", "status", "applied_step",
     "message", "acked_at",
 )
-
-
-def part_names(session: Session, rid: int) -> list[str]:
-    """The score parts a run reports (read from its latest step)."""
-    row = session.execute(
-        select(ArmStep.parts).where(ArmStep.run_id == rid).order_by(ArmStep.step.desc()).limit(1)
-    ).first()
-    return sorted(str(k) for k in (row[0] or {})) if row else []
 
 
 def iter_arm_rows(session: Session, rid: int, parts: Sequence[str], chunk: int = 2000) -> Iterator[list[Any]]:

@@ -70,10 +70,10 @@ class Series(BaseModel):
 
 class PartSeries(BaseModel):
     arm: str
-    part: str = Field(description="a term of the scheduler's score, e.g. DUMP's exploit (mu) and explore")
+    part: str = Field(description="a term of the scheduler's score, e.g. DUMP's mu (exploit) and bonus (explore)")
     steps: list[int]
     values: list[float]
-    downsampled: bool = Field(description="true when evenly strided down to max_points")
+    downsampled: bool = Field(description="true when each bucket kept only its min and max points")
 
 
 class Parts(BaseModel):

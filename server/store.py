@@ -7,6 +7,7 @@ Functions take a Connection or Session and return plain dataclasses or the Pydan
 from __future__ import annotations
 
 import datetime as dt
+import math
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -22,12 +23,25 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from server.errors import InvalidRequest, RunNotFound
-from server.models import METRICS, ROLLUP_BUCKET, ROLLUP_WIDTHS, Arm, ArmStep, Command, Run, RunStep, arm_rollups
+from server.models import (
+    METRICS,
+    PART_NAME_MAX,
+    ROLLUP_BUCKET,
+    ROLLUP_WIDTHS,
+    Arm,
+    ArmStep,
+    Command,
+    Run,
+    RunStep,
+    arm_rollups,
+    part_rollups,
+)
 from server.schemas import (
     ArmSeries,
     ArmState,
     CommandRecord,
     Metric,
+    PartSeries,
     RunDetail,
     RunSummary,
     StepRow,
@@ -290,7 +304,7 @@ def _arm_step_sql(dialect: str) -> str:
     marks = ", ".join(["?" if dialect == "sqlite" else "%s"] * len(_ARM_STEP_COLS))
     return (
         f"INSERT INTO arm_steps ({cols}) VALUES ({marks}) "
-        "ON CONFLICT (run_id, arm_id, step) DO NOTHING"
+        "ON CONFLICT (run_id, step, arm_id) DO NOTHING"
     )
 
 
@@ -351,6 +365,7 @@ def _insert_steps(
         return {}
     rows: list[tuple[Any, ...]] = []
     nums: list[tuple[Any, ...]] = []  # the numeric columns again, for the rollups
+    part_vals: list[tuple[int, int, int, str, float]] = []  # (run, arm, step, part, value), for part_rollups
     dumps = orjson.dumps
     for run_id, steps in new.items():
         steps.sort(key=lambda s: s[1].step)
@@ -365,11 +380,15 @@ def _insert_steps(
                 num = (run_id, ids[arm], step, p, score, n_step, n_total, mab, mr, acc)
                 nums.append(num)
                 rows.append((*num, dumps(parts).decode()))
+                for part, value in parts.items():
+                    part_vals.append((run_id, num[1], step, part, value))
     if conn.dialect.name == "postgresql":
         _copy_arm_steps(conn, rows)
     else:
         conn.exec_driver_sql(_arm_step_sql(conn.dialect.name), rows)
     _merge_rollups(conn, nums)
+    if part_vals:
+        _merge_part_rollups(conn, part_vals)
     _update_arm_state(conn, new, arm_ids)
     return new
 
@@ -414,11 +433,7 @@ def _merge_rollups(conn: Connection, nums: list[tuple[Any, ...]]) -> None:
     a, run, arm, step = a[order], run[order], arm[order], step[order]
     params: list[dict[str, Any]] = []
     for width in ROLLUP_WIDTHS:
-        bucket = step // width
-        brk = np.ones(n, dtype=bool)
-        brk[1:] = (run[1:] != run[:-1]) | (arm[1:] != arm[:-1]) | (bucket[1:] != bucket[:-1])
-        starts = np.flatnonzero(brk)
-        ends = np.append(starts[1:], n) - 1
+        bucket, starts, ends = _buckets((run, arm), step, width)
         out: dict[str, list[Any]] = {
             "run_id": run[starts].tolist(),
             "arm_id": arm[starts].tolist(),
@@ -441,6 +456,77 @@ def _merge_rollups(conn: Connection, nums: list[tuple[Any, ...]]) -> None:
         keys = list(out)
         params.extend(dict(zip(keys, row, strict=True)) for row in zip(*out.values(), strict=True))
     conn.execute(_rollup_upsert(conn), params)
+
+
+def _buckets(
+    keys: Sequence[np.ndarray[Any, Any]], step: np.ndarray[Any, Any], width: int
+) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """Rows sorted by (*keys, step) -> their bucket of `width` steps, and each group's first and last row
+    (a group: the rows of one bucket with the same keys)."""
+    n = step.size
+    bucket = step // width
+    brk = np.ones(n, dtype=bool)
+    brk[1:] = bucket[1:] != bucket[:-1]
+    for k in keys:
+        brk[1:] |= k[1:] != k[:-1]
+    starts = np.flatnonzero(brk)
+    return bucket, starts, np.append(starts[1:], n) - 1
+
+
+def _merge_part_rollups(conn: Connection, vals: list[tuple[int, int, int, str, float]]) -> None:
+    """Merge the batch's numeric score parts into part_rollups, like `_merge_rollups` for the metrics.
+
+    Parts whose name is longer than PART_NAME_MAX, or whose value is not a finite number, stay in
+    arm_steps.parts only.
+    """
+    keep = [
+        v for v in vals
+        if len(v[3]) <= PART_NAME_MAX and isinstance(v[4], int | float) and not isinstance(v[4], bool)
+        and math.isfinite(v[4])
+    ]
+    if not keep:
+        return
+    names = sorted({v[3] for v in keep})
+    code = {name: i for i, name in enumerate(names)}
+    a = np.array([(r, arm, st, code[p], x) for r, arm, st, p, x in keep], dtype=np.float64)
+    run, arm, part, step = (a[:, i].astype(np.int64) for i in (0, 1, 3, 2))
+    order = np.lexsort((step, part, arm, run))
+    run, arm, part, step, value = run[order], arm[order], part[order], step[order], a[order, 4]
+    params: list[dict[str, Any]] = []
+    for width in ROLLUP_WIDTHS:
+        bucket, starts, ends = _buckets((run, arm, part), step, width)
+        cols: dict[str, list[Any]] = {
+            "run_id": run[starts].tolist(),
+            "arm_id": arm[starts].tolist(),
+            "part": [names[i] for i in part[starts].tolist()],
+            "width": [width] * len(starts),
+            "bucket": bucket[starts].tolist(),
+            "first_step": step[starts].tolist(),
+            "last_step": step[ends].tolist(),
+            "value_n": np.diff(np.append(starts, step.size)).tolist(),
+            "value_min": np.minimum.reduceat(value, starts).tolist(),
+            "value_max": np.maximum.reduceat(value, starts).tolist(),
+            "value_sum": np.add.reduceat(value, starts).tolist(),
+        }
+        keys = list(cols)
+        params.extend(dict(zip(keys, row, strict=True)) for row in zip(*cols.values(), strict=True))
+    ins = _insert(conn, part_rollups)
+    ex, t = ins.excluded, part_rollups.c
+    least, greatest = (func.min, func.max) if conn.dialect.name == "sqlite" else (func.least, func.greatest)
+    conn.execute(
+        ins.on_conflict_do_update(
+            index_elements=["run_id", "arm_id", "part", "width", "bucket"],
+            set_={
+                "first_step": least(t.first_step, ex.first_step),
+                "last_step": greatest(t.last_step, ex.last_step),
+                "value_n": t.value_n + ex.value_n,
+                "value_min": least(t.value_min, ex.value_min),
+                "value_max": greatest(t.value_max, ex.value_max),
+                "value_sum": t.value_sum + ex.value_sum,
+            },
+        ),
+        params,
+    )
 
 
 def _nullable(values: np.ndarray[Any, Any], keep: np.ndarray[Any, Any]) -> list[float | None]:
@@ -658,6 +744,39 @@ def get_run(session: Session, name: str, stale_seconds: float) -> RunDetail:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Source:
+    """Where one charted quantity lives: its raw value per arm_steps row, and its rollup columns."""
+
+    raw: Any  # SQL expression on arm_steps
+    table: Table  # arm_rollups or part_rollups
+    prefix: str  # the rollup columns are {prefix}_n/_min/_max/_sum
+    where: tuple[Any, ...] = ()  # more rollup filters (the part's name)
+
+
+def _metric_source(metric: Metric) -> _Source:
+    return _Source(_ARM_STEP.c[metric], arm_rollups, metric)
+
+
+def _part_source(part: str) -> _Source:
+    return _Source(_ARM_STEP.c.parts[part].as_float(), part_rollups, "value", (part_rollups.c.part == part,))
+
+
+def _chosen_arms(session: Session, run: str, arms: Sequence[str] | None) -> tuple[Run, list[Arm]]:
+    r = _run(session, run)
+    all_arms = _arms(session, r.id)
+    if not arms:
+        return r, all_arms
+    by_name = {a.name: a for a in all_arms}
+    unknown = [a for a in arms if a not in by_name]
+    if unknown:
+        raise InvalidRequest(
+            f"run {run!r} has no arm {unknown[0]!r}; its arms are: {', '.join(sorted(by_name))}",
+            unknown=unknown,
+        )
+    return r, [by_name[a] for a in arms]
+
+
 def series(
     session: Session,
     run: str,
@@ -677,41 +796,66 @@ def series(
     When bucketed, a bucket's min and max are placed at its first and last step, in the order its
     trend suggests (zooming in gives exact positions).
     """
-    r = _run(session, run)
-    all_arms = _arms(session, r.id)
-    if arms:
-        by_name = {a.name: a for a in all_arms}
-        unknown = [a for a in arms if a not in by_name]
-        if unknown:
-            raise InvalidRequest(
-                f"run {run!r} has no arm {unknown[0]!r}; its arms are: {', '.join(sorted(by_name))}",
-                unknown=unknown,
-            )
-        chosen = [by_name[a] for a in arms]
-    else:
-        chosen = all_arms
-    if not chosen:
-        return []
+    r, chosen = _chosen_arms(session, run, arms)
+    data = _downsampled(session.connection(), r, _metric_source(metric), [a.id for a in chosen], start, end,
+                        max_points)
+    return [
+        ArmSeries(arm=a.name, steps=st.tolist(), values=v.tolist(), downsampled=d)
+        for a, (st, v, d) in zip(chosen, (data[a.id] for a in chosen), strict=True)
+    ]
+
+
+def part_names(conn: Connection, run_id: int) -> list[str]:
+    """The score parts a run reports (read from its latest step)."""
+    row = conn.execute(
+        select(_ARM_STEP.c.parts).where(_ARM_STEP.c.run_id == run_id).order_by(_ARM_STEP.c.step.desc()).limit(1)
+    ).first()
+    return sorted(str(k) for k in (row[0] or {})) if row else []
+
+
+def part_series(
+    session: Session,
+    run: str,
+    arms: Sequence[str] | None,
+    start: int | None,
+    end: int | None,
+    max_points: int,
+) -> list[PartSeries]:
+    """Per arm and numeric part of its scheduler score (DUMP: mu and bonus), downsampled like `series`
+    (from part_rollups over long ranges): every bucket keeps its min and max."""
+    r, chosen = _chosen_arms(session, run, arms)
+    conn = session.connection()
+    ids = [a.id for a in chosen]
+    by_part = {
+        p: _downsampled(conn, r, _part_source(p), ids, start, end, max_points)
+        for p in part_names(conn, r.id) if len(p) <= PART_NAME_MAX
+    }
+    return [
+        PartSeries(arm=a.name, part=p, steps=st.tolist(), values=v.tolist(), downsampled=d)
+        for a in chosen
+        for p, data in by_part.items()
+        for st, v, d in (data[a.id],)
+        if st.size
+    ]
+
+
+def _downsampled(conn: Connection, r: Run, src: _Source, ids: list[int], start: int | None, end: int | None,
+                 max_points: int) -> dict[int, _SeriesData]:
+    if not ids:
+        return {}
     lo = 0 if start is None else start
     hi = r.last_step if end is None else min(end, max(r.last_step, 0))
     if hi < lo:
-        return [ArmSeries(arm=a.name, steps=[], values=[], downsampled=False) for a in chosen]
+        return dict.fromkeys(ids, _EMPTY)
     span = hi - lo + 1
     pairs = max(2, max_points // 2)  # buckets per arm, two points each
-    conn = session.connection()
-    ids = [a.id for a in chosen]
     if span <= max_points:
-        data = _series_rows(conn, r.id, metric, ids, lo, hi)
-    elif span // ROLLUP_BUCKET >= pairs // 4 or span * len(ids) > SERIES_SQL_BUCKET_ROWS:
+        return _series_rows(conn, r.id, src, ids, lo, hi)
+    if span // ROLLUP_BUCKET >= pairs // 4 or span * len(ids) > SERIES_SQL_BUCKET_ROWS:
         # The coarsest width that still gives at least half the buckets wanted: few rows, no merging.
         widths = [w for w in ROLLUP_WIDTHS if w == ROLLUP_BUCKET or span // w >= pairs // 2]
-        data = _pairs(_rollup_rows(conn, r.id, metric, ids, lo, hi, pairs, widths), ids)
-    else:
-        data = _series_buckets(conn, r.id, metric, ids, lo, hi, pairs)
-    return [
-        ArmSeries(arm=a.name, steps=st.tolist(), values=v.tolist(), downsampled=d)
-        for a, (st, v, d) in zip(chosen, (data[i] for i in ids), strict=True)
-    ]
+        return _pairs(_rollup_rows(conn, r.id, src, ids, lo, hi, pairs, widths), ids)
+    return _pairs(_bucket_rows(conn, r.id, src, ids, lo, hi, -(-span // pairs)), ids)
 
 
 # Past this many raw rows in range (all chosen arms), bucketing in SQL costs more than reading rollups.
@@ -721,25 +865,29 @@ _SeriesData = tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], bool]
 _EMPTY: _SeriesData = (np.zeros(0, dtype=np.int64), np.zeros(0), False)
 
 
-def _columns(rows: Sequence[Any], n_cols: int) -> list[np.ndarray[Any, Any]]:
-    """Result rows (no NULLs: the queries filter them) as one float64 array per column, in one pass."""
-    if not rows:
-        return [np.zeros(0) for _ in range(n_cols)]
-    table = np.array([tuple(r) for r in rows], dtype=np.float64)
-    return [table[:, i] for i in range(n_cols)]
+def _fetch(conn: Connection, q: Any, n_cols: int) -> np.ndarray[Any, Any]:
+    """Rows of a numeric query (no NULLs: the queries filter them) as a float64 array of `n_cols` columns.
+
+    Straight from the driver's cursor: SQLAlchemy's Row objects cost more than the query itself here.
+    """
+    res = conn.execute(q)
+    try:
+        rows = res.cursor.fetchall()
+    finally:
+        res.close()
+    return np.array(rows, dtype=np.float64).reshape(-1, n_cols)
 
 
-def _series_rows(conn: Connection, run_id: int, metric: Metric, ids: list[int], lo: int, hi: int,
+def _series_rows(conn: Connection, run_id: int, src: _Source, ids: list[int], lo: int, hi: int,
                  ) -> dict[int, _SeriesData]:
-    col = _ARM_STEP.c[metric]
-    # arm_id IN (...) lets both backends walk one primary-key range per arm.
+    t = _ARM_STEP.c
     q = (
-        select(_ARM_STEP.c.arm_id, _ARM_STEP.c.step, col)
-        .where(_ARM_STEP.c.run_id == run_id, _ARM_STEP.c.arm_id.in_(ids), _ARM_STEP.c.step.between(lo, hi),
-               col.is_not(None))
-        .order_by(_ARM_STEP.c.arm_id, _ARM_STEP.c.step)
+        select(t.arm_id, t.step, src.raw)
+        .where(t.run_id == run_id, t.step.between(lo, hi), t.arm_id.in_(ids), src.raw.is_not(None))
+        .order_by(t.arm_id, t.step)
     )
-    arm_ids, steps, vals = _columns(conn.execute(q).all(), 3)
+    a = _fetch(conn, q, 3)
+    arm_ids, steps, vals = a[:, 0], a[:, 1], a[:, 2]
     out = dict.fromkeys(ids, _EMPTY)
     for i in ids:
         i0, i1 = np.searchsorted(arm_ids, [i, i + 1])
@@ -747,29 +895,24 @@ def _series_rows(conn: Connection, run_id: int, metric: Metric, ids: list[int], 
     return out
 
 
-def _bucket_rows(conn: Connection, run_id: int, metric: Metric, ids: list[int], lo: int, hi: int,
-                 width: int) -> Sequence[Any]:
+def _bucket_rows(conn: Connection, run_id: int, src: _Source, ids: list[int], lo: int, hi: int,
+                 width: int) -> np.ndarray[Any, Any]:
     """Raw rows of [lo, hi] bucketed in SQL, `width` steps a bucket: (arm, g, first, last, min, max, mean)."""
     t = _ARM_STEP.c
-    col = t[metric]
+    col = src.raw
     g = ((t.step - lo) // width).label("g")
     q = (
         # avg of an integer column is NUMERIC (Decimal) on PostgreSQL: make every mean a float.
         select(t.arm_id, g, func.min(t.step), func.max(t.step), func.min(col), func.max(col),
                sql_cast(func.avg(col), Float))
-        .where(t.run_id == run_id, t.arm_id.in_(ids), t.step.between(lo, hi), col.is_not(None))
+        .where(t.run_id == run_id, t.step.between(lo, hi), t.arm_id.in_(ids), col.is_not(None))
         .group_by(t.arm_id, g)
     )
-    return conn.execute(q).all()
+    return _fetch(conn, q, 7)
 
 
-def _series_buckets(conn: Connection, run_id: int, metric: Metric, ids: list[int], lo: int, hi: int,
-                    pairs: int) -> dict[int, _SeriesData]:
-    return _pairs(_bucket_rows(conn, run_id, metric, ids, lo, hi, -(-(hi - lo + 1) // pairs)), ids)
-
-
-def _rollup_rows(conn: Connection, run_id: int, metric: Metric, ids: list[int], lo: int, hi: int,
-                 groups: int, widths: Sequence[int]) -> list[Any]:
+def _rollup_rows(conn: Connection, run_id: int, src: _Source, ids: list[int], lo: int, hi: int,
+                 groups: int, widths: Sequence[int]) -> np.ndarray[Any, Any]:
     """[lo, hi] in at most `groups` buckets per arm from the rollups of the coarsest of `widths`.
 
     Rollup buckets wholly inside [lo, hi] are merged `per_group` at a time in SQL; each partial bucket
@@ -777,60 +920,63 @@ def _rollup_rows(conn: Connection, run_id: int, metric: Metric, ids: list[int], 
     finest), so nothing outside the requested range is shown.
     """
     if not widths:
-        return list(_bucket_rows(conn, run_id, metric, ids, lo, hi, -(-(hi - lo + 1) // groups)))
+        return _bucket_rows(conn, run_id, src, ids, lo, hi, -(-(hi - lo + 1) // groups))
     w = widths[-1]
     b0, b1 = -(-lo // w), (hi + 1) // w - 1
     if b1 < b0:
-        return _rollup_rows(conn, run_id, metric, ids, lo, hi, groups, widths[:-1])
+        return _rollup_rows(conn, run_id, src, ids, lo, hi, groups, widths[:-1])
     head_end, tail_start = b0 * w - 1, (b1 + 1) * w
     edges = int(lo <= head_end) + int(tail_start <= hi)
     per_group = max(1, -(-(b1 - b0 + 1) // max(1, groups - edges)))
-    t = arm_rollups.c
-    n = t[f"{metric}_n"]
-    where = (t.run_id == run_id, t.arm_id.in_(ids), t.width == w, t.bucket.between(b0, b1), n > 0)
+    t = src.table.c
+    n = t[f"{src.prefix}_n"]
+    vmin, vmax, vsum = t[f"{src.prefix}_min"], t[f"{src.prefix}_max"], t[f"{src.prefix}_sum"]
+    where = (t.run_id == run_id, t.arm_id.in_(ids), *src.where, t.width == w, t.bucket.between(b0, b1), n > 0)
     if per_group == 1:  # one rollup row per bucket shown: read the rows as they are, no GROUP BY
-        q = select(t.arm_id, t.bucket, t.first_step, t.last_step, t[f"{metric}_min"], t[f"{metric}_max"],
-                   t[f"{metric}_sum"] / n).where(*where)
+        q = select(t.arm_id, t.bucket, t.first_step, t.last_step, vmin, vmax, vsum / n).where(*where)
     else:
         g = ((t.bucket - b0) // per_group).label("g")
         q = (
-            select(t.arm_id, g, func.min(t.first_step), func.max(t.last_step), func.min(t[f"{metric}_min"]),
-                   func.max(t[f"{metric}_max"]), func.sum(t[f"{metric}_sum"]) / func.sum(n))
+            select(t.arm_id, g, func.min(t.first_step), func.max(t.last_step), func.min(vmin), func.max(vmax),
+                   func.sum(vsum) / func.sum(n))
             .where(*where)
             .group_by(t.arm_id, g)
         )
-    rows: list[Any] = list(conn.execute(q).all())
+    parts = [_fetch(conn, q, 7)]
     if lo <= head_end:
-        rows += _one_per_arm(_rollup_rows(conn, run_id, metric, ids, lo, head_end, 1, widths[:-1]))
+        parts.append(_one_per_arm(_rollup_rows(conn, run_id, src, ids, lo, head_end, 1, widths[:-1])))
     if tail_start <= hi:
-        rows += _one_per_arm(_rollup_rows(conn, run_id, metric, ids, tail_start, hi, 1, widths[:-1]))
-    return rows
+        parts.append(_one_per_arm(_rollup_rows(conn, run_id, src, ids, tail_start, hi, 1, widths[:-1])))
+    return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
 
-def _one_per_arm(rows: Sequence[Any]) -> list[tuple[Any, ...]]:
+def _one_per_arm(rows: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
     """Merge (arm, g, first, last, min, max, mean) rows into one bucket per arm."""
-    merged: dict[Any, list[Any]] = {}
-    for arm, _g, first, last, vmin, vmax, mean in rows:
-        m = merged.get(arm)
-        if m is None:
-            merged[arm] = [arm, 0, first, last, vmin, vmax, [mean]]
-        else:
-            m[2], m[3] = min(m[2], first), max(m[3], last)
-            m[4], m[5] = min(m[4], vmin), max(m[5], vmax)
-            m[6].append(mean)
+    if rows.shape[0] == 0:
+        return rows
+    arm_ids, inverse = np.unique(rows[:, 0], return_inverse=True)
+    k = arm_ids.size
+    out = np.empty((k, 7))
+    out[:, 0] = arm_ids
+    out[:, 1] = 0
+    for col, ufunc, init in ((2, np.minimum, np.inf), (3, np.maximum, -np.inf), (4, np.minimum, np.inf),
+                             (5, np.maximum, -np.inf)):
+        acc = np.full(k, init)
+        ufunc.at(acc, inverse, rows[:, col])
+        out[:, col] = acc
     # The mean only orders a bucket's two points (rising or falling); an unweighted mean will do.
-    return [(*m[:6], sum(float(x) for x in m[6]) / len(m[6])) for m in merged.values()]
+    out[:, 6] = np.bincount(inverse, weights=rows[:, 6], minlength=k) / np.bincount(inverse, minlength=k)
+    return out
 
 
-def _pairs(rows: Sequence[Any], ids: list[int]) -> dict[int, _SeriesData]:
+def _pairs(rows: np.ndarray[Any, Any], ids: list[int]) -> dict[int, _SeriesData]:
     """(arm, group, first step, last step, min, max, mean) rows, any order -> two points per bucket."""
-    cols = _columns(rows, 7)
-    order = np.lexsort((cols[2], cols[0]))
-    arm_ids, _, first, last, vmin, vmax, mean = (c[order] for c in cols)
+    order = np.lexsort((rows[:, 2], rows[:, 0]))
+    arm_ids, _, first, last, vmin, vmax, mean = (rows[order, c] for c in range(7))
     out = dict.fromkeys(ids, _EMPTY)
     for i in ids:
         i0, i1 = np.searchsorted(arm_ids, [i, i + 1])
-        f, la = first[i0:i1], last[i0:i1]
+        f, la = first[i0:i1].astype(np.int64), last[i0:i1].astype(np.int64)
         mn, mx, me = vmin[i0:i1], vmax[i0:i1], mean[i0:i1]
         # A rising bucket (mean above the previous bucket's) shows its min first, a falling one its max.
         prev = np.concatenate([me[:1], me[:-1]])

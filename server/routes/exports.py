@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
-from server import reports
+from server import reports, store
 from server.deps import SessionDep, SessionMakerDep
 from server.schemas import ErrorResponse
 
@@ -53,7 +53,7 @@ def export_csv(
     """A run as CSV. `arms`: one row per (step, arm) with every metric and score part
     (`part_<name>`); `commands`: the audit log, oldest first."""
     rid = reports.run_id(session, run)  # 404 before the stream starts
-    parts = reports.part_names(session, rid) if what == "arms" else []
+    parts = store.part_names(session.connection(), rid) if what == "arms" else []
 
     def body() -> Iterator[str]:
         # The stream outlives the request's session: it reads with its own.

@@ -6,10 +6,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from server import reports, store
+from server import store
 from server.deps import SessionDep, SettingsDep
 from server.errors import InvalidRequest
-from server.schemas import ErrorResponse, Metric, Parts, PartSeries, RunDetail, RunSummary, Series, StepRow
+from server.schemas import ErrorResponse, Metric, Parts, RunDetail, RunSummary, Series, StepRow
 
 router = APIRouter(prefix="/api/runs", tags=["runs"])
 _404: dict[int | str, dict[str, Any]] = {404: {"model": ErrorResponse, "description": "no such run"}}
@@ -58,16 +58,14 @@ def get_parts(
     arms: Annotated[str | None, Query(description="comma-separated arm names; all arms if omitted")] = None,
     start: Annotated[int | None, Query(ge=0, description="first step (inclusive)")] = None,
     end: Annotated[int | None, Query(ge=0, description="last step (inclusive)")] = None,
-    max_points: Annotated[int, Query(ge=4, le=100_000, description="per arm and part")] = 2000,
+    max_points: Annotated[int, Query(ge=4, le=100_000, description="per arm and part; min/max kept per bucket")] = 1000,
 ) -> Parts:
-    """The parts of each arm's scheduler score over steps (DUMP: `exploit` = mu, `explore` = the bonus)."""
+    """The parts of each arm's scheduler score over steps (DUMP: `mu`, the exploit term, and `bonus`, the
+    explore term), downsampled like `/series`."""
     if start is not None and end is not None and end < start:
         raise InvalidRequest(f"end ({end}) is before start ({start})")
     names = [a.strip() for a in arms.split(",") if a.strip()] if arms else None
-    got = reports.parts_series(session, run, names, start, end, max_points)
-    return Parts(run=run, series=[
-        PartSeries(arm=p.arm, part=p.part, steps=p.steps, values=p.values, downsampled=p.downsampled) for p in got
-    ])
+    return Parts(run=run, series=store.part_series(session, run, names, start, end, max_points))
 
 
 @router.get("/{run}/steps", response_model=list[StepRow], responses=_404)

@@ -352,7 +352,9 @@ def test_parts_api(app_server: LiveServer, rds: redis.Redis, settings: Settings)
     assert doc["series"][0]["steps"] == [2, 3, 4, 5]
     assert doc["series"][0]["values"] == [s / 1000.0 for s in range(2, 6)]
     down = app_server.client.get("/api/runs/pg-parts/parts", params={"max_points": 4}).json()["series"][0]
-    assert down["downsampled"] and down["steps"] == [0, 3, 6, 9]
+    # two buckets of five steps, each its first and last step with its min and max (rising: min first)
+    assert down["downsampled"] and down["steps"] == [0, 4, 5, 9]
+    assert down["values"] == [0.0, 0.004, 0.005, 0.009]
     assert app_server.client.get("/api/runs/pg-parts/parts", params={"arms": "zz"}).status_code == 422
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from sqlalchemy import text
 
 from server.db import alembic_config, make_engine, require_current_schema
 from server.errors import SchemaOutOfDate
@@ -33,6 +35,57 @@ def test_migrations_match_the_models_and_downgrade(empty_db: str) -> None:
         command.downgrade(cfg, "base")
         with pytest.raises(SchemaOutOfDate, match="run `steerboard db upgrade`"):
             require_current_schema(engine, empty_db)
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("empty_db", BACKENDS, indirect=True)
+def test_rekeying_arm_steps_keeps_the_rows_and_fills_part_rollups(empty_db: str) -> None:
+    """The revision that keys arm_steps step first copies every row and computes part_rollups."""
+    cfg = alembic_config(empty_db)
+    command.upgrade(cfg, "7a4d5e2c1f03")  # the revision before it
+    engine = make_engine(empty_db)
+    long_name = "x" * 65
+    rows = [
+        {"run_id": 1, "arm_id": arm, "step": step, "probability": 0.5, "score": None, "n_step": 1,
+         "n_total": step, "mean_abs_adv": None, "mean_reward": None, "accuracy": None,
+         "parts": json.dumps({"mu": step * 0.5 + arm, "bonus": -float(step), long_name: 1.0})}
+        for step in range(300) for arm in (1, 2)
+    ]
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(
+                "INSERT INTO runs (id, name, project, scheduler, params, config, status, status_seq, last_seq,"
+                " last_step, dropped, event_seq, status_event_seq, host, pid)"
+                " VALUES (1, 'old', 'p', 'dump', '{}', '{}', 'finished', 0, 0, 299, 0, 0, 0, 'h', 1)"))
+            for arm in (1, 2):
+                conn.execute(text(
+                    "INSERT INTO arms (id, run_id, name, position, metadata, state, probability, last_step)"
+                    f" VALUES ({arm}, 1, 'arm{arm}', {arm}, '{{}}', 'active', 0.5, 299)"))
+            conn.execute(text(
+                "INSERT INTO arm_steps (run_id, arm_id, step, probability, score, parts, n_step, n_total,"
+                " mean_abs_adv, mean_reward, accuracy) VALUES (:run_id, :arm_id, :step, :probability, :score,"
+                " :parts, :n_step, :n_total, :mean_abs_adv, :mean_reward, :accuracy)"), rows)
+        command.upgrade(cfg, "head")
+        with engine.connect() as conn:
+            got = conn.execute(text("SELECT arm_id, step, parts FROM arm_steps ORDER BY arm_id, step")).all()
+            rollups = conn.execute(text(
+                "SELECT arm_id, part, width, bucket, first_step, last_step, value_n, value_min, value_max,"
+                " value_sum FROM part_rollups")).all()
+        assert [(a, st) for a, st, _ in got] == sorted((r["arm_id"], r["step"]) for r in rows)
+        expected = {}
+        for arm in (1, 2):
+            for part, value in (("mu", lambda st: st * 0.5 + arm), ("bonus", lambda st: -float(st))):
+                for width in (64, 256, 1024, 4096):
+                    for b in range(0, 300 // width + 1):
+                        steps = [st for st in range(b * width, min(300, (b + 1) * width))]
+                        vals = [value(st) for st in steps]
+                        expected[(arm, part, width, b)] = (steps[0], steps[-1], len(steps), min(vals), max(vals),
+                                                           sum(vals))
+        assert {(r[0], r[1], r[2], r[3]): tuple(r[4:]) for r in rollups} == expected  # long name left out
+        command.downgrade(cfg, "7a4d5e2c1f03")
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM arm_steps")).scalar() == len(rows)
     finally:
         engine.dispose()
 

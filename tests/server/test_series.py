@@ -35,7 +35,8 @@ def fill(engine: Engine, run: str) -> None:
 
     entries = [entry(0, run_start(run, 1, ARMS))]
     for step in range(STEPS):
-        recs = [{"arm": a, "p": 1 / 3, "score": values(step, i), "parts": {}, "n_step": 1, "n_total": step + 1,
+        recs = [{"arm": a, "p": 1 / 3, "score": values(step, i),
+                 "parts": {"mu": values(step, i), "bonus": -values(step, i)}, "n_step": 1, "n_total": step + 1,
                  "mean_abs_adv": None, "mean_reward": None, "accuracy": None, "state": "active", "pin": None,
                  "boost": None} for i, a in enumerate(ARMS)]
         doc = {"v": 1, "type": "step", "run": run, "seq": step + 2, "ts": 1.7e9 + step, "step": step,
@@ -119,3 +120,28 @@ def test_integer_metric_through_rollups_and_edges(engine: Engine) -> None:
     for x0, x1, y0, y1 in zip(s.steps[0::2], s.steps[1::2], s.values[0::2], s.values[1::2], strict=True):
         assert sorted([y0, y1]) == [x0 + 1, x1 + 1]  # n_total = step + 1, rising: min first
         assert (y0, y1) == (x0 + 1, x1 + 1)
+
+
+@pytest.mark.parametrize("empty_db", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)],
+                         indirect=True)
+def test_score_parts_read_part_rollups_and_keep_every_bucket_min_and_max(engine: Engine) -> None:
+    fill(engine, "parts")
+    lo, hi = 100, STEPS - 30  # partial rollup buckets at both ends
+    with Session(engine) as session:
+        whole = store.part_series(session, "parts", None, None, None, max_points=20)
+        edges = store.part_series(session, "parts", ["b"], lo, hi, max_points=24)
+        exact = store.part_series(session, "parts", ["b"], 1230, 1240, max_points=1000)
+    assert [(s.arm, s.part) for s in whole] == [(a, p) for a in ARMS for p in ("bonus", "mu")]
+    sign = {"mu": 1.0, "bonus": -1.0}
+    for s in whole + edges:
+        i = ARMS.index(s.arm)
+        assert s.downsampled is True and len(s.steps) <= 24
+        for x0, x1, y0, y1 in zip(s.steps[0::2], s.steps[1::2], s.values[0::2], s.values[1::2], strict=True):
+            window = [sign[s.part] * values(st, i) for st in range(x0, x1 + 1)]
+            assert sorted([y0, y1]) == [min(window), max(window)]
+    assert edges[0].steps[0] == lo and edges[0].steps[-1] == hi
+    spikes = {s.part: s.values for s in whole if s.arm == "b"}
+    assert 7.5 in spikes["mu"] and -7.5 in spikes["bonus"]  # one step's spike survives 1,000x downsampling
+    assert [(s.part, s.steps, s.downsampled) for s in exact] == [
+        ("bonus", list(range(1230, 1241)), False), ("mu", list(range(1230, 1241)), False)]
+    assert exact[1].values == [values(st, 1) for st in range(1230, 1241)]
