@@ -7,10 +7,9 @@ Functions take a Connection or Session and return plain dataclasses or the Pydan
 from __future__ import annotations
 
 import datetime as dt
-import math
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any, cast
@@ -365,7 +364,7 @@ def _insert_steps(
         return {}
     rows: list[tuple[Any, ...]] = []
     nums: list[tuple[Any, ...]] = []  # the numeric columns again, for the rollups
-    part_vals: list[tuple[int, int, int, str, float]] = []  # (run, arm, step, part, value), for part_rollups
+    parts_of: list[dict[str, Any]] = []  # each row's score parts, for part_rollups
     dumps = orjson.dumps
     for run_id, steps in new.items():
         steps.sort(key=lambda s: s[1].step)
@@ -380,15 +379,12 @@ def _insert_steps(
                 num = (run_id, ids[arm], step, p, score, n_step, n_total, mab, mr, acc)
                 nums.append(num)
                 rows.append((*num, dumps(parts).decode()))
-                for part, value in parts.items():
-                    part_vals.append((run_id, num[1], step, part, value))
+                parts_of.append(parts)
     if conn.dialect.name == "postgresql":
         _copy_arm_steps(conn, rows)
     else:
         conn.exec_driver_sql(_arm_step_sql(conn.dialect.name), rows)
-    _merge_rollups(conn, nums)
-    if part_vals:
-        _merge_part_rollups(conn, part_vals)
+    _merge_rollups(conn, nums, parts_of)
     _update_arm_state(conn, new, arm_ids)
     return new
 
@@ -417,7 +413,7 @@ def _update_arm_state(
     conn.execute(stmt, params)
 
 
-def _merge_rollups(conn: Connection, nums: list[tuple[Any, ...]]) -> None:
+def _merge_rollups(conn: Connection, nums: list[tuple[Any, ...]], parts_of: list[dict[str, Any]]) -> None:
     """Merge the batch's new arm_steps rows into arm_rollups (n/min/max/sum/last per bucket), at
     every width of ROLLUP_WIDTHS.
 
@@ -431,9 +427,12 @@ def _merge_rollups(conn: Connection, nums: list[tuple[Any, ...]]) -> None:
     # Sorted by (run, arm, step), the rows of every bucket of every width are contiguous: one sort.
     order = np.lexsort((step, arm, run))
     a, run, arm, step = a[order], run[order], arm[order], step[order]
+    parts = _part_columns(parts_of, order)
     params: list[dict[str, Any]] = []
+    part_params: list[dict[str, Any]] = []
     for width in ROLLUP_WIDTHS:
         bucket, starts, ends = _buckets((run, arm), step, width)
+        part_params.extend(_part_rollup_rows(parts, run, arm, step, width, bucket, starts))
         out: dict[str, list[Any]] = {
             "run_id": run[starts].tolist(),
             "arm_id": arm[starts].tolist(),
@@ -456,6 +455,8 @@ def _merge_rollups(conn: Connection, nums: list[tuple[Any, ...]]) -> None:
         keys = list(out)
         params.extend(dict(zip(keys, row, strict=True)) for row in zip(*out.values(), strict=True))
     conn.execute(_rollup_upsert(conn), params)
+    if part_params:
+        conn.execute(_part_rollup_upsert(conn), part_params)
 
 
 def _buckets(
@@ -473,59 +474,67 @@ def _buckets(
     return bucket, starts, np.append(starts[1:], n) - 1
 
 
-def _merge_part_rollups(conn: Connection, vals: list[tuple[int, int, int, str, float]]) -> None:
-    """Merge the batch's numeric score parts into part_rollups, like `_merge_rollups` for the metrics.
+def _part_columns(parts_of: list[dict[str, Any]], order: np.ndarray[Any, Any]) -> dict[str, np.ndarray[Any, Any]]:
+    """Each numeric score part of the batch's rows as a float column (NaN where a row lacks it), in `order`.
 
-    Parts whose name is longer than PART_NAME_MAX, or whose value is not a finite number, stay in
+    Parts whose name is longer than PART_NAME_MAX, or whose values are not numbers, stay in
     arm_steps.parts only.
     """
-    keep = [
-        v for v in vals
-        if len(v[3]) <= PART_NAME_MAX and isinstance(v[4], int | float) and not isinstance(v[4], bool)
-        and math.isfinite(v[4])
-    ]
-    if not keep:
-        return
-    names = sorted({v[3] for v in keep})
-    code = {name: i for i, name in enumerate(names)}
-    a = np.array([(r, arm, st, code[p], x) for r, arm, st, p, x in keep], dtype=np.float64)
-    run, arm, part, step = (a[:, i].astype(np.int64) for i in (0, 1, 3, 2))
-    order = np.lexsort((step, part, arm, run))
-    run, arm, part, step, value = run[order], arm[order], part[order], step[order], a[order, 4]
-    params: list[dict[str, Any]] = []
-    for width in ROLLUP_WIDTHS:
-        bucket, starts, ends = _buckets((run, arm, part), step, width)
-        cols: dict[str, list[Any]] = {
-            "run_id": run[starts].tolist(),
-            "arm_id": arm[starts].tolist(),
-            "part": [names[i] for i in part[starts].tolist()],
-            "width": [width] * len(starts),
-            "bucket": bucket[starts].tolist(),
-            "first_step": step[starts].tolist(),
-            "last_step": step[ends].tolist(),
-            "value_n": np.diff(np.append(starts, step.size)).tolist(),
-            "value_min": np.minimum.reduceat(value, starts).tolist(),
-            "value_max": np.maximum.reduceat(value, starts).tolist(),
-            "value_sum": np.add.reduceat(value, starts).tolist(),
-        }
-        keys = list(cols)
-        params.extend(dict(zip(keys, row, strict=True)) for row in zip(*cols.values(), strict=True))
+    cols: dict[str, np.ndarray[Any, Any]] = {}
+    for name in sorted(set().union(*parts_of)):
+        if len(name) > PART_NAME_MAX:
+            continue
+        got = [p.get(name) for p in parts_of]
+        try:
+            col = np.array(got, dtype=np.float64)  # None becomes NaN
+        except (TypeError, ValueError):
+            col = np.array([v if isinstance(v, int | float) else None for v in got], dtype=np.float64)
+        col[~np.isfinite(col)] = np.nan
+        cols[name] = col[order]
+    return cols
+
+
+def _part_rollup_rows(
+    parts: dict[str, np.ndarray[Any, Any]], run: np.ndarray[Any, Any], arm: np.ndarray[Any, Any],
+    step: np.ndarray[Any, Any], width: int, bucket: np.ndarray[Any, Any], starts: np.ndarray[Any, Any],
+) -> Iterator[dict[str, Any]]:
+    """part_rollups rows of one width: the buckets (of `_buckets`) in which a part has values."""
+    for name, vals in parts.items():
+        present = ~np.isnan(vals)
+        has = np.add.reduceat(present.astype(np.int64), starts)
+        some = np.flatnonzero(has > 0)
+        if not some.size:
+            continue
+        # A bucket's first and last step with a value: the first/last step of the rows that have one.
+        pos = np.where(present, np.arange(step.size), -1)
+        last_row = np.maximum.reduceat(pos, starts)
+        first_row = np.minimum.reduceat(np.where(present, pos, step.size), starts)
+        cols = zip(
+            run[starts][some].tolist(), arm[starts][some].tolist(), bucket[starts][some].tolist(),
+            step[first_row[some]].tolist(), step[last_row[some]].tolist(), has[some].tolist(),
+            np.fmin.reduceat(vals, starts)[some].tolist(), np.fmax.reduceat(vals, starts)[some].tolist(),
+            np.add.reduceat(np.where(present, vals, 0.0), starts)[some].tolist(),
+            strict=True,
+        )
+        for r, a, b, first, last, n, vmin, vmax, vsum in cols:
+            yield {"run_id": r, "arm_id": a, "part": name, "width": width, "bucket": b, "first_step": first,
+                   "last_step": last, "value_n": n, "value_min": vmin, "value_max": vmax, "value_sum": vsum}
+
+
+def _part_rollup_upsert(conn: Connection) -> Any:
     ins = _insert(conn, part_rollups)
     ex, t = ins.excluded, part_rollups.c
     least, greatest = (func.min, func.max) if conn.dialect.name == "sqlite" else (func.least, func.greatest)
-    conn.execute(
-        ins.on_conflict_do_update(
-            index_elements=["run_id", "arm_id", "part", "width", "bucket"],
-            set_={
-                "first_step": least(t.first_step, ex.first_step),
-                "last_step": greatest(t.last_step, ex.last_step),
-                "value_n": t.value_n + ex.value_n,
-                "value_min": least(t.value_min, ex.value_min),
-                "value_max": greatest(t.value_max, ex.value_max),
-                "value_sum": t.value_sum + ex.value_sum,
-            },
-        ),
-        params,
+    return ins.on_conflict_do_update(
+        index_elements=["run_id", "arm_id", "part", "width", "bucket"],
+        set_={
+            "first_step": least(t.first_step, ex.first_step),
+            "last_step": greatest(t.last_step, ex.last_step),
+            "value_n": t.value_n + ex.value_n,
+            "value_min": least(t.value_min, ex.value_min),
+            "value_max": greatest(t.value_max, ex.value_max),
+            "value_sum": t.value_sum + ex.value_sum,
+        },
     )
 
 

@@ -7,11 +7,11 @@ import math
 import numpy as np
 import orjson
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from server import store
-from server.models import ROLLUP_BUCKET
+from server.models import ROLLUP_BUCKET, part_rollups
 from server.wire import INGEST_ADAPTER
 
 from .conftest import run_start
@@ -145,3 +145,41 @@ def test_score_parts_read_part_rollups_and_keep_every_bucket_min_and_max(engine:
     assert [(s.part, s.steps, s.downsampled) for s in exact] == [
         ("bonus", list(range(1230, 1241)), False), ("mu", list(range(1230, 1241)), False)]
     assert exact[1].values == [values(st, 1) for st in range(1230, 1241)]
+
+
+@pytest.mark.parametrize("empty_db", ["sqlite"], indirect=True)
+def test_part_rollups_skip_rows_without_the_part_and_overlong_names(engine: Engine) -> None:
+    """A part reported on some steps only is bucketed over those steps; a name past 64 characters is
+    kept in the step rows but not rolled up."""
+    long_name = "p" * 65
+
+    def entry(n: int, doc: dict) -> store.Entry:
+        raw = orjson.dumps(doc)
+        return store.Entry(f"{n + 1}-0", INGEST_ADAPTER.validate_json(raw), raw)
+
+    entries = [entry(0, run_start("sparse", 1, ["a"]))]
+    for step in range(1000):
+        parts = {"odd": float(step)} if step % 2 else {long_name: 1.0}
+        recs = [{"arm": "a", "p": 1.0, "score": 0.0, "parts": parts, "n_step": 1, "n_total": step + 1,
+                 "mean_abs_adv": None, "mean_reward": None, "accuracy": None, "state": "active", "pin": None,
+                 "boost": None}]
+        entries.append(entry(step + 1, {"v": 1, "type": "step", "run": "sparse", "seq": step + 2,
+                                        "ts": 1.7e9 + step, "step": step, "metrics": {}, "dropped": 0,
+                                        "arms": recs}))
+    for i in range(0, len(entries), 300):  # batches that end mid-bucket: rows merge across batches
+        with engine.begin() as conn:
+            store.apply_ingest(conn, entries[i:i + 300])
+    with engine.connect() as conn:
+        rows = conn.execute(select(part_rollups.c.part, part_rollups.c.width, part_rollups.c.bucket,
+                                   part_rollups.c.first_step, part_rollups.c.last_step, part_rollups.c.value_n,
+                                   part_rollups.c.value_min, part_rollups.c.value_max)).all()
+    assert {r.part for r in rows} == {"odd"}
+    for r in rows:
+        lo, hi = r.bucket * r.width, min(999, (r.bucket + 1) * r.width - 1)
+        odd = [s for s in range(lo, hi + 1) if s % 2]
+        assert (r.first_step, r.last_step, r.value_n, r.value_min, r.value_max) == (
+            odd[0], odd[-1], len(odd), float(odd[0]), float(odd[-1]))
+    with Session(engine) as session:
+        (odd_series,) = store.part_series(session, "sparse", None, None, None, max_points=40)
+    assert odd_series.part == "odd" and odd_series.downsampled
+    assert all(s % 2 for s in odd_series.steps) and odd_series.values == [float(s) for s in odd_series.steps]
