@@ -18,6 +18,9 @@
     {id: "chart-parts", metric: "parts", smooth: true},
   ];
   const FIELD = {probability: "p"};  // SSE step records name the probability `p`
+  // The parts chart tells parts apart by line style, in the order the parts first arrive; there is
+  // no Plotly legend on this page, so its caption (#parts-names) says which style is which part.
+  const DASHES = [["solid", "solid"], ["dot", "dotted"], ["dash", "dashed"], ["dashdot", "dash-dot"]];
 
   const arms = page.arms.slice();
   const data = {};           // metric -> arm -> {x: [steps], y: [values]}
@@ -48,7 +51,7 @@
     if (chart.metric === "parts") {
       return Array.from(parts.values()).map((p) => ({
         arm: p.arm, name: `${p.arm} ${p.part}`, x: p.x, y: p.y,
-        dash: ["solid", "dot", "dash", "dashdot"][partNames.indexOf(p.part) % 4],
+        dash: DASHES[partNames.indexOf(p.part) % DASHES.length][0],
       }));
     }
     const byArm = data[chart.metric] || {};
@@ -97,22 +100,20 @@
         type: opts.xmode === "time" ? "date" : "linear"},
       yaxis: Object.assign({gridcolor: "#e5e9f0"}, chart.yrange ? {range: chart.yrange} : {}),
       shapes: m.shapes, annotations: m.annotations,
+      // One legend for all the charts: the "Arms shown" checkboxes with their colour swatches.
+      // Seven Plotly legends of 64 entries each took a quarter of the drawing time.
+      showlegend: false,
     });
   }
 
   function draw(chart) {
     const el = document.getElementById(chart.id);
     if (!el) return;
-    // uirevision stays the same across redraws: the user's zoom and legend choices are kept.
+    // uirevision stays the same across redraws: the user's zoom is kept.
     Plotly.react(el, buildTraces(chart), chartLayout(chart), SB.config);
     if (!el.dataset.bound) {
       el.dataset.bound = "1";
       el.on("plotly_relayout", (ev) => refine(chart, ev));
-      el.on("plotly_legendclick", (ev) => {
-        const arm = ev.data[ev.curveNumber].legendgroup;
-        toggleArm(arm, opts.hidden.has(arm));
-        return false;  // the checkbox list decides, for every chart at once
-      });
     }
   }
 
@@ -130,7 +131,7 @@
     downsampled[metric] = false;
     for (const s of series) {
       data[metric][s.arm] = {x: s.steps, y: s.values};
-      if (!arms.includes(s.arm)) arms.push(s.arm);
+      if (!arms.includes(s.arm)) { arms.push(s.arm); armToggle(s.arm); }
       downsampled[metric] = downsampled[metric] || s.downsampled;
     }
   }
@@ -143,8 +144,14 @@
       if (!partNames.includes(s.part)) partNames.push(s.part);
       downsampled.parts = downsampled.parts || s.downsampled;
     }
+    labelParts();
+  }
+
+  function labelParts() {
     const label = document.getElementById("parts-names");
-    if (label && partNames.length) label.textContent = partNames.join(", ");
+    if (label && partNames.length) {
+      label.textContent = partNames.map((p, i) => `${p}: ${DASHES[i % DASHES.length][1]} line`).join(", ");
+    }
   }
 
   let prefetched = true;  // the first load uses the requests run-prefetch.js started
@@ -158,10 +165,12 @@
         || getJSON(`${API}/series?metric=${m}&max_points=${MAX_POINTS}`))),
       (early && PREFETCH.parts) || getJSON(`${API}/parts?max_points=${PREFETCH.partsPoints}`),
     ]);
+    if (early) performance.mark("sb:data");  // a benchmark reads the split: waiting vs drawing
     series.forEach((doc) => storeSeries(doc.metric, doc.series));
     storeParts(partsDoc.series);
     if (opts.xmode === "time") await loadTimes();
     drawAll();
+    if (early) performance.mark("sb:drawn");
   }
 
   async function loadTimes() {
@@ -212,14 +221,14 @@
     for (const s of steps) {
       stepTs.set(s.step, s.ts);
       for (const rec of s.arms) {
-        if (!arms.includes(rec.arm)) { arms.push(rec.arm); newArm = true; }
+        if (!arms.includes(rec.arm)) { arms.push(rec.arm); armToggle(rec.arm); newArm = true; }
         for (const chart of CHARTS) {
           if (chart.metric === "parts") {
             for (const [part, value] of Object.entries(rec.parts || {})) {
               if (typeof value !== "number") continue;
               const key = `${rec.arm}\u0000${part}`;
               if (!parts.has(key)) { parts.set(key, {arm: rec.arm, part, x: [], y: []}); newArm = true; }
-              if (!partNames.includes(part)) partNames.push(part);
+              if (!partNames.includes(part)) { partNames.push(part); labelParts(); }
               const p = parts.get(key);
               if (s.step <= last(p.x)) continue;
               p.x.push(s.step); p.y.push(value);
@@ -361,14 +370,48 @@
   }
 
   // --- controls --------------------------------------------------------------------------------
-  function toggleArm(arm, show) {
-    if (show) opts.hidden.delete(arm); else opts.hidden.add(arm);
-    document.querySelectorAll(".arm-toggle").forEach((cb) => { if (cb.value === arm) cb.checked = show; });
-    drawAll();
+  // The "Arms shown" checkboxes are the legend of every chart: each carries its arm's colour (the
+  // server renders the run's arms; an arm that first appears live gets its entry here).
+  const toggles = new Map();  // arm -> checkbox
+  const legend = document.getElementById("arm-toggles");
+
+  function armToggle(arm) {
+    let cb = toggles.get(arm);
+    if (!cb) {
+      const label = document.createElement("label");
+      cb = document.createElement("input");
+      Object.assign(cb, {type: "checkbox", className: "arm-toggle", value: arm, checked: !opts.hidden.has(arm)});
+      const swatch = document.createElement("span");
+      swatch.className = "swatch";
+      swatch.setAttribute("aria-hidden", "true");
+      label.append(cb, swatch, ` ${arm}`);
+      legend.append(label);
+      bindToggle(cb);
+    }
+    const swatch = cb.parentElement.querySelector(".swatch");
+    if (swatch) swatch.style.backgroundColor = SB.color(armIndex(arm));
+    return cb;
   }
 
-  document.querySelectorAll(".arm-toggle").forEach((cb) =>
-    cb.addEventListener("change", () => toggleArm(cb.value, cb.checked)));
+  function bindToggle(cb) {
+    toggles.set(cb.value, cb);
+    cb.addEventListener("change", () => showArms([cb.value], cb.checked));
+  }
+
+  // Show or hide several arms with one redraw of the charts.
+  function showArms(list, show) {
+    for (const arm of list) {
+      if (show) opts.hidden.delete(arm); else opts.hidden.add(arm);
+      const cb = toggles.get(arm);
+      if (cb) cb.checked = show;
+    }
+    if (drawn) drawAll();
+  }
+
+  legend.querySelectorAll(".arm-toggle").forEach(bindToggle);
+  arms.forEach(armToggle);
+  document.getElementById("arms-all").addEventListener("click", () => showArms(arms, true));
+  document.getElementById("arms-none").addEventListener("click", () => showArms(arms, false));
   const emaInput = document.getElementById("ema");
   emaInput.addEventListener("input", () => {
     opts.ema = Number(emaInput.value);

@@ -99,6 +99,95 @@ def test_run_page_charts_grow_live(
     assert pages.outside() == []
 
 
+# Per chart, the arm and visibility of every trace (the parts chart has one trace per arm and part).
+TRACE_STATES = """() => [...document.querySelectorAll('.charts .plot')].map((el) =>
+    [el.id, el.data.map((t) => [t.legendgroup, t.visible])])"""
+
+
+def visibility(page: Page) -> dict[str, list[list[Any]]]:
+    return {chart: traces for chart, traces in page.evaluate(TRACE_STATES)}
+
+
+def rgb(hex_color: str) -> str:
+    r, g, b = (int(hex_color[i:i + 2], 16) for i in (1, 3, 5))
+    return f"rgb({r}, {g}, {b})"
+
+
+def test_shared_legend(app_server: LiveServer, pages: PageWatch, agents: Callable[..., AgentLoop]) -> None:
+    run = "br-legend"
+    arms = ["kk3", "kk4", "kk5", "kk6"]
+    agents(run, hz=0, steps=20)
+    wait_for(lambda: app_server.client.get(f"/api/runs/{run}").status_code == 200
+             and app_server.client.get(f"/api/runs/{run}").json()["last_step"] == 19)
+    page = pages.new_page()
+    # Hold the parts request: no chart can draw until it is answered.
+    held: list[Any] = []
+    page.route(re.compile(r"/api/runs/[^/]+/parts\?"), lambda route: held.append(route))
+    page.goto(f"/runs/{run}")
+    page.wait_for_function(
+        "() => document.querySelectorAll('.arm-toggle').length === 4"
+        " && [...document.querySelectorAll('#arm-toggles .swatch')].every((s) => s.style.backgroundColor)",
+        timeout=WAIT_MS,
+    )
+    # The swatches have their colours before any chart has drawn.
+    assert len(held) == 1
+    assert page.evaluate("() => document.getElementById('chart-probability').data") is None
+    palette = page.evaluate("() => [0, 1, 2, 3].map((i) => SB.color(i))")
+    swatch_css = """() => [...document.querySelectorAll('#arm-toggles label')].map((l) =>
+        [l.querySelector('.arm-toggle').value, getComputedStyle(l.querySelector('.swatch')).backgroundColor])"""
+    swatches = [[arm, rgb(c)] for arm, c in zip(arms, palette, strict=True)]
+    assert page.evaluate(swatch_css) == swatches
+    for route in held:
+        route.continue_()
+    charts_loaded(page)
+    page.wait_for_function("() => performance.getEntriesByName('sb:drawn').length === 1", timeout=WAIT_MS)
+
+    # Each swatch has the colour of its arm's trace in the probability chart, and so in every chart.
+    prob = page.evaluate("() => document.getElementById('chart-probability').data.map((t) => [t.name, t.line.color])")
+    assert [[name, rgb(c)] for name, c in prob] == swatches
+    colours = page.evaluate("() => [...document.querySelectorAll('.charts .plot')].flatMap((el) =>"
+                            " el.data.map((t) => [t.legendgroup, t.line.color]))")
+    assert len(colours) == 6 * 4 + 8 and all(c == palette[arms.index(arm)] for arm, c in colours)
+    # One legend for the page: none of the charts draws a Plotly legend; hover names the arm.
+    layouts = page.evaluate("() => [...document.querySelectorAll('.charts .plot')].map((el) =>"
+                            " [el.layout.showlegend, el.layout.hovermode])")
+    assert layouts == [[False, "x unified"]] * 7
+    assert page.locator(".charts .legend").count() == 0
+    hovers = page.evaluate("() => document.getElementById('chart-accuracy').data.map((t) => t.hovertemplate)")
+    assert hovers == [f"{a}: %{{y:.6g}}<extra></extra>" for a in arms]
+    # The parts chart tells parts by line style, and its caption says which is which.
+    dashes = page.evaluate("() => document.getElementById('chart-parts').data.map((t) => [t.name, t.line.dash])")
+    assert dashes == [[f"{a} {p}", d] for a in arms for p, d in (("bonus", "solid"), ("mu", "dot"))]
+    expect(page.locator("#parts-names")).to_have_text("bonus: solid line, mu: dotted line")
+    # Both marks are set once, data first.
+    marks = page.evaluate("() => ['sb:data', 'sb:drawn'].map((n) => performance.getEntriesByName(n, 'mark').length)")
+    assert marks == [1, 1]
+    assert page.evaluate("() => performance.getEntriesByName('sb:data')[0].startTime"
+                         " <= performance.getEntriesByName('sb:drawn')[0].startTime")
+
+    all_shown = visibility(page)
+    assert len(all_shown) == 7 and all(v is True for traces in all_shown.values() for _, v in traces)
+    # Unticking an arm hides its traces in every chart, and only its traces.
+    page.uncheck('.arm-toggle[value="kk4"]')
+    assert visibility(page) == {
+        chart: [[arm, "legendonly" if arm == "kk4" else True] for arm, _ in traces]
+        for chart, traces in all_shown.items()
+    }
+    # "none" hides every arm with one redraw of each chart (not one per arm); "all" shows them again.
+    page.evaluate("() => { window.__reacts = 0; const react = Plotly.react;"
+                  " Plotly.react = function (...a) { window.__reacts += 1; return react.apply(this, a); }; }")
+    page.click("#arms-none")
+    assert page.evaluate("() => window.__reacts") == 7
+    assert visibility(page) == {chart: [[arm, "legendonly"] for arm, _ in t] for chart, t in all_shown.items()}
+    expect(page.locator(".arm-toggle:checked")).to_have_count(0)
+    page.click("#arms-all")
+    assert page.evaluate("() => window.__reacts") == 14
+    assert visibility(page) == all_shown
+    expect(page.locator(".arm-toggle:checked")).to_have_count(4)
+    screenshot(page, "run_page_legend")
+    assert pages.outside() == []
+
+
 def test_operator_pins_viewer_cannot(
     app_server: LiveServer, settings: Settings, pages: PageWatch, agents: Callable[..., AgentLoop]
 ) -> None:
