@@ -9,14 +9,14 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any, cast
 
 import numpy as np
 import orjson
-from sqlalchemy import Connection, Float, Table, bindparam, case, func, select, text, update
+from sqlalchemy import Connection, Float, Table, bindparam, func, select, text, update
 from sqlalchemy import cast as sql_cast
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
@@ -414,8 +414,8 @@ def _update_arm_state(
 
 
 def _merge_rollups(conn: Connection, nums: list[tuple[Any, ...]], parts_of: list[dict[str, Any]]) -> None:
-    """Merge the batch's new arm_steps rows into arm_rollups (n/min/max/sum/last per bucket), at
-    every width of ROLLUP_WIDTHS.
+    """Merge the batch's new arm_steps rows into arm_rollups (n/min/max/sum/last per bucket) and their
+    numeric score parts into part_rollups, at every width of ROLLUP_WIDTHS.
 
     Only rows inserted by this transaction reach here (a step already stored is skipped whole, see
     apply_ingest), so adding their sums and counts stays exact under re-delivery. Aggregated with
@@ -428,35 +428,82 @@ def _merge_rollups(conn: Connection, nums: list[tuple[Any, ...]], parts_of: list
     order = np.lexsort((step, arm, run))
     a, run, arm, step = a[order], run[order], arm[order], step[order]
     parts = _part_columns(parts_of, order)
-    params: list[dict[str, Any]] = []
-    part_params: list[dict[str, Any]] = []
+    cols: dict[str, list[Any]] = defaultdict(list)
+    part_cols: dict[str, list[Any]] = defaultdict(list)
     for width in ROLLUP_WIDTHS:
         bucket, starts, ends = _buckets((run, arm), step, width)
-        part_params.extend(_part_rollup_rows(parts, run, arm, step, width, bucket, starts))
-        out: dict[str, list[Any]] = {
-            "run_id": run[starts].tolist(),
-            "arm_id": arm[starts].tolist(),
-            "width": [width] * len(starts),
-            "bucket": bucket[starts].tolist(),
-            "first_step": step[starts].tolist(),
-            "last_step": step[ends].tolist(),
-            "n_rows": np.diff(np.append(starts, n)).tolist(),
-        }
+        _part_rollup_rows(part_cols, parts, run, arm, step, width, bucket, starts)
+        cols["run_id"] += run[starts].tolist()
+        cols["arm_id"] += arm[starts].tolist()
+        cols["width"] += [width] * len(starts)
+        cols["bucket"] += bucket[starts].tolist()
+        cols["first_step"] += step[starts].tolist()
+        cols["last_step"] += step[ends].tolist()
+        cols["n_rows"] += np.diff(np.append(starts, n)).tolist()
         for m in METRICS:
             vals = a[:, _ARM_STEP_COLS.index(m)]
             present = ~np.isnan(vals)
             has = np.add.reduceat(present.astype(np.int64), starts)
             some = has > 0
-            out[f"{m}_n"] = has.tolist()
-            out[f"{m}_min"] = _nullable(np.fmin.reduceat(vals, starts), some)
-            out[f"{m}_max"] = _nullable(np.fmax.reduceat(vals, starts), some)
-            out[f"{m}_sum"] = _nullable(np.add.reduceat(np.where(present, vals, 0.0), starts), some)
-            out[f"{m}_last"] = _nullable(vals[ends], present[ends])
-        keys = list(out)
-        params.extend(dict(zip(keys, row, strict=True)) for row in zip(*out.values(), strict=True))
-    conn.execute(_rollup_upsert(conn), params)
-    if part_params:
-        conn.execute(_part_rollup_upsert(conn), part_params)
+            cols[f"{m}_n"] += has.tolist()
+            cols[f"{m}_min"] += _nullable(np.fmin.reduceat(vals, starts), some)
+            cols[f"{m}_max"] += _nullable(np.fmax.reduceat(vals, starts), some)
+            cols[f"{m}_sum"] += _nullable(np.add.reduceat(np.where(present, vals, 0.0), starts), some)
+            cols[f"{m}_last"] += _nullable(vals[ends], present[ends])
+    _upsert(conn, arm_rollups, cols, _ROLLUP_MERGE)
+    if part_cols:
+        _upsert(conn, part_rollups, part_cols, _PART_ROLLUP_MERGE)
+
+
+# How a rollup row merges into the stored one: SQL with {t} (the stored row), {x} (the new one) and
+# {least}/{greatest} (the dialect's two-argument min/max). min/max/sum columns are NULL where a bucket has
+# no value yet.
+_NULLABLE_MIN = "COALESCE({least}({t}.{c}, {x}.{c}), {t}.{c}, {x}.{c})"
+_NULLABLE_MAX = "COALESCE({greatest}({t}.{c}, {x}.{c}), {t}.{c}, {x}.{c})"
+_NULLABLE_SUM = "COALESCE({t}.{c} + {x}.{c}, {t}.{c}, {x}.{c})"
+_ADD = "{t}.{c} + {x}.{c}"
+_BUCKET_SPAN = {"first_step": "{least}({t}.{c}, {x}.{c})", "last_step": "{greatest}({t}.{c}, {x}.{c})"}
+_ROLLUP_MERGE: dict[str, str] = {
+    **_BUCKET_SPAN,
+    "n_rows": _ADD,
+    **{
+        f"{m}_{agg}": merge
+        for m in METRICS
+        for agg, merge in (
+            ("n", _ADD), ("min", _NULLABLE_MIN), ("max", _NULLABLE_MAX), ("sum", _NULLABLE_SUM),
+            ("last", "CASE WHEN {x}.last_step >= {t}.last_step THEN {x}.{c} ELSE {t}.{c} END"),
+        )
+    },
+}
+_PART_ROLLUP_MERGE: dict[str, str] = {
+    **_BUCKET_SPAN, "value_n": _ADD, "value_min": _NULLABLE_MIN, "value_max": _NULLABLE_MAX, "value_sum": _ADD,
+}
+
+
+def _upsert(conn: Connection, table: Table, cols: dict[str, list[Any]], merge: dict[str, str]) -> None:
+    """Insert rows given column by column; a row whose primary key exists merges into it by `merge`.
+
+    Raw driver calls: on PostgreSQL one INSERT .. SELECT FROM unnest(one array per column), on SQLite
+    one executemany; SQLAlchemy's per-row parameter handling cost more than the upserts themselves.
+    """
+    names = list(cols)
+    key = ", ".join(c.name for c in table.primary_key.columns)
+    pg = conn.dialect.name == "postgresql"
+    fmt = {"t": table.name, "x": "excluded", "least": "LEAST" if pg else "min",
+           "greatest": "GREATEST" if pg else "max"}
+    sets = ", ".join(f"{c} = {expr.format(c=c, **fmt)}" for c, expr in merge.items())
+    conflict = f"ON CONFLICT ({key}) DO UPDATE SET {sets}"
+    if pg:
+        arrays = ", ".join(f"%s::{table.c[c].type.compile(dialect=conn.dialect)}[]" for c in names)
+        conn.exec_driver_sql(
+            f"INSERT INTO {table.name} ({', '.join(names)}) SELECT * FROM unnest({arrays}) {conflict}",
+            tuple(cols.values()),
+        )
+    else:
+        conn.exec_driver_sql(
+            f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))}) {conflict}",
+            list(zip(*cols.values(), strict=True)),
+        )
 
 
 def _buckets(
@@ -495,10 +542,11 @@ def _part_columns(parts_of: list[dict[str, Any]], order: np.ndarray[Any, Any]) -
 
 
 def _part_rollup_rows(
-    parts: dict[str, np.ndarray[Any, Any]], run: np.ndarray[Any, Any], arm: np.ndarray[Any, Any],
-    step: np.ndarray[Any, Any], width: int, bucket: np.ndarray[Any, Any], starts: np.ndarray[Any, Any],
-) -> Iterator[dict[str, Any]]:
-    """part_rollups rows of one width: the buckets (of `_buckets`) in which a part has values."""
+    out: dict[str, list[Any]], parts: dict[str, np.ndarray[Any, Any]], run: np.ndarray[Any, Any],
+    arm: np.ndarray[Any, Any], step: np.ndarray[Any, Any], width: int, bucket: np.ndarray[Any, Any],
+    starts: np.ndarray[Any, Any],
+) -> None:
+    """Append to `out` (part_rollups columns) the buckets of one width in which each part has values."""
     for name, vals in parts.items():
         present = ~np.isnan(vals)
         has = np.add.reduceat(present.astype(np.int64), starts)
@@ -509,64 +557,21 @@ def _part_rollup_rows(
         pos = np.where(present, np.arange(step.size), -1)
         last_row = np.maximum.reduceat(pos, starts)
         first_row = np.minimum.reduceat(np.where(present, pos, step.size), starts)
-        cols = zip(
-            run[starts][some].tolist(), arm[starts][some].tolist(), bucket[starts][some].tolist(),
-            step[first_row[some]].tolist(), step[last_row[some]].tolist(), has[some].tolist(),
-            np.fmin.reduceat(vals, starts)[some].tolist(), np.fmax.reduceat(vals, starts)[some].tolist(),
-            np.add.reduceat(np.where(present, vals, 0.0), starts)[some].tolist(),
-            strict=True,
-        )
-        for r, a, b, first, last, n, vmin, vmax, vsum in cols:
-            yield {"run_id": r, "arm_id": a, "part": name, "width": width, "bucket": b, "first_step": first,
-                   "last_step": last, "value_n": n, "value_min": vmin, "value_max": vmax, "value_sum": vsum}
-
-
-def _part_rollup_upsert(conn: Connection) -> Any:
-    ins = _insert(conn, part_rollups)
-    ex, t = ins.excluded, part_rollups.c
-    least, greatest = (func.min, func.max) if conn.dialect.name == "sqlite" else (func.least, func.greatest)
-    return ins.on_conflict_do_update(
-        index_elements=["run_id", "arm_id", "part", "width", "bucket"],
-        set_={
-            "first_step": least(t.first_step, ex.first_step),
-            "last_step": greatest(t.last_step, ex.last_step),
-            "value_n": t.value_n + ex.value_n,
-            "value_min": least(t.value_min, ex.value_min),
-            "value_max": greatest(t.value_max, ex.value_max),
-            "value_sum": t.value_sum + ex.value_sum,
-        },
-    )
+        out["run_id"] += run[starts][some].tolist()
+        out["arm_id"] += arm[starts][some].tolist()
+        out["part"] += [name] * some.size
+        out["width"] += [width] * some.size
+        out["bucket"] += bucket[starts][some].tolist()
+        out["first_step"] += step[first_row[some]].tolist()
+        out["last_step"] += step[last_row[some]].tolist()
+        out["value_n"] += has[some].tolist()
+        out["value_min"] += np.fmin.reduceat(vals, starts)[some].tolist()
+        out["value_max"] += np.fmax.reduceat(vals, starts)[some].tolist()
+        out["value_sum"] += np.add.reduceat(np.where(present, vals, 0.0), starts)[some].tolist()
 
 
 def _nullable(values: np.ndarray[Any, Any], keep: np.ndarray[Any, Any]) -> list[float | None]:
     return [v if k else None for v, k in zip(values.tolist(), keep.tolist(), strict=True)]
-
-
-def _rollup_upsert(conn: Connection) -> Any:
-    ins = _insert(conn, arm_rollups)
-    ex = ins.excluded
-    t = arm_rollups.c
-    least, greatest = (func.min, func.max) if conn.dialect.name == "sqlite" else (func.least, func.greatest)
-
-    def merge(fn: Any, old: Any, new: Any) -> Any:
-        return case((old.is_(None), new), (new.is_(None), old), else_=fn(old, new))
-
-    set_: dict[str, Any] = {
-        "first_step": least(t.first_step, ex.first_step),
-        "last_step": greatest(t.last_step, ex.last_step),
-        "n_rows": t.n_rows + ex.n_rows,
-    }
-    for m in METRICS:
-        set_[f"{m}_n"] = t[f"{m}_n"] + ex[f"{m}_n"]
-        set_[f"{m}_min"] = merge(least, t[f"{m}_min"], ex[f"{m}_min"])
-        set_[f"{m}_max"] = merge(greatest, t[f"{m}_max"], ex[f"{m}_max"])
-        set_[f"{m}_sum"] = case(
-            (t[f"{m}_sum"].is_(None), ex[f"{m}_sum"]),
-            (ex[f"{m}_sum"].is_(None), t[f"{m}_sum"]),
-            else_=t[f"{m}_sum"] + ex[f"{m}_sum"],
-        )
-        set_[f"{m}_last"] = case((ex.last_step >= t.last_step, ex[f"{m}_last"]), else_=t[f"{m}_last"])
-    return ins.on_conflict_do_update(index_elements=["run_id", "arm_id", "width", "bucket"], set_=set_)
 
 
 def _step_payload(e: Entry, m: Step) -> Any:
