@@ -67,11 +67,14 @@
     return traceList(chart).map((t) => {
       const trace = {
         type: "scatter", mode: "lines", name: t.name, legendgroup: t.arm,
-        x: t.x.map(xOf), y: smoothed ? SB.ema(t.y, opts.ema) : t.y.slice(), customdata: t.y.slice(),
+        // Copies (extendTraces appends to a trace's arrays in place); customdata (the raw value) only
+        // where hover shows it, next to the smoothed one.
+        x: opts.xmode === "step" ? t.x.slice() : t.x.map(xOf), y: smoothed ? SB.ema(t.y, opts.ema) : t.y.slice(),
         line: {color: SB.color(armIndex(t.arm)), width: 1.6, dash: t.dash || "solid"},
         hovertemplate: hover(t.name, smoothed),
         visible: opts.hidden.has(t.arm) ? "legendonly" : true,
       };
+      if (smoothed) trace.customdata = t.y.slice();
       if (chart.stacked) { trace.stackgroup = "one"; trace.line.width = 0.5; }
       return trace;
     });
@@ -263,7 +266,7 @@
         const y = e.raw.map((v) => (prev = prev === null ? v : opts.ema * prev + (1 - opts.ema) * v));
         idx.push(i); xs.push(e.steps.map(xOf)); ys.push(smoothed ? y : e.raw); raws.push(e.raw);
       }
-      if (idx.length) Plotly.extendTraces(el, {x: xs, y: ys, customdata: raws}, idx);
+      if (idx.length) Plotly.extendTraces(el, smoothed ? {x: xs, y: ys, customdata: raws} : {x: xs, y: ys}, idx);
     }
   }
 

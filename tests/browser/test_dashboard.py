@@ -90,6 +90,13 @@ def test_run_page_charts_grow_live(
     smoothed = page.evaluate("() => { const t = document.getElementById('chart-accuracy').data[0];"
                              " return [t.y.length === t.customdata.length, t.hovertemplate.includes('raw')]; }")
     assert smoothed == [True, True]
+    # Live points keep coming while smoothed, each with its raw value for the hover.
+    n = points(page, "chart-accuracy")
+    page.wait_for_function(
+        f"() => document.getElementById('chart-accuracy').data[0].x.length >= {n + 2}", timeout=WAIT_MS
+    )
+    assert page.evaluate("() => document.getElementById('chart-accuracy').data"
+                         ".every(t => t.y.length === t.customdata.length && t.x.length === t.y.length)")
     # Wall-time x axis.
     page.check('input[name=xaxis][value="time"]')
     page.wait_for_function(
