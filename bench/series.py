@@ -214,7 +214,11 @@ def main() -> None:
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{tmp}/series-{tag}.db{suffix}").unlink(missing_ok=True)
             exists = False
-        if not exists:
+        if exists:  # kept from an earlier run: bring it to this version's schema
+            t0 = time.perf_counter()
+            command.upgrade(alembic_config(url), "head")
+            print(f"[{backend}] schema upgraded in {time.perf_counter() - t0:.1f} s")
+        else:
             command.upgrade(alembic_config(url), "head")
             secs = fill(url, args.steps, args.arms)
             print(f"[{backend}] filled through the ingest store in {secs:.0f} s "

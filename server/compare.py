@@ -1,8 +1,11 @@
 """Comparing runs: overlay one metric, per-arm small multiples, what differs, and a summary.
 
 Overall accuracy at a step is the completion-weighted mean over arms: sum_j acc_j * n_j / sum_j n_j
-(arms without completions at that step do not count). "Steps to reach" a target uses a trailing
-mean over `SMOOTH_WINDOW` steps of the overall accuracy, so one lucky batch does not count.
+(arms without completions at that step do not count), kept per step on ingest (run_steps.graded and
+.correct). "Steps to reach" a target uses a trailing mean over `SMOOTH_WINDOW` steps of the overall
+accuracy, so one lucky batch does not count. Charts are downsampled keeping each bucket's min and max:
+per-arm series through the rollups (`store.series`), overall accuracy with tsdownsample; so comparing
+long runs reads a few rows per chart point, not every arm's every step.
 """
 
 from __future__ import annotations
@@ -11,10 +14,13 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import numpy as np
 from sqlalchemy.orm import Session
+from tsdownsample import MinMaxDownsampler
 
 from server import reports, store
 from server.errors import InvalidRequest
+from server.schemas import Metric
 
 CompareMetric = Literal["overall_accuracy", "accuracy", "probability"]
 METRICS: tuple[CompareMetric, ...] = ("overall_accuracy", "accuracy", "probability")
@@ -25,13 +31,14 @@ METRIC_LABELS = {
 }
 SMOOTH_WINDOW = 10
 MAX_RUNS = 12
+Trace_xy = tuple[list[int], list[float]]
 
 
 @dataclass(frozen=True, slots=True)
 class Trace:
     run: str
     steps: list[int]
-    values: list[float | None]
+    values: list[float]
 
     def as_json(self) -> dict[str, Any]:
         return {"run": self.run, "steps": self.steps, "values": self.values}
@@ -81,40 +88,29 @@ def parse_runs(values: list[str]) -> list[str]:
     return out
 
 
-def overall_accuracy(traces: dict[str, reports.ArmTrace]) -> tuple[list[int], list[float | None]]:
-    num: dict[int, float] = {}
-    den: dict[int, int] = {}
-    for t in traces.values():
-        for s, a, n in zip(t.steps, t.accuracy, t.n_step, strict=True):
-            den.setdefault(s, 0)
-            num.setdefault(s, 0.0)
-            if a is not None and n > 0:
-                num[s] += a * n
-                den[s] += n
-    steps = sorted(den)
-    return steps, [num[s] / den[s] if den[s] else None for s in steps]
+def trailing_mean(values: np.ndarray[Any, Any], window: int = SMOOTH_WINDOW) -> np.ndarray[Any, Any]:
+    """At each step, the mean of the last `window` values seen so far (NaN values skipped; NaN before any)."""
+    valid = ~np.isnan(values)
+    sums = np.concatenate([[0.0], np.cumsum(values[valid])])
+    seen = np.cumsum(valid)
+    first = np.maximum(seen - window, 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = (sums[seen] - sums[first]) / (seen - first)
+    out[seen == 0] = np.nan
+    return np.asarray(out, dtype=np.float64)
 
 
-def trailing_mean(values: list[float | None], window: int = SMOOTH_WINDOW) -> list[float | None]:
-    out: list[float | None] = []
-    buf: list[float] = []
-    for v in values:
-        if v is not None:
-            buf.append(v)
-            if len(buf) > window:
-                buf.pop(0)
-        out.append(sum(buf) / len(buf) if buf else None)
-    return out
-
-
-def _thin(steps: list[int], values: list[float | None], max_points: int) -> tuple[list[int], list[float | None]]:
-    if len(steps) <= max_points:
-        return steps, values
-    stride = -(-len(steps) // max_points)
-    keep = list(range(0, len(steps), stride))
-    if keep[-1] != len(steps) - 1:
-        keep.append(len(steps) - 1)
-    return [steps[i] for i in keep], [values[i] for i in keep]
+def downsample(steps: np.ndarray[Any, Any], values: np.ndarray[Any, Any], max_points: int) -> Trace_xy:
+    """At most `max_points` of the (step, value) points, NaN dropped, keeping each bucket's min and max
+    (tsdownsample's MinMax), so no spike disappears."""
+    keep = ~np.isnan(values)
+    steps, values = steps[keep], values[keep]
+    if steps.size > max_points:
+        idx = MinMaxDownsampler().downsample(  # type: ignore[no-untyped-call]
+            steps, values, n_out=max_points - max_points % 2
+        )
+        steps, values = steps[idx], values[idx]
+    return steps.tolist(), values.tolist()
 
 
 def _flatten(prefix: str, value: Any, out: dict[str, str]) -> None:
@@ -125,12 +121,6 @@ def _flatten(prefix: str, value: Any, out: dict[str, str]) -> None:
         out[prefix] = json.dumps(value, sort_keys=True) if not isinstance(value, str) else value
 
 
-def _metric_of(t: reports.ArmTrace, metric: CompareMetric) -> list[float | None]:
-    if metric == "probability":
-        return list(t.probability)
-    return list(t.accuracy)
-
-
 def compare(
     session: Session,
     runs: list[str],
@@ -139,13 +129,13 @@ def compare(
     target: float,
     stale_seconds: float,
     max_points: int = 2000,
+    small_points: int = 400,
 ) -> Comparison:
     if metric not in METRICS:
         raise InvalidRequest(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
     if not 0.0 <= target <= 1.0:
         raise InvalidRequest(f"target accuracy must be in [0, 1], got {target}")
     details = [store.get_run(session, r, stale_seconds) for r in runs]
-    traces = {r: reports.arm_traces(session, r) for r in runs}
     arms: list[str] = []
     for d in details:
         arms.extend(a.name for a in d.arms if a.name not in arms)
@@ -157,34 +147,32 @@ def compare(
     overlay: list[Trace] = []
     summaries: list[RunSummary] = []
     for d in details:
-        tr = traces[d.name]
-        steps, overall = overall_accuracy(tr)
+        rid = reports.run_id(session, d.name)
+        steps, overall = reports.graded_steps(session, rid)
         smooth = trailing_mean(overall)
-        reached = next((s for s, v in zip(steps, smooth, strict=True) if v is not None and v >= target), None)
+        hit = np.flatnonzero(smooth >= target)
+        seen = np.flatnonzero(~np.isnan(smooth))
+        final = reports.final_accuracy(session, rid)
         summaries.append(RunSummary(
             run=d.name, scheduler=d.scheduler, status="stale" if d.stale else d.status, last_step=d.last_step,
-            final_overall=next((v for v in reversed(smooth) if v is not None), None), steps_to_target=reached,
-            final_by_arm={
-                a: next((v for v in reversed(tr[a].accuracy) if v is not None), None) if a in tr else None
-                for a in arms
-            },
+            final_overall=float(smooth[seen[-1]]) if seen.size else None,
+            steps_to_target=int(steps[hit[0]]) if hit.size else None,
+            final_by_arm={a: final.get(a) for a in arms},
         ))
         if metric == "overall_accuracy":
-            xs, ys = _thin(steps, overall, max_points)
-        elif arm is not None and arm in tr:
-            xs, ys = _thin(tr[arm].steps, _metric_of(tr[arm], metric), max_points)
+            xs, ys = downsample(steps, overall, max_points)
+        elif arm is not None and any(a.name == arm for a in d.arms):
+            arm_metric: Metric = "probability" if metric == "probability" else "accuracy"
+            (s,) = store.series(session, d.name, arm_metric, [arm], None, None, max_points)
+            xs, ys = s.steps, s.values
         else:
             xs, ys = [], []
         overlay.append(Trace(d.name, xs, ys))
-    small_metric: CompareMetric = "probability" if metric == "probability" else "accuracy"
-    small: dict[str, list[Trace]] = {}
-    for a in arms:
-        small[a] = []
-        for d in details:
-            t = traces[d.name].get(a)
-            if t is not None:
-                xs, ys = _thin(t.steps, _metric_of(t, small_metric), max_points)
-                small[a].append(Trace(d.name, xs, ys))
+    small_metric: Metric = "probability" if metric == "probability" else "accuracy"
+    small: dict[str, list[Trace]] = {a: [] for a in arms}
+    for d in details:
+        for s in store.series(session, d.name, small_metric, None, None, None, small_points):
+            small[s.arm].append(Trace(d.name, s.steps, s.values))
     flat: list[dict[str, str]] = []
     for d in details:
         f: dict[str, str] = {"scheduler": d.scheduler, "project": d.project}

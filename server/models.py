@@ -151,6 +151,10 @@ class RunStep(Base):
     entry_id: Mapped[str] = mapped_column(String(32))
     event_seq: Mapped[int] = mapped_column(BigInteger)
     metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # The step's completions with an accuracy (sum over arms of n_step where accuracy is set), and the
+    # sum of accuracy x n_step over those arms: the run's overall accuracy at the step is correct / graded.
+    graded: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    correct: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
 
 
 class Command(Base):

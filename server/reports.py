@@ -12,11 +12,12 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
 from server.errors import InvalidRequest, RunNotFound
-from server.models import Arm, ArmStep, Command, Run, RunStep
+from server.models import ROLLUP_BUCKET, Arm, ArmStep, Command, Run, RunStep, arm_rollups
 
 
 def _now() -> dt.datetime:
@@ -122,38 +123,51 @@ def run_names(session: Session, limit: int = 500) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Compare: per-arm accuracy, sample counts and probability of whole runs
+# Compare: overall accuracy per step, each arm's final accuracy
 # ---------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class ArmTrace:
-    """One arm of one run, step by step (None where the arm saw no completion)."""
-
-    steps: list[int]
-    accuracy: list[float | None]
-    n_step: list[int]
-    probability: list[float]
-
-
-def arm_traces(session: Session, run: str) -> dict[str, ArmTrace]:
-    rid = run_id(session, run)
-    names = dict(_arm_names(session, rid))
-    cols: dict[int, tuple[list[int], list[float | None], list[int], list[float]]] = defaultdict(
-        lambda: ([], [], [], [])
+def graded_steps(session: Session, rid: int) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """Per stored step: the step, and the run's overall accuracy there (completion-weighted over arms;
+    NaN where no arm had a graded completion). One run_steps row per step, read straight from the driver."""
+    res = session.connection().execute(
+        select(RunStep.step, RunStep.graded, RunStep.correct).where(RunStep.run_id == rid).order_by(RunStep.step)
     )
-    q = (
-        select(ArmStep.arm_id, ArmStep.step, ArmStep.accuracy, ArmStep.n_step, ArmStep.probability)
-        .where(ArmStep.run_id == rid)
-        .order_by(ArmStep.arm_id, ArmStep.step)
-    )
-    for arm_id, step, accuracy, n_step, p in session.execute(q):
-        s, a, n, pr = cols[arm_id]
-        s.append(step)
-        a.append(accuracy)
-        n.append(n_step)
-        pr.append(p)
-    return {names[i]: ArmTrace(*cols[i]) for i in names if i in cols}
+    try:
+        rows = np.array(res.cursor.fetchall(), dtype=np.float64).reshape(-1, 3)
+    finally:
+        res.close()
+    graded = rows[:, 1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        overall = np.where(graded > 0, rows[:, 2] / graded, np.nan)
+    return rows[:, 0].astype(np.int64), overall
+
+
+def final_accuracy(session: Session, rid: int) -> dict[str, float | None]:
+    """Each arm's last accuracy (None if it never had one), found through the finest rollups: the arm's
+    last bucket with an accuracy, then that bucket's rows only."""
+    t = arm_rollups.c
+    last_bucket = session.execute(
+        select(t.arm_id, func.max(t.bucket))
+        .where(t.run_id == rid, t.width == ROLLUP_BUCKET, t.accuracy_n > 0)
+        .group_by(t.arm_id)
+    ).all()
+    arms_in: dict[int, list[int]] = defaultdict(list)
+    for arm_id, bucket in last_bucket:
+        arms_in[int(bucket)].append(int(arm_id))
+    got: dict[int, float] = {}
+    for bucket, ids in arms_in.items():
+        q = (
+            select(ArmStep.arm_id, ArmStep.accuracy)
+            .where(ArmStep.run_id == rid,
+                   ArmStep.step.between(bucket * ROLLUP_BUCKET, (bucket + 1) * ROLLUP_BUCKET - 1),
+                   ArmStep.arm_id.in_(ids), ArmStep.accuracy.is_not(None))
+            .order_by(ArmStep.step)
+        )
+        for arm_id, acc in session.execute(q):
+            if acc is not None:
+                got[arm_id] = acc  # the latest step's wins
+    return {name: got.get(i) for i, name in _arm_names(session, rid)}
 
 
 # ---------------------------------------------------------------------------------------------------

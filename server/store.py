@@ -349,9 +349,15 @@ def _insert_steps(
             if key in by_key:  # the same step twice in one batch: first wins, as across batches
                 continue
             by_key[key] = (e, m)
+            graded, correct = 0, 0.0
+            for r in m.arms:
+                acc, k = r.get("accuracy"), r["n_step"]
+                if acc is not None and k > 0:
+                    graded += k
+                    correct += acc * k
             run_rows.append({
                 "run_id": a.run_id, "step": m.step, "ts": m.ts, "seq": m.seq, "entry_id": e.entry_id,
-                "event_seq": a.event_seq + 1, "metrics": m.metrics,
+                "event_seq": a.event_seq + 1, "metrics": m.metrics, "graded": graded, "correct": correct,
             })
     if not run_rows:
         return {}

@@ -41,14 +41,15 @@ def test_migrations_match_the_models_and_downgrade(empty_db: str) -> None:
 
 @pytest.mark.parametrize("empty_db", BACKENDS, indirect=True)
 def test_rekeying_arm_steps_keeps_the_rows_and_fills_part_rollups(empty_db: str) -> None:
-    """The revision that keys arm_steps step first copies every row and computes part_rollups."""
+    """The revisions after it copy every arm_steps row (keyed step first), compute part_rollups, and each
+    step's graded and correct completions."""
     cfg = alembic_config(empty_db)
     command.upgrade(cfg, "7a4d5e2c1f03")  # the revision before it
     engine = make_engine(empty_db)
     long_name = "x" * 65
     rows = [
-        {"run_id": 1, "arm_id": arm, "step": step, "probability": 0.5, "score": None, "n_step": 1,
-         "n_total": step, "mean_abs_adv": None, "mean_reward": None, "accuracy": None,
+        {"run_id": 1, "arm_id": arm, "step": step, "probability": 0.5, "score": None, "n_step": 2 * arm,
+         "n_total": step, "mean_abs_adv": None, "mean_reward": None, "accuracy": 0.25 * arm if step % 2 else None,
          "parts": json.dumps({"mu": step * 0.5 + arm, "bonus": -float(step), long_name: 1.0})}
         for step in range(300) for arm in (1, 2)
     ]
@@ -66,6 +67,9 @@ def test_rekeying_arm_steps_keeps_the_rows_and_fills_part_rollups(empty_db: str)
                 "INSERT INTO arm_steps (run_id, arm_id, step, probability, score, parts, n_step, n_total,"
                 " mean_abs_adv, mean_reward, accuracy) VALUES (:run_id, :arm_id, :step, :probability, :score,"
                 " :parts, :n_step, :n_total, :mean_abs_adv, :mean_reward, :accuracy)"), rows)
+            conn.execute(text(
+                "INSERT INTO run_steps (run_id, step, ts, seq, entry_id, event_seq, metrics)"
+                " VALUES (1, :step, 1.0, :step, '1-0', 1, '{}')"), [{"step": st} for st in range(300)])
         command.upgrade(cfg, "head")
         with engine.connect() as conn:
             got = conn.execute(text("SELECT arm_id, step, parts FROM arm_steps ORDER BY arm_id, step")).all()
@@ -83,6 +87,10 @@ def test_rekeying_arm_steps_keeps_the_rows_and_fills_part_rollups(empty_db: str)
                         expected[(arm, part, width, b)] = (steps[0], steps[-1], len(steps), min(vals), max(vals),
                                                            sum(vals))
         assert {(r[0], r[1], r[2], r[3]): tuple(r[4:]) for r in rollups} == expected  # long name left out
+        with engine.connect() as conn:
+            graded = conn.execute(text("SELECT step, graded, correct FROM run_steps ORDER BY step")).all()
+        # odd steps: arm 1 (2 completions at 0.25) and arm 2 (4 at 0.5); even steps: nothing graded
+        assert [tuple(g) for g in graded] == [(st, 6, 2.5) if st % 2 else (st, 0, 0.0) for st in range(300)]
         command.downgrade(cfg, "7a4d5e2c1f03")
         with engine.connect() as conn:
             assert conn.execute(text("SELECT count(*) FROM arm_steps")).scalar() == len(rows)
