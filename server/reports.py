@@ -16,6 +16,7 @@ import numpy as np
 from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
+from server import store
 from server.errors import InvalidRequest, RunNotFound
 from server.models import ROLLUP_BUCKET, Arm, ArmStep, Command, Run, RunStep, arm_rollups
 
@@ -130,13 +131,11 @@ def run_names(session: Session, limit: int = 500) -> list[str]:
 def graded_steps(session: Session, rid: int) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
     """Per stored step: the step, and the run's overall accuracy there (completion-weighted over arms;
     NaN where no arm had a graded completion). One run_steps row per step, read straight from the driver."""
-    res = session.connection().execute(
-        select(RunStep.step, RunStep.graded, RunStep.correct).where(RunStep.run_id == rid).order_by(RunStep.step)
+    rows = store.fetch_array(
+        session.connection(),
+        select(RunStep.step, RunStep.graded, RunStep.correct).where(RunStep.run_id == rid).order_by(RunStep.step),
+        3,
     )
-    try:
-        rows = np.array(res.cursor.fetchall(), dtype=np.float64).reshape(-1, 3)
-    finally:
-        res.close()
     graded = rows[:, 1]
     with np.errstate(invalid="ignore", divide="ignore"):
         overall = np.where(graded > 0, rows[:, 2] / graded, np.nan)
