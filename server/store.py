@@ -944,8 +944,8 @@ def _rollup_rows(conn: Connection, run_id: int, src: _Source, ids: list[int], lo
     """[lo, hi] in at most `groups` buckets per arm from the rollups of the coarsest of `widths`.
 
     Rollup buckets wholly inside [lo, hi] are merged `per_group` at a time in SQL; each partial bucket
-    at either end is one more bucket, read the same way from the next finer width (raw rows past the
-    finest), so nothing outside the requested range is shown.
+    at either end is one more bucket, read from the finest width (and raw rows for what is left of it:
+    two small queries whatever the level), so nothing outside the requested range is shown.
     """
     if not widths:
         return _bucket_rows(conn, run_id, src, ids, lo, hi, -(-(hi - lo + 1) // groups))
@@ -972,9 +972,9 @@ def _rollup_rows(conn: Connection, run_id: int, src: _Source, ids: list[int], lo
         )
     parts = [fetch_array(conn, q, 7)]
     if lo <= head_end:
-        parts.append(_one_per_arm(_rollup_rows(conn, run_id, src, ids, lo, head_end, 1, widths[:-1])))
+        parts.append(_one_per_arm(_rollup_rows(conn, run_id, src, ids, lo, head_end, 1, widths[:1])))
     if tail_start <= hi:
-        parts.append(_one_per_arm(_rollup_rows(conn, run_id, src, ids, tail_start, hi, 1, widths[:-1])))
+        parts.append(_one_per_arm(_rollup_rows(conn, run_id, src, ids, tail_start, hi, 1, widths[:1])))
     return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
 
