@@ -175,6 +175,23 @@ def time_page(base: str, loads: int) -> list[tuple[float, float | None, float | 
     return out
 
 
+def time_compare(url: str) -> float:
+    """What the compare page computes for this run, timed in process (the page needs two runs)."""
+    from sqlalchemy.orm import Session
+
+    from server import compare
+
+    engine = make_engine(url)
+    times = []
+    with Session(engine) as session:
+        for _ in range(3):
+            t0 = time.perf_counter()
+            compare.compare(session, [RUN], "overall_accuracy", None, 0.7, 60.0)
+            times.append(time.perf_counter() - t0)
+    engine.dispose()
+    return statistics.median(times)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--backends", default="sqlite,postgresql")
@@ -230,6 +247,9 @@ def main() -> None:
             with eng.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
                 conn.execute(text("ANALYZE"))
             eng.dispose()
+        compare_s = time_compare(url)
+        print(f"[{backend}] compare data of this run (overall accuracy per step, steps to 0.7, per-arm small "
+              f"multiples), in process: median {compare_s:.2f} s over 3")
         proc, base = serve(url)
         try:
             print(f"[{backend}] {'query':<30} {'p50 ms':>8} {'p95 ms':>8} {'points/arm':>11}")
