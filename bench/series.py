@@ -123,6 +123,9 @@ def time_queries(base: str, steps: int, repeats: int) -> list[tuple[str, float, 
         ("mean_abs_adv, 2nd half", {"metric": "mean_abs_adv", "start": steps // 2}),
         ("probability, 10k-step zoom", {"metric": "probability", "start": steps // 3, "end": steps // 3 + 9999}),
         ("probability, 2k-step zoom", {"metric": "probability", "start": steps // 3, "end": steps // 3 + 1999}),
+        # what the run page asks when zoomed: its points budget is 24,000 per chart, 375 per arm for 64 arms
+        ("same zoom, page's 375 points", {"metric": "probability", "start": steps // 3, "end": steps // 3 + 1999,
+                                          "max_points": 375}),
         ("accuracy, 1 arm, whole run", {"metric": "accuracy", "arms": "src1/level3"}),
     ]
     out = []
