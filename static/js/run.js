@@ -172,8 +172,33 @@
     series.forEach((doc) => storeSeries(doc.metric, doc.series));
     storeParts(partsDoc.series);
     if (opts.xmode === "time") await loadTimes();
+    liveSinceLoad = 0;
     drawAll();
     if (early) performance.mark("sb:drawn");
+    // A chart the user had zoomed into gets its visible range at full resolution again.
+    for (const chart of CHARTS) {
+      const el = document.getElementById(chart.id);
+      const range = el && el.layout && el.layout.xaxis && el.layout.xaxis.autorange === false && el.layout.xaxis.range;
+      if (range) refine(chart, {"xaxis.range[0]": range[0], "xaxis.range[1]": range[1]});
+    }
+  }
+
+  // Live steps are appended raw. Once as many have arrived as a chart holds downsampled points, the
+  // charts are reloaded downsampled, so a page left open on a fast run stays as light as a fresh one.
+  let liveSinceLoad = 0;
+  let reloading = false;
+  let held = [];  // live steps that arrived during a reload
+  function maybeReload(n) {
+    liveSinceLoad += n;
+    if (reloading || liveSinceLoad < MAX_POINTS) return;
+    reloading = true;
+    performance.mark("sb:reload");
+    loadAll().catch((err) => window.SBflash && SBflash(String(err))).finally(() => {
+      reloading = false;
+      const late = held;
+      held = [];
+      if (late.length) appendSteps(late);  // steps the reloaded series already has are skipped
+    });
   }
 
   async function loadTimes() {
@@ -212,6 +237,7 @@
 
   // --- live updates ----------------------------------------------------------------------------
   function appendSteps(steps) {
+    if (reloading) { held.push(...steps); return; }  // applied once the reload is in (see maybeReload)
     let newArm = false;
     const ext = new Map();  // chart id -> Map(traceIndex -> {x, y, raw})
     const push = (chart, idx, step, value) => {
@@ -251,6 +277,7 @@
     }
     if (steps.length) updateArmTable(steps[steps.length - 1]);
     if (!drawn) return;
+    maybeReload(steps.length);
     if (newArm) { drawAll(); return; }
     for (const chart of CHARTS) {
       const m = ext.get(chart.id);

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from itertools import pairwise
 from typing import Any
 
 import pytest
@@ -118,6 +119,32 @@ def visibility(page: Page) -> dict[str, list[list[Any]]]:
 def rgb(hex_color: str) -> str:
     r, g, b = (int(hex_color[i:i + 2], 16) for i in (1, 3, 5))
     return f"rgb({r}, {g}, {b})"
+
+
+def test_fast_run_is_reloaded_downsampled_without_losing_the_tail(
+    app_server: LiveServer, pages: PageWatch, agents: Callable[..., AgentLoop]
+) -> None:
+    """Live steps are appended raw; after a chart's worth of them the page reloads the series downsampled
+    (no page reload), and the steps that arrive meanwhile are not lost."""
+    run, total = "br-fast", 2500
+    loop = agents(run, hz=0, steps=total)  # as fast as the agent goes
+    wait_for(lambda: app_server.client.get(f"/api/runs/{run}").status_code == 200)
+    page = pages.new_page()
+    page.goto(f"/runs/{run}")
+    charts_loaded(page)
+    page.evaluate("() => { window.__sameDocument = true; }")
+    loop.thread.join(timeout=60)
+    wait_for(lambda: app_server.client.get(f"/api/runs/{run}").json()["last_step"] == total - 1)
+    page.wait_for_function(
+        f"() => document.getElementById('chart-probability').data.every(t => t.x[t.x.length - 1] === {total - 1})",
+        timeout=WAIT_MS,
+    )
+    assert page.evaluate("() => performance.getEntriesByName('sb:reload').length") >= 1
+    assert page.evaluate("() => window.__sameDocument") is True
+    xs = page.evaluate("() => document.getElementById('chart-probability').data.map(t => t.x)")
+    for x in xs:
+        assert len(x) < total  # downsampled, not every step raw
+        assert all(b >= a for a, b in pairwise(x))  # in order, nothing appended twice
 
 
 def test_shared_legend(app_server: LiveServer, pages: PageWatch, agents: Callable[..., AgentLoop]) -> None:
