@@ -88,6 +88,12 @@ class StepRow(BaseModel):
     metrics: dict[str, Any]
 
 
+class StepTimes(BaseModel):
+    run: str
+    steps: list[int]
+    ts: list[float] = Field(description="unix seconds of each step in `steps`")
+
+
 class CommandIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

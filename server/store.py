@@ -44,6 +44,7 @@ from server.schemas import (
     RunDetail,
     RunSummary,
     StepRow,
+    StepTimes,
 )
 from server.wire import ArmRecord, CommandAck, Heartbeat, RunEnd, RunStart, Step
 
@@ -1029,6 +1030,16 @@ def steps(session: Session, run: str, start: int | None, end: int | None, limit:
         StepRow(step=s.step, ts=s.ts, seq=s.seq, metrics=s.metrics)
         for s in session.scalars(q.order_by(RunStep.step).limit(limit))
     ]
+
+
+def step_times(session: Session, run: str) -> StepTimes:
+    """Every stored step and its wall time, as two arrays (what a chart's time axis needs)."""
+    r = _run(session, run)
+    a = fetch_array(
+        session.connection(), select(_RUN_STEP.c.step, _RUN_STEP.c.ts).where(_RUN_STEP.c.run_id == r.id)
+        .order_by(_RUN_STEP.c.step), 2,
+    )
+    return StepTimes(run=run, steps=a[:, 0].astype(np.int64).tolist(), ts=a[:, 1].tolist())
 
 
 # ---------------------------------------------------------------------------------------------------

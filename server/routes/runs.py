@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 from server import store
 from server.deps import SessionDep, SettingsDep
 from server.errors import InvalidRequest
-from server.schemas import ErrorResponse, Metric, Parts, RunDetail, RunSummary, Series, StepRow
+from server.schemas import ErrorResponse, Metric, Parts, RunDetail, RunSummary, Series, StepRow, StepTimes
 
 router = APIRouter(prefix="/api/runs", tags=["runs"])
 _404: dict[int | str, dict[str, Any]] = {404: {"model": ErrorResponse, "description": "no such run"}}
@@ -78,3 +78,10 @@ def get_steps(
 ) -> list[StepRow]:
     """Trainer metrics per step."""
     return store.steps(session, run, start, end, limit)
+
+
+@router.get("/{run}/timestamps", response_model=StepTimes, responses=_404)
+def get_step_times(run: str, session: SessionDep) -> StepTimes:
+    """The wall time of every step, as two arrays (steps, ts): what a chart's time axis needs, without
+    the per-step metrics of `/steps`."""
+    return store.step_times(session, run)

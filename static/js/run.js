@@ -202,8 +202,8 @@
   }
 
   async function loadTimes() {
-    const rows = await getJSON(`${API}/steps?limit=100000`);
-    for (const r of rows) stepTs.set(r.step, r.ts);
+    const doc = await getJSON(`${API}/timestamps`);
+    doc.steps.forEach((step, i) => stepTs.set(step, doc.ts[i]));
   }
 
   // Zoomed in on a downsampled chart: fetch the visible range at full resolution and splice it in.

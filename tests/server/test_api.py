@@ -73,6 +73,11 @@ def test_runs_series_steps(app_server: LiveServer, rds: redis.Redis, settings: S
 
     steps = app_server.client.get("/api/runs/api-1/steps", params={"start": 10, "end": 12}).json()
     assert [(x["step"], x["metrics"]) for x in steps] == [(10, {"loss": 1.0}), (11, {"loss": 1.1}), (12, {"loss": 1.2})]
+    everything = app_server.client.get("/api/runs/api-1/steps", params={"limit": 100_000}).json()
+    times = app_server.client.get("/api/runs/api-1/timestamps").json()
+    assert times["run"] == "api-1" and len(times["steps"]) == len(everything) > 0
+    assert list(zip(times["steps"], times["ts"], strict=True)) == [(x["step"], x["ts"]) for x in everything]
+    assert app_server.client.get("/api/runs/nope/timestamps").status_code == 404
 
 
 def test_read_errors_are_4xx(app_server: LiveServer, rds: redis.Redis, settings: Settings) -> None:
@@ -232,6 +237,7 @@ def test_openapi_documents_the_api(app_server: LiveServer) -> None:
     spec = app_server.client.get("/openapi.json").json()
     paths = spec["paths"]
     for p in ("/api/runs", "/api/runs/{run}", "/api/runs/{run}/series", "/api/runs/{run}/steps",
+              "/api/runs/{run}/parts", "/api/runs/{run}/timestamps",
               "/api/runs/{run}/commands", "/api/runs/{run}/events", "/healthz", "/api/dead-letters"):
         assert p in paths, p
     post_op = paths["/api/runs/{run}/commands"]["post"]
