@@ -5,15 +5,13 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import orjson
 import pytest
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from server import compare, store
-from server.wire import INGEST_ADAPTER
+from server import compare
 
-from .conftest import run_start
+from .conftest import ingest_docs, run_start
 
 ARMS = ["a", "b", "c"]
 STEPS = 3000
@@ -31,18 +29,11 @@ def record(arm: str, i: int, step: int) -> dict:
 
 
 def fill(engine: Engine, run: str) -> None:
-    def entry(n: int, doc: dict) -> store.Entry:
-        raw = orjson.dumps(doc)
-        return store.Entry(f"{n + 1}-0", INGEST_ADAPTER.validate_json(raw), raw)
-
-    entries = [entry(0, run_start(run, 1, ARMS))]
-    for step in range(STEPS):
-        entries.append(entry(step + 1, {
-            "v": 1, "type": "step", "run": run, "seq": step + 2, "ts": 1.7e9 + step, "step": step, "metrics": {},
-            "dropped": 0, "arms": [record(a, i, step) for i, a in enumerate(ARMS)]}))
-    for k in range(0, len(entries), 400):
-        with engine.begin() as conn:
-            store.apply_ingest(conn, entries[k:k + 400])
+    ingest_docs(engine, [run_start(run, 1, ARMS)] + [
+        {"v": 1, "type": "step", "run": run, "seq": step + 2, "ts": 1.7e9 + step, "step": step, "metrics": {},
+         "dropped": 0, "arms": [record(a, i, step) for i, a in enumerate(ARMS)]}
+        for step in range(STEPS)
+    ], batch=400)
 
 
 def truth() -> tuple[np.ndarray, dict[str, float]]:

@@ -5,16 +5,14 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import orjson
 import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from server import store
 from server.models import ROLLUP_BUCKET, part_rollups
-from server.wire import INGEST_ADAPTER
 
-from .conftest import run_start
+from .conftest import ingest_docs, run_start
 
 ARMS = ["a", "b", "c"]
 STEPS = ROLLUP_BUCKET * 40 + 17  # 40 full rollup buckets and a partial one
@@ -29,11 +27,7 @@ def values(step: int, i: int) -> float:
 
 
 def fill(engine: Engine, run: str) -> None:
-    def entry(n: int, doc: dict) -> store.Entry:
-        raw = orjson.dumps(doc)
-        return store.Entry(f"{n + 1}-0", INGEST_ADAPTER.validate_json(raw), raw)
-
-    entries = [entry(0, run_start(run, 1, ARMS))]
+    docs = [run_start(run, 1, ARMS)]
     for step in range(STEPS):
         recs = [{"arm": a, "p": 1 / 3, "score": values(step, i),
                  "parts": {"mu": values(step, i), "bonus": -values(step, i)}, "n_step": 1, "n_total": step + 1,
@@ -41,10 +35,8 @@ def fill(engine: Engine, run: str) -> None:
                  "boost": None} for i, a in enumerate(ARMS)]
         doc = {"v": 1, "type": "step", "run": run, "seq": step + 2, "ts": 1.7e9 + step, "step": step,
                "metrics": {}, "dropped": 0, "arms": recs}
-        entries.append(entry(step + 1, doc))
-    for i in range(0, len(entries), 500):
-        with engine.begin() as conn:
-            store.apply_ingest(conn, entries[i:i + 500])
+        docs.append(doc)
+    ingest_docs(engine, docs)
 
 
 @pytest.mark.parametrize("empty_db", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)],
@@ -152,23 +144,15 @@ def test_part_rollups_skip_rows_without_the_part_and_overlong_names(engine: Engi
     """A part reported on some steps only is bucketed over those steps; a name past 64 characters is
     kept in the step rows but not rolled up."""
     long_name = "p" * 65
-
-    def entry(n: int, doc: dict) -> store.Entry:
-        raw = orjson.dumps(doc)
-        return store.Entry(f"{n + 1}-0", INGEST_ADAPTER.validate_json(raw), raw)
-
-    entries = [entry(0, run_start("sparse", 1, ["a"]))]
+    docs = [run_start("sparse", 1, ["a"])]
     for step in range(1000):
         parts = {"odd": float(step)} if step % 2 else {long_name: 1.0}
         recs = [{"arm": "a", "p": 1.0, "score": 0.0, "parts": parts, "n_step": 1, "n_total": step + 1,
                  "mean_abs_adv": None, "mean_reward": None, "accuracy": None, "state": "active", "pin": None,
                  "boost": None}]
-        entries.append(entry(step + 1, {"v": 1, "type": "step", "run": "sparse", "seq": step + 2,
-                                        "ts": 1.7e9 + step, "step": step, "metrics": {}, "dropped": 0,
-                                        "arms": recs}))
-    for i in range(0, len(entries), 300):  # batches that end mid-bucket: rows merge across batches
-        with engine.begin() as conn:
-            store.apply_ingest(conn, entries[i:i + 300])
+        docs.append({"v": 1, "type": "step", "run": "sparse", "seq": step + 2, "ts": 1.7e9 + step, "step": step,
+                     "metrics": {}, "dropped": 0, "arms": recs})
+    ingest_docs(engine, docs, batch=300)  # batches that end mid-bucket: rows merge across batches
     with engine.connect() as conn:
         rows = conn.execute(select(part_rollups.c.part, part_rollups.c.width, part_rollups.c.bucket,
                                    part_rollups.c.first_step, part_rollups.c.last_step, part_rollups.c.value_n,
