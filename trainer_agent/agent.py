@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .distributed import DistContext
-from .errors import ConfigError, ObservationError
+from .errors import CommandError, ConfigError, ObservationError
 from .overrides import Ack, Command, Overrides, OverrideSnapshot, check_static
 from .schedulers import Scheduler, make_scheduler
+from .state import check_arms, int_array, int_value, list_of, mapping, require
 from .stats import FloatArray, StepAccumulator, StepObservations, grpo_advantages, index_arms, to_numpy
 
 if TYPE_CHECKING:
@@ -25,6 +26,11 @@ if TYPE_CHECKING:
     from .transport import Transport
 
 log = logging.getLogger("trainer_agent")
+
+# Version of the dict `CurriculumAgent.state_dict()` returns; `load_state_dict` refuses others.
+STATE_VERSION = 1
+# The wire protocol's step is a 32-bit integer (docs/wire.md; the server's SQL column).
+MAX_STEP = 2**31 - 1
 
 
 def _opt(x: float) -> float | None:
@@ -127,6 +133,9 @@ class CurriculumAgent:
         distributed: reduce over `torch.distributed` (rank 0 decides and broadcasts; only rank 0
             streams). None: when a process group with more than one rank is initialised. Every rank
             must call `end_step()` the same number of times; overrides are applied from rank 0.
+        start_step: the number of the first step this agent reports. A job resuming a run passes
+            the step it resumes at, so that its steps do not reuse numbers the server already holds
+            (it keeps the first write of each step). `load_state_dict` sets the step too, and wins.
 
     Example:
         >>> agent = CurriculumAgent(run="doc", arms=["easy", "hard"], scheduler="dump", redis_url=None)
@@ -136,6 +145,13 @@ class CurriculumAgent:
         >>> round(sum(agent.probabilities().values()), 9)
         1.0
         >>> agent.close()
+
+    Resuming a run (e.g. from a training checkpoint):
+        >>> state = agent.state_dict()  # plain JSON-able Python: torch.save it or json.dump it
+        >>> again = CurriculumAgent(run="doc", arms=["easy", "hard"], scheduler="dump", redis_url=None)
+        >>> again.load_state_dict(state)
+        >>> again.step, again.probabilities() == agent.probabilities()
+        (1, True)
     """
 
     def __init__(
@@ -155,6 +171,7 @@ class CurriculumAgent:
         heartbeat_s: float = 5.0,
         close_timeout: float = 5.0,
         distributed: bool | None = None,
+        start_step: int = 0,
     ) -> None:
         if not isinstance(run, str) or not run.strip() or len(run) > 200:
             raise ConfigError("run must be a non-empty name of at most 200 characters")
@@ -169,6 +186,9 @@ class CurriculumAgent:
                 raise ConfigError("arms must be a list of names, not a single string")
             names = [str(a) for a in arms]
             self.arm_metadata = {a: {} for a in names}
+        if not _is_step(start_step):
+            raise ConfigError(f"start_step must be an integer in [0, {MAX_STEP}] (the first step this agent "
+                              f"reports), got {start_step!r}")
         if not names:
             raise ConfigError("at least one arm is required")
         if len(set(names)) != len(names):
@@ -186,7 +206,7 @@ class CurriculumAgent:
             self.scheduler = make_scheduler(scheduler, self.arms, scheduler_params)
         self.seed = int(seed)
         self.config = dict(config or {})
-        self.step = 0
+        self.step = int(start_step)
         self._rng = np.random.default_rng(self.seed)
         self._acc = StepAccumulator(len(self.arms), float(threshold))
         self._overrides = Overrides(self.arms)
@@ -202,7 +222,7 @@ class CurriculumAgent:
 
             self._transport = Transport(
                 redis_url=redis_url, run=run, key_prefix=key_prefix, spool_dir=spool_dir,
-                heartbeat_s=heartbeat_s, close_timeout=close_timeout,
+                heartbeat_s=heartbeat_s, close_timeout=close_timeout, last_step=self.step - 1,
             )
             self._transport.start(self._run_start_message())
 
@@ -283,7 +303,8 @@ class CurriculumAgent:
             self._acc.n_total[:] = stats.obs.n_total
             self._p = stats.p
             self._cdf = np.cumsum(self._p)
-        self.step += 1
+        # Rank 0 numbers the steps: every rank follows it, whatever start_step each was given.
+        self.step = stats.step + 1
         return stats
 
     def _decide(self, obs: StepObservations, n_invalid: int, metrics: Mapping[str, Any] | None) -> StepStats:
@@ -360,6 +381,89 @@ class CurriculumAgent:
         self._p = self._overrides.resolve(q)
         self._cdf = np.cumsum(self._p)
 
+    # -- checkpoints ---------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue this run exactly, as plain JSON-able Python.
+
+        The next step number, what the scheduler has learned, each arm's all-time completions, the
+        state of `sample()`'s random generator, the overrides in force (with each boost's steps
+        left) and the commands already answered or still queued. Lists, floats, ints and strings
+        only, so it fits any checkpoint (`torch.save`, `json.dump`). In a multi-rank run, save the
+        state of rank 0 (the rank that decides) and load it on every rank. Completions observed
+        since the last `end_step()` are not part of it: save between steps.
+        """
+        if self._acc.pending:
+            log.warning("state_dict() called between observe() and end_step(): the completions observed "
+                        "since the last end_step are not saved")
+        bitgen = self._rng.bit_generator.state
+        return {
+            "version": STATE_VERSION,
+            "run": self.run,
+            "step": self.step,
+            "arms": list(self.arms),
+            "scheduler": self.scheduler.state_dict(),
+            "n_total": self._acc.n_total.tolist(),
+            # 128-bit integers as strings: some JSON libraries stop at 64 bits.
+            "rng": {
+                "bit_generator": bitgen["bit_generator"],
+                "state": {k: str(v) for k, v in bitgen["state"].items()},
+                "has_uint32": int(bitgen["has_uint32"]),
+                "uinteger": str(bitgen["uinteger"]),
+            },
+            "overrides": self._overrides.state_dict(),
+            "pending_commands": [c.as_message() for c in self._local_commands],
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue from `state`, a `state_dict()` of an agent with the same arms and scheduler.
+
+        Steps continue from the saved one (the state's step wins over `start_step`), and the
+        probabilities in force are those in force when the state was saved. Call it before the
+        first `end_step()`; commands an earlier process received from the server are still
+        restored from Redis, and those the state has already answered are not applied twice.
+
+        Args:
+            state: what `state_dict()` returned (after a round trip through torch.save or JSON).
+
+        Raises:
+            ConfigError: the state was saved for other arms or another scheduler, or is malformed;
+                the agent is then left as it was.
+        """
+        where = "agent state"
+        state = mapping(state, where)
+        version = state.get("version")
+        if version != STATE_VERSION:
+            raise ConfigError(f"{where}: unknown version {version!r} (this library reads version {STATE_VERSION})")
+        check_arms(require(state, "arms", where), self.arms, "the agent state")
+        sched_state = mapping(require(state, "scheduler", where), f"{where}: scheduler")
+        saved_name = sched_state.get("name")
+        if saved_name != self.scheduler.name:
+            raise ConfigError(f"the agent state was saved with scheduler {saved_name!r}; this agent runs "
+                              f"{self.scheduler.name!r}")
+        step = int_value(require(state, "step", where), f"{where}: step", 0, MAX_STEP)
+        n_total = int_array(require(state, "n_total", where), f"{where}: n_total", len(self.arms))
+        rng = _generator_from_state(require(state, "rng", where), type(self._rng.bit_generator))
+        overrides = Overrides(self.arms)
+        overrides.load_state_dict(require(state, "overrides", where))
+        pending: list[Command] = []
+        for doc in list_of(require(state, "pending_commands", where), f"{where}: pending_commands"):
+            try:
+                cmd = Command.from_message(mapping(doc, f"{where}: pending command"))
+                check_static(cmd, self.arms)
+            except CommandError as e:
+                raise ConfigError(f"{where}: pending command {doc!r}: {e}") from e
+            pending.append(cmd)
+        # Last of the checks; it changes the scheduler only when the whole state fits.
+        self.scheduler.load_state_dict(sched_state)
+        self.step = step
+        self._acc.n_total[:] = n_total
+        self._rng = rng
+        self._overrides = overrides
+        self._local_commands = collections.deque(pending)
+        self._set_p(self.scheduler.probabilities(self._overrides.active))
+        if self._transport is not None:
+            self._transport.note_step(step - 1)
+
     # -- sampler -------------------------------------------------------------------------------
     def sampler(self, dataset_arms: Sequence[str] | Any, group_size: int, *, prompts_per_chunk: int = 1,
                 num_samples: int | None = None, seed: int | None = None) -> ArmSampler:
@@ -419,6 +523,31 @@ class CurriculumAgent:
     def __repr__(self) -> str:
         return (f"CurriculumAgent(run={self.run!r}, arms={len(self.arms)}, "
                 f"scheduler={self.scheduler.name!r}, step={self.step})")
+
+
+def _is_step(x: object) -> bool:
+    # numpy integers are ints here too; bools are not, though Python counts them as ints.
+    return isinstance(x, int | np.integer) and not isinstance(x, bool) and 0 <= int(x) <= MAX_STEP
+
+
+def _generator_from_state(saved: Any, bitgen_type: type[np.random.BitGenerator]) -> np.random.Generator:
+    """A numpy Generator in the state `state_dict()` saved (its integers were saved as strings)."""
+    where = "agent state: rng"
+    doc = mapping(saved, where)
+    name = doc.get("bit_generator")
+    if name != bitgen_type.__name__:
+        raise ConfigError(f"{where}: saved from a {name!r} generator; this agent uses {bitgen_type.__name__}")
+    try:
+        bitgen = bitgen_type()
+        bitgen.state = {
+            "bit_generator": name,
+            "state": {str(k): int(v) for k, v in mapping(doc["state"], f"{where}: state").items()},
+            "has_uint32": int(doc["has_uint32"]),
+            "uinteger": int(doc["uinteger"]),
+        }
+    except (KeyError, TypeError, ValueError) as e:
+        raise ConfigError(f"{where}: malformed generator state ({e})") from e
+    return np.random.Generator(bitgen)
 
 
 def _clean_metrics(metrics: Mapping[str, Any] | None) -> dict[str, float]:

@@ -16,7 +16,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .errors import CommandError
+from .errors import CommandError, ConfigError
+from .state import bool_array, float_array, float_value, int_value, list_of, mapping, require
 from .stats import BoolArray, FloatArray
 
 Kind = Literal["pin", "boost", "retire", "restore", "release"]
@@ -57,6 +58,11 @@ class Command:
             )
         except (KeyError, TypeError, ValueError) as e:
             raise CommandError(f"malformed command: {e}") from e
+
+    def as_message(self) -> dict[str, Any]:
+        """The fields `from_message` reads back (`replay` is not one: it is a property of a delivery)."""
+        return {"id": self.id, "kind": self.kind, "arm": self.arm, "value": self.value, "steps": self.steps,
+                "actor": self.actor, "reason": self.reason}
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +127,58 @@ class Overrides:
     def snapshot(self) -> OverrideSnapshot:
         """A copy of the state, cheap to take every step (records are built from it lazily)."""
         return OverrideSnapshot(self.active.copy(), self.pin.copy(), self.boost.copy(), tuple(self.boost_left))
+
+    # -- saved state -----------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Retired arms, pins, boosts (with the steps they have left) and every answer given, as plain
+        JSON-able Python. The answers make replayed commands no-ops after a load."""
+        return {
+            "active": self.active.tolist(),
+            "pin": [None if math.isnan(p) else p for p in self.pin.tolist()],
+            "boost": self.boost.tolist(),
+            "boost_left": list(self.boost_left),
+            "answered": [
+                {"id": a.id, "status": a.status, "applied_step": a.applied_step, "message": a.message}
+                for a in self.answered.values()
+            ],
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Replace the state with a `state_dict()`; ConfigError (nothing changed) when it does not fit."""
+        where, k = "override state", len(self.arms)
+        active = bool_array(require(state, "active", where), f"{where}: active", k)
+        if not active.any():
+            raise ConfigError(f"{where}: every arm is retired")
+        pins = list_of(require(state, "pin", where), f"{where}: pin")
+        if len(pins) != k:
+            raise ConfigError(f"{where}: pin: expected {k} values, got {len(pins)}")
+        pin = np.full(k, np.nan)
+        for i, v in enumerate(pins):
+            if v is not None:
+                pin[i] = float_value(v, f"{where}: pin of {self.arms[i]!r}")
+                if not 0.0 <= pin[i] <= 1.0:
+                    raise ConfigError(f"{where}: pin of {self.arms[i]!r} is {v!r}, not in [0, 1]")
+        if float(np.nansum(np.where(active, pin, np.nan))) > 1.0 + PIN_SUM_TOL:
+            raise ConfigError(f"{where}: pins sum to more than 1")
+        boost = float_array(require(state, "boost", where), f"{where}: boost", k)
+        if (boost <= 0).any():
+            raise ConfigError(f"{where}: boost factors must be positive")
+        lefts = list_of(require(state, "boost_left", where), f"{where}: boost_left")
+        if len(lefts) != k:
+            raise ConfigError(f"{where}: boost_left: expected {k} values, got {len(lefts)}")
+        boost_left = [None if v is None else int_value(v, f"{where}: boost_left of {self.arms[i]!r}", low=1)
+                      for i, v in enumerate(lefts)]
+        answered: dict[str, Ack] = {}
+        for item in list_of(require(state, "answered", where), f"{where}: answered"):
+            a = mapping(item, f"{where}: answered")
+            status, step = a.get("status"), a.get("applied_step")
+            if not isinstance(a.get("id"), str) or status not in ("applied", "rejected"):
+                raise ConfigError(f"{where}: malformed answer {item!r}")
+            answered[a["id"]] = Ack(
+                a["id"], status, None if step is None else int_value(step, f"{where}: applied_step"),
+                str(a.get("message", "")),
+            )
+        self.active, self.pin, self.boost, self.boost_left, self.answered = active, pin, boost, boost_left, answered
 
     # -- commands ------------------------------------------------------------------------------
     def apply(self, cmd: Command, step: int) -> Ack:

@@ -7,6 +7,7 @@ DESIGN.md §1 and the sources cited on each class; every quirk of a source is an
 
 from __future__ import annotations
 
+import logging
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
@@ -15,7 +16,10 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 
 from .errors import ConfigError
+from .state import check_arms, float_array, int_array, mapping, require
 from .stats import BoolArray, FloatArray, StepObservations
+
+log = logging.getLogger("trainer_agent")
 
 _REGISTRY: dict[str, type[Scheduler]] = {}
 
@@ -35,6 +39,11 @@ def register_scheduler(name: str) -> Callable[[S], S]:
         ...     def probabilities(self, active=None):
         ...         w = np.where(self._mask(active), self.w, 0.0)
         ...         return w / w.sum()
+        ...     # what it learned, for checkpoints (plain lists, not arrays)
+        ...     def state_dict(self): return {**super().state_dict(), "w": self.w.tolist()}
+        ...     def load_state_dict(self, state):
+        ...         super().load_state_dict(state)
+        ...         self.w = np.array(state["w"], dtype=float)
         >>> "last_adv" in available_schedulers()
         True
     """
@@ -47,6 +56,11 @@ def register_scheduler(name: str) -> Callable[[S], S]:
         return cls
 
     return deco
+
+
+_WARNED: set[type[Scheduler]] = set()
+# Bound of a saved accuracy EMA: 1, plus room for rounding in its updates.
+_ACC_MAX = 1.0 + 1e-9
 
 
 def available_schedulers() -> list[str]:
@@ -108,9 +122,13 @@ class Scheduler(ABC):
     """Base class. Subclasses keep per-arm state in arrays indexed like `self.arms`.
 
     Args of `probabilities`: `active`, a boolean mask over arms; inactive (retired) arms get exactly 0.
+    A scheduler that learns implements `state_dict`/`load_state_dict` so a resumed run continues
+    from what it had learned rather than from scratch.
     """
 
     name: ClassVar[str] = "scheduler"
+    # True for schedulers that learn nothing (their state is their parameters).
+    stateless: ClassVar[bool] = False
     arms: tuple[str, ...] = ()
 
     def bind(self, arms: Sequence[str]) -> None:
@@ -143,6 +161,38 @@ class Scheduler(ABC):
         """The scheduler's parameters, as shown in the UI and run comparisons."""
         return {}
 
+    def state_dict(self) -> dict[str, Any]:
+        """What the scheduler has learned, as plain JSON-able Python (lists, floats, ints, str).
+
+        The base class saves the name, arms and parameters; a scheduler that learns extends the dict
+        with its statistics and overrides `load_state_dict` to read them back (see `Dump`).
+        """
+        cls = type(self)
+        if not self.stateless and cls.load_state_dict is Scheduler.load_state_dict and cls not in _WARNED:
+            _WARNED.add(cls)
+            log.warning("scheduler %r does not implement state_dict/load_state_dict: what it has learned is "
+                        "not saved and restarts from scratch when a run resumes", self.name)
+        return {"name": self.name, "arms": list(self.arms), "params": self.params()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue from `state`, a `state_dict()` of a scheduler of the same name over the same arms.
+
+        Raises `ConfigError` (and changes nothing) when the state does not fit. Parameters come from
+        the constructor: a parameter that differs from the saved one is allowed (a deliberate change
+        on resume) and logged.
+        """
+        where = f"scheduler state ({self.name})"
+        name = require(state, "name", where)
+        if name != self.name:
+            raise ConfigError(f"the scheduler state was saved by scheduler {name!r}, not {self.name!r}")
+        check_arms(require(state, "arms", where), self.arms, "the scheduler state")
+        saved = mapping(state.get("params", {}), f"{where}: params")
+        now = self.params()
+        changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+        if changed:
+            log.warning("scheduler %r resumes with other parameters than it was saved with: %s", self.name,
+                        ", ".join(f"{k} {saved.get(k)!r} -> {now.get(k)!r}" for k in changed))
+
     def _mask(self, active: BoolArray | None) -> BoolArray:
         if active is None:
             return np.ones(len(self.arms), dtype=np.bool_)
@@ -151,7 +201,9 @@ class Scheduler(ABC):
 
 @register_scheduler("uniform")
 class Uniform(Scheduler):
-    """p = 1/K over active arms."""
+    """p = 1/K over active arms. Learns nothing: its state is its name and arms."""
+
+    stateless = True
 
     def update(self, obs: StepObservations) -> None:
         return None
@@ -164,9 +216,13 @@ class Uniform(Scheduler):
 class Fixed(Scheduler):
     """A static mixture, p ∝ user weights (as OpenRLHF's `prompt_probs`).
 
+    Learns nothing: the weights are a parameter, so a resumed run uses the weights it is built with.
+
     Args:
         weights: arm -> non-negative weight (missing arms get 0), or a list in arm order.
     """
+
+    stateless = True
 
     def __init__(self, weights: Mapping[str, float] | Sequence[float] | None = None) -> None:
         self._weights_arg = weights
@@ -281,6 +337,43 @@ class Dump(Scheduler):
     def params(self) -> dict[str, Any]:
         return {"window": self.window, "c": self.c, "temperature": self.temperature}
 
+    def state_dict(self) -> dict[str, Any]:
+        # Each arm's window as stored (ring slot order, not FIFO order) and where the next value
+        # goes: loading it back gives the same array, so mu sums in the same order, to the bit.
+        return {
+            **super().state_dict(),
+            "windows": [self.ring[j, :f].tolist() for j, f in enumerate(self.fill.tolist())],
+            "head": self.head.tolist(),
+            "n": self.n.tolist(),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        super().load_state_dict(state)
+        k, w, where = len(self.arms), self.window, "dump state"
+        saved_window = mapping(state.get("params", {}), f"{where}: params").get("window", w)
+        if saved_window != w:
+            raise ConfigError(f"the dump state keeps windows of {saved_window!r} values; this scheduler's window "
+                              f"is {w} (build it with window={saved_window!r} to resume)")
+        windows = require(state, "windows", where)
+        head = int_array(require(state, "head", where), f"{where}: head", k)
+        n = int_array(require(state, "n", where), f"{where}: n", k)
+        ring = np.zeros((k, w), dtype=np.float64)
+        fill = np.zeros(k, dtype=np.int64)
+        rows = windows if isinstance(windows, list | tuple) and len(windows) == k else None
+        if rows is None:
+            raise ConfigError(f"{where}: windows must be a list of {k} lists")
+        for j, row in enumerate(rows):
+            values = float_array(row, f"{where}: window of {self.arms[j]!r}", None, low=0.0)
+            f = values.size
+            # A window fills from slot 0 and wraps only once full, so a partial one ends at head.
+            if f > w or head[j] >= w or (f < w and head[j] != f) or n[j] < f:
+                raise ConfigError(f"{where}: the window of {self.arms[j]!r} is inconsistent "
+                                  f"({f} values, head {head[j]}, {n[j]} completions, window {w})")
+            ring[j, :f] = values
+            fill[j] = f
+        self.ring, self.head, self.fill, self.n = ring, head, fill, n
+        self._cache = None
+
 
 @register_scheduler("sec")
 class Sec(Scheduler):
@@ -319,6 +412,13 @@ class Sec(Scheduler):
 
     def params(self) -> dict[str, Any]:
         return {"alpha": self.alpha, "temperature": self.temperature, "decay_absent": self.decay_absent}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "q": self.q.tolist()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.q = float_array(require(state, "q", "sec state"), "sec state: q", len(self.arms))
 
 
 @register_scheduler("learning_progress")
@@ -365,6 +465,17 @@ class LearningProgress(Scheduler):
     def params(self) -> dict[str, Any]:
         return {"beta": self.beta, "temperature": self.temperature, "eps": self.eps}
 
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "fast": self.fast.tolist(), "slow": self.slow.tolist()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        super().load_state_dict(state)
+        where, k = "learning_progress state", len(self.arms)
+        # EMAs of accuracies that start at 0 stay in [0, 1] (give or take rounding).
+        fast = float_array(require(state, "fast", where), f"{where}: fast", k, low=0.0, high=_ACC_MAX)
+        slow = float_array(require(state, "slow", where), f"{where}: slow", k, low=0.0, high=_ACC_MAX)
+        self.fast, self.slow = fast, slow
+
 
 @register_scheduler("balanced")
 class Balanced(Scheduler):
@@ -409,3 +520,12 @@ class Balanced(Scheduler):
 
     def params(self) -> dict[str, Any]:
         return {"ema": self.ema, "eps": self.eps, "init": self.init}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "acc": self.acc.tolist()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        super().load_state_dict(state)
+        # Outside [0, 1] (give or take rounding) the learnability acc·(1 - acc) would turn negative.
+        self.acc = float_array(require(state, "acc", "balanced state"), "balanced state: acc", len(self.arms),
+                               low=0.0, high=_ACC_MAX)

@@ -132,6 +132,11 @@ class StepAccumulator:
         self._rewards.append(rewards)
         self._abs_adv.append(np.abs(advantages))
 
+    @property
+    def pending(self) -> bool:
+        """Whether completions were added since the last `take()`."""
+        return bool(self._arms)
+
     def take(self) -> tuple[IntArray, FloatArray, FloatArray]:
         """This step's raw (arm index, reward, |A|) per completion, in observation order; resets."""
         if self._arms:

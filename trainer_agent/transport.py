@@ -127,11 +127,13 @@ class Transport:
         heartbeat_s: seconds between heartbeats.
         close_timeout: the most `close()` waits for the queue to drain.
         queue_size: bound of the in-memory queue between the training thread and this one.
+        last_step: the run's last completed step before this agent's first (-1 for a new run): what
+            heartbeats say until this agent completes a step.
     """
 
     def __init__(self, redis_url: str, run: str, key_prefix: str = "steerboard:",
                  spool_dir: str | os.PathLike[str] | None = None, heartbeat_s: float = 5.0,
-                 close_timeout: float = 5.0, queue_size: int = 10_000) -> None:
+                 close_timeout: float = 5.0, queue_size: int = 10_000, last_step: int = -1) -> None:
         self.redis_url = redis_url
         self.run = run
         self.prefix = key_prefix
@@ -155,7 +157,7 @@ class Transport:
         self._client: redis.Redis | None = None
         self._last_read = "0-0"
         self._last_applied: str | None = None
-        self._last_step = -1
+        self._last_step = last_step
         self._next_heartbeat = 0.0
         self._closed = False
 
@@ -173,6 +175,10 @@ class Transport:
         for a in acks:
             self._put("msg", {"type": "command_ack", "id": a.id, "status": a.status,
                               "applied_step": a.applied_step, "message": a.message})
+
+    def note_step(self, last_step: int) -> None:
+        """The run's last completed step changed outside `send_step` (the agent loaded a state)."""
+        self._last_step = last_step
 
     def take_commands(self) -> list[Command]:
         out = []

@@ -58,3 +58,41 @@ def run(rank: int, world: int, out_dir: str, redis_url: str | None, prefix: str,
         import torch.distributed as dist
 
         dist.destroy_process_group()
+
+
+RESUME_AT, RESUME_STEPS = 3, 3
+
+
+def run_resume(rank: int, world: int, out_dir: str, redis_url: str | None, prefix: str, port: int) -> None:
+    """Load the state a single process saved after RESUME_AT steps (on every rank), go on RESUME_STEPS
+    steps; then a second agent whose ranks were given different start steps. world == 1: the reference."""
+    from trainer_agent import CurriculumAgent
+
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    state = json.loads(Path(out_dir, "state.json").read_text())
+    agent = CurriculumAgent("dist-resume" if world > 1 else "dist-resume-ref", ARMS, scheduler="dump", seed=123,
+                            redis_url=redis_url, key_prefix=prefix, spool_dir=Path(out_dir) / f"spool-r{rank}")
+    agent.load_state_dict(state)
+    trace = []
+    for step in range(RESUME_AT, RESUME_AT + RESUME_STEPS):
+        arms = agent.sample(PROMPTS)
+        comp, rewards, groups = step_data(step, arms)
+        if world > 1:
+            per = len(comp) // world
+            sl = slice(rank * per, (rank + 1) * per)
+            comp, rewards, groups = comp[sl], rewards[sl], groups[sl]
+        agent.observe(comp, rewards, groups=groups)
+        stats = agent.end_step()
+        trace.append({"arms": arms, "step": stats.step, "p": stats.p.tolist(), "n_total": stats.n_total})
+    agent.close()
+    # Rank 0 numbers the steps; a rank given another start_step follows it.
+    other = CurriculumAgent("dist-start", ARMS, scheduler="dump", redis_url=None, start_step=10 if rank == 0 else 0)
+    follow = [other.end_step().step for _ in range(2)] + [other.step]
+    Path(out_dir, f"resume-rank{rank}-of-{world}.json").write_text(json.dumps({"trace": trace, "follow": follow}))
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()

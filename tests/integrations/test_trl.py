@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import collections
 import importlib.util
+import json
+import os
 from typing import Any
 
 import numpy as np
@@ -19,7 +21,11 @@ from transformers import TrainerCallback  # noqa: E402
 
 from trainer_agent import CurriculumAgent, StepStats  # noqa: E402
 from trainer_agent.errors import ConfigError  # noqa: E402
-from trainer_agent.integrations.trl import CurriculumGRPOTrainer, CurriculumRepeatSampler  # noqa: E402
+from trainer_agent.integrations.trl import (  # noqa: E402
+    AGENT_STATE_NAME,
+    CurriculumGRPOTrainer,
+    CurriculumRepeatSampler,
+)
 
 from .tiny_grpo import ARMS, make_args, make_dataset, make_model, make_tokenizer, target_reward  # noqa: E402
 
@@ -173,3 +179,71 @@ def test_rejects_dataset_without_arm_column() -> None:
         CurriculumGRPOTrainer(model=make_model(tok), reward_funcs=target_reward, processing_class=tok,
                               train_dataset=make_dataset(per_arm=2), args=make_args(), agent=agent,
                               arm_column="source")
+
+
+class AtTrainBegin(TrainerCallback):  # type: ignore[misc]
+    """What the agent holds when training (re)starts: after a checkpoint was loaded, before any step."""
+
+    def __init__(self, agent: CurriculumAgent) -> None:
+        self.agent = agent
+        self.seen: tuple[int, dict[str, float]] | None = None
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.seen = (self.agent.step, self.agent.probabilities())
+
+
+def test_checkpoint_keeps_the_agent_state_and_resume_loads_it(tmp_path: Any, caplog: Any) -> None:
+    tok = make_tokenizer()
+    out = str(tmp_path / "out")
+    args = dict(output_dir=out, save_strategy="steps", save_steps=2)
+    first = RecordingAgent(run="trl-resume", arms=list(ARMS), scheduler="dump", redis_url=None, seed=0)
+    pin = PinAfterStep(first, "cmp", after_global_step=3)
+    trainer = CurriculumGRPOTrainer(
+        model=make_model(tok), reward_funcs=target_reward, processing_class=tok,
+        train_dataset=make_dataset(per_arm=8), args=make_args(max_steps=4, **args), agent=first, callbacks=[pin],
+    )
+    first.trainer = trainer
+    trainer.train()
+    first.close()
+    assert [s.step for s in first.steps] == [0, 1, 2, 3]
+    # Each checkpoint holds the agent as it was when the checkpoint was saved: after 2 and 4 generations.
+    with open(f"{out}/checkpoint-2/{AGENT_STATE_NAME}") as f:
+        saved = json.load(f)
+    assert saved["step"] == 2 and saved["run"] == "trl-resume"
+    fresh = CurriculumAgent(run="check", arms=list(ARMS), scheduler="dump", redis_url=None)
+    fresh.load_state_dict(saved)
+    assert fresh.probabilities() == first.steps[1].probabilities
+    with open(f"{out}/checkpoint-4/{AGENT_STATE_NAME}") as f:
+        saved4 = json.load(f)
+    # ... with the overrides in force: the pin queued after optimizer step 3 was applied at agent step 3
+    assert saved4["step"] == 4 and saved4["overrides"]["pin"] == [1.0 if a == "cmp" else None for a in ARMS]
+
+    # A new job resumes from checkpoint-2 with a new agent: the agent continues from that checkpoint.
+    second = RecordingAgent(run="trl-resume", arms=list(ARMS), scheduler="dump", redis_url=None, seed=5)
+    begin = AtTrainBegin(second)
+    trainer = CurriculumGRPOTrainer(
+        model=make_model(tok), reward_funcs=target_reward, processing_class=tok,
+        train_dataset=make_dataset(per_arm=8), args=make_args(max_steps=5, **args), agent=second,
+        callbacks=[begin],
+    )
+    second.trainer = trainer
+    trainer.train(resume_from_checkpoint=f"{out}/checkpoint-2")
+    second.close()
+    assert begin.seen == (2, first.steps[1].probabilities)
+    assert [s.step for s in second.steps] == [2, 3, 4]
+    assert second.steps[0].n_total == {a: first.steps[1].n_total[a] + second.steps[0].n_step[a] for a in ARMS}
+
+    # A checkpoint without the agent's state (another trainer's): training resumes, with a warning,
+    # and the agent as it was built.
+    os.remove(f"{out}/checkpoint-4/{AGENT_STATE_NAME}")
+    third = RecordingAgent(run="trl-resume", arms=list(ARMS), scheduler="dump", redis_url=None, start_step=4)
+    trainer = CurriculumGRPOTrainer(
+        model=make_model(tok), reward_funcs=target_reward, processing_class=tok,
+        train_dataset=make_dataset(per_arm=8), args=make_args(max_steps=5, **args), agent=third,
+    )
+    third.trainer = trainer
+    with caplog.at_level("WARNING", logger="trainer_agent.trl"):
+        trainer.train(resume_from_checkpoint=f"{out}/checkpoint-4")
+    third.close()
+    assert f"holds no {AGENT_STATE_NAME}" in caplog.text
+    assert [s.step for s in third.steps] == [4]

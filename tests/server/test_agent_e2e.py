@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+from sqlalchemy import Engine, text
 
 from server.settings import Settings
 from trainer_agent import CurriculumAgent, StepStats
@@ -151,3 +154,94 @@ def test_command_posted_over_http_while_the_agent_is_away_is_applied_once_when_i
     wait_for(lambda: app_server.client.get(f"/api/runs/{run}/commands").json()[0]["status"] == "applied")
     rec = app_server.client.get(f"/api/runs/{run}/commands").json()[0]
     assert rec["id"] == cid and rec["applied_step"] == acks[0][0]
+
+
+def _stored_steps(engine: Engine, run: str) -> list[Any]:
+    with engine.connect() as conn:
+        return list(conn.execute(text(
+            "SELECT s.step, a.name, s.probability, s.score, s.parts, s.n_step, s.n_total, s.mean_abs_adv, "
+            "s.mean_reward, s.accuracy FROM arm_steps s JOIN arms a ON a.id = s.arm_id "
+            "JOIN runs r ON r.id = s.run_id WHERE r.name = :run ORDER BY s.step, a.position"), {"run": run}).all())
+
+
+def _stored_metrics(engine: Engine, run: str) -> dict[int, Any]:
+    with engine.connect() as conn:
+        rows = conn.execute(text(
+            "SELECT s.step, s.metrics FROM run_steps s JOIN runs r ON r.id = s.run_id WHERE r.name = :run"),
+            {"run": run}).all()
+    return {row.step: json.loads(row.metrics) if isinstance(row.metrics, str) else row.metrics for row in rows}
+
+
+@pytest.mark.parametrize("empty_db", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)],
+                         indirect=True)
+@pytest.mark.parametrize("resume", ["load_state_dict", "start_step"])
+def test_resumed_run_stores_every_step_once_with_the_values_reported(
+    app_server: LiveServer, settings: Settings, engine: Engine, tmp_path: Path, resume: str
+) -> None:
+    run, n_first, n_second = f"e2e-resume-{resume}", 6, 5
+    reported: list[StepStats] = []
+    data = np.random.default_rng(0)
+
+    def train(agent: CurriculumAgent, steps: int) -> None:
+        for _ in range(steps):
+            arms = agent.sample(8)
+            comp = [a for a in arms for _ in range(4)]
+            agent.observe(comp, data.random(len(comp)) < 0.5, groups=np.repeat(np.arange(8), 4))
+            reported.append(agent.end_step(metrics={"loss": float(data.random())}))
+
+    def agent_for(part: str, **kw: Any) -> CurriculumAgent:
+        return CurriculumAgent(run, ARMS, scheduler="dump", redis_url=REDIS_URL, key_prefix=settings.key_prefix,
+                               spool_dir=tmp_path / part, heartbeat_s=0.5, **kw)
+
+    def api_run() -> Any:
+        return app_server.client.get(f"/api/runs/{run}").json()
+
+    def ingested(agent: CurriculumAgent) -> bool:
+        """Everything the agent sent, its run_end last, is committed."""
+        assert agent._transport is not None
+        resp = app_server.client.get(f"/api/runs/{run}")
+        return resp.status_code == 200 and resp.json()["last_seq"] == agent._transport._seq
+
+    first = agent_for("first")
+    train(first, n_first)
+    if resume == "load_state_dict":
+        first.pin("kk5", 0.4, reason="queued before the checkpoint")  # only the state carries it over
+    checkpoint = json.loads(json.dumps(first.state_dict()))
+    first.close()
+    wait_for(lambda: ingested(first))
+    assert api_run()["status"] == "finished" and api_run()["last_step"] == n_first - 1
+
+    # The job is restarted from its checkpoint as a new process would: a new agent for the same run.
+    if resume == "load_state_dict":
+        second = agent_for("second")
+        second.load_state_dict(checkpoint)
+    else:
+        second = agent_for("second", start_step=n_first)
+    train(second, n_second)
+    second.close()
+    total = n_first + n_second
+    wait_for(lambda: ingested(second), timeout=20)
+    assert api_run()["status"] == "finished" and api_run()["last_step"] == total - 1
+
+    # Every step the two agents reported is stored once, with the values reported: a step number
+    # used twice would keep the first agent's values (the server keeps the first write).
+    assert [s.step for s in reported] == list(range(total))
+    by_step = {s.step: s for s in reported}
+    rows = _stored_steps(engine, run)
+    assert [row.step for row in rows] == [s for s in range(total) for _ in ARMS]
+    for row in rows:
+        sent = next(rec for rec in by_step[row.step].records() if rec["arm"] == row.name)
+        parts = json.loads(row.parts) if isinstance(row.parts, str) else row.parts
+        assert (row.probability, row.score, parts, row.n_step, row.n_total, row.mean_abs_adv, row.mean_reward,
+                row.accuracy) == (sent["p"], sent["score"], sent["parts"], sent["n_step"], sent["n_total"],
+                                  sent["mean_abs_adv"], sent["mean_reward"], sent["accuracy"]), (row.step, row.name)
+    metrics = _stored_metrics(engine, run)
+    assert metrics == {s.step: s.metrics for s in reported}
+    # Loaded state: the all-time counts go on and the queued pin is applied at the first resumed
+    # step; start_step alone numbers the steps right but starts the statistics afresh.
+    at = by_step[n_first]
+    if resume == "load_state_dict":
+        assert at.n_total == {a: by_step[n_first - 1].n_total[a] + at.n_step[a] for a in ARMS}
+        assert at.probabilities["kk5"] == 0.4 and [a.status for a in at.acks] == ["applied"]
+    else:
+        assert at.n_total == at.n_step

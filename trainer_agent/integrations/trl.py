@@ -35,18 +35,33 @@ them shape generation g+1, as a curriculum should, the trainer re-draws each gen
 prompts when it is about to generate (`rebind_prompts=True`, the default): the same layout, the
 same draw on every process (a seed they share), each process taking its own contiguous share as
 accelerate would have given it. The sampler's own draws then only pace the dataloader.
+
+Checkpoints: when the Trainer saves a checkpoint, the agent's `state_dict()` is written next to it
+(`curriculum_agent.json`, by the process that saves, if it is the agent's rank 0), and
+`trainer.train(resume_from_checkpoint=...)` loads it back into the agent before training resumes
+(rank 0 reads it and, in a multi-rank run, broadcasts it), as TRL does with its own
+`entropy_ctrl_state.json`: the agent numbers its steps on from the checkpoint's (so the server, which
+keeps the first write of each step, drops nothing), and the scheduler's statistics, overrides and
+sampling state continue from there. A checkpoint without the file (saved by another trainer) is
+resumed with a warning and the agent as it was built: give it `start_step` then. The seeded streams
+that pick rows within an arm start afresh on resume (the re-draw stream is seeded with the agent's
+step, so a resumed job does not repeat the prompts drawn at the start of the run).
 """
 
 from __future__ import annotations
 
 import itertools
+import json
+import logging
 import math
+import os
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any, cast
 
 import torch
 from torch.utils.data import IterableDataset, Sampler
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl.trainer.grpo_config import GRPOConfig
 from trl.trainer.grpo_trainer import GRPOTrainer
 
@@ -55,7 +70,12 @@ from ..errors import ConfigError
 from ..sampler import ArmSampler
 from ._columns import dataset_arms
 
-__all__ = ["CurriculumGRPOTrainer", "CurriculumRepeatSampler"]
+__all__ = ["AGENT_STATE_NAME", "CurriculumGRPOTrainer", "CurriculumRepeatSampler"]
+
+log = logging.getLogger("trainer_agent.trl")
+
+AGENT_STATE_NAME = "curriculum_agent.json"
+"""File of the agent's `state_dict()` in each checkpoint directory."""
 
 
 class CurriculumRepeatSampler(Sampler[int]):
@@ -247,6 +267,9 @@ class CurriculumGRPOTrainer(GRPOTrainer):
             # A stream of its own (seed offset), identical on every process.
             draws = ArmSampler(self.curriculum_agent, self._train_arms, group_size=1,
                                num_samples=2**62, seed=seed + 7919)
+            # The agent's step is 0 in a new run and the checkpoint's on resume, the same on every
+            # process: a resumed job draws a stream of its own rather than the run's first prompts.
+            draws.set_epoch(self.curriculum_agent.step)
             self._rebind_draws = iter(draws)
         world, rank = self.accelerator.num_processes, self.accelerator.process_index
         n = len(inputs)
@@ -256,6 +279,55 @@ class CurriculumGRPOTrainer(GRPOTrainer):
         out = [dict(dataset[i]) for i in rows]
         self._agent_time_s += time.perf_counter() - t0
         return out
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def _save_checkpoint(self, model: Any, trial: Any) -> None:
+        super()._save_checkpoint(model, trial)  # type: ignore[no-untyped-call]
+        if self.args.should_save and self.curriculum_agent.rank == 0:
+            folder = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            self._save_curriculum_state(os.path.join(self._get_output_dir(trial=trial), folder))
+
+    def _save_curriculum_state(self, output_dir: str) -> None:
+        payload = json.dumps(self.curriculum_agent.state_dict(), allow_nan=False)
+        os.makedirs(output_dir, exist_ok=True)
+        path = os.path.join(output_dir, AGENT_STATE_NAME)
+        tmp = f"{path}.tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(payload)
+        os.replace(tmp, path)  # a crash mid-write leaves no half file to resume from
+
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        # The Trainer calls this on every process when, and only when, it resumes from a checkpoint.
+        super()._load_optimizer_and_scheduler(checkpoint)  # type: ignore[no-untyped-call]
+        if checkpoint is not None:
+            self._load_curriculum_state(checkpoint)
+
+    def _load_curriculum_state(self, checkpoint: str) -> None:
+        agent = self.curriculum_agent
+        path = os.path.join(checkpoint, AGENT_STATE_NAME)
+        state: Any = None
+        error: str | None = None
+        if agent.rank == 0:
+            try:
+                with open(path, encoding="utf-8") as f:
+                    state = json.load(f)
+            except FileNotFoundError:
+                state = None
+            except (OSError, ValueError) as e:
+                error = f"cannot read the curriculum state {path}: {e}"
+        dist = agent._dist
+        if dist is not None:  # every rank takes rank 0's state (or its failure), so all agree
+            state, error = dist.broadcast_from_main((state, error))
+        if error is not None:
+            raise ConfigError(error)
+        if state is None:
+            log.warning("checkpoint %s holds no %s (saved by another trainer?): the curriculum agent goes on "
+                        "from step %d as built, and the server keeps the steps it already has; build the agent "
+                        "with start_step=<the run's next step> to number after them", checkpoint,
+                        AGENT_STATE_NAME, agent.step)
+            return
+        agent.load_state_dict(state)
+        log.info("curriculum agent resumed from %s at step %d", path, agent.step)
 
     def _local_rewards(self, n_local: int) -> torch.Tensor:
         """Per-completion reward of this process's completions, as TRL computes its logged reward."""
