@@ -11,13 +11,13 @@
     if (!r.ok) throw new Error(`${r.status} ${url}`);
     return r.json();
   });
-  const metrics = ["probability", "mean_abs_adv", "accuracy", "n_step", "n_total", "score"];
+  // The views the charts open on (run.js: CHARTS); their other views load when chosen.
+  const metrics = ["probability", "mean_abs_adv", "accuracy", "n_step", "score"];
   const series = {};
   for (const m of metrics) series[m] = get(`${api}/series?metric=${m}&max_points=${maxPoints}`);
-  // The parts chart has a trace per arm and part (DUMP: mu and bonus), so half the points per trace.
+  // The parts view has a trace per arm and part (DUMP: mu and bonus), so half the points per trace.
   const partsPoints = Math.max(100, Math.floor(maxPoints / 2));
-  const parts = get(`${api}/parts?max_points=${partsPoints}`);
   // Failures surface when run.js awaits these; keep the console free of unhandled rejections.
-  Object.values(series).concat([parts]).forEach((p) => p.catch(() => {}));
-  window.SBRunPrefetch = {maxPoints, partsPoints, series, parts, get};
+  Object.values(series).forEach((p) => p.catch(() => {}));
+  window.SBRunPrefetch = {maxPoints, partsPoints, series, get};
 })();

@@ -7,15 +7,16 @@
   const API = `/api/runs/${RUN}`;
   const PREFETCH = window.SBRunPrefetch;  // run-prefetch.js: requests started before Plotly loaded
   const MAX_POINTS = PREFETCH.maxPoints;
-  // Charts of one per-arm metric each; `parts` is drawn from the step records' score parts.
+  // Charts of one per-arm metric each. Two have two views (radio buttons in their captions):
+  // completions per step or cumulative, and the scheduler's score or its parts (from the step
+  // records' score parts); `metric` is the view shown, the only one loaded and kept live (the other
+  // is fetched afresh when chosen).
   const CHARTS = [
     {id: "chart-probability", metric: "probability", stacked: true, yrange: [0, 1]},
     {id: "chart-mean_abs_adv", metric: "mean_abs_adv", smooth: true},
     {id: "chart-accuracy", metric: "accuracy", smooth: true, yrange: [0, 1.02]},
-    {id: "chart-n_step", metric: "n_step"},
-    {id: "chart-n_total", metric: "n_total"},
+    {id: "chart-counts", metric: "n_step"},
     {id: "chart-score", metric: "score", smooth: true},
-    {id: "chart-parts", metric: "parts", smooth: true},
   ];
   const FIELD = {probability: "p"};  // SSE step records name the probability `p`
   // The parts chart tells parts apart by line style, in the order the parts first arrive; there is
@@ -159,18 +160,22 @@
 
   let prefetched = true;  // the first load uses the requests run-prefetch.js started
 
+  function fetchView(metric, early) {
+    if (metric === "parts") return getJSON(`${API}/parts?max_points=${PREFETCH.partsPoints}`);
+    return (early && PREFETCH.series[metric]) || getJSON(`${API}/series?metric=${metric}&max_points=${MAX_POINTS}`);
+  }
+
+  function storeView(metric, doc) {
+    if (metric === "parts") storeParts(doc.series); else storeSeries(metric, doc.series);
+  }
+
   async function loadAll() {
-    const metrics = CHARTS.filter((c) => c.metric !== "parts").map((c) => c.metric);
     const early = prefetched;
     prefetched = false;
-    const [series, partsDoc] = await Promise.all([
-      Promise.all(metrics.map((m) => (early && PREFETCH.series[m])
-        || getJSON(`${API}/series?metric=${m}&max_points=${MAX_POINTS}`))),
-      (early && PREFETCH.parts) || getJSON(`${API}/parts?max_points=${PREFETCH.partsPoints}`),
-    ]);
+    const views = CHARTS.map((c) => c.metric);
+    const docs = await Promise.all(views.map((m) => fetchView(m, early)));
     if (early) performance.mark("sb:data");  // a benchmark reads the split: waiting vs drawing
-    series.forEach((doc) => storeSeries(doc.metric, doc.series));
-    storeParts(partsDoc.series);
+    views.forEach((m, i) => storeView(m, docs[i]));
     if (opts.xmode === "time") await loadTimes();
     liveSinceLoad = 0;
     drawAll();
@@ -437,6 +442,20 @@
     }
     if (drawn) drawAll();
   }
+
+  // A chart's other view: fetched afresh (the hidden view was not kept live), then drawn.
+  document.querySelectorAll("input.chart-view").forEach((r) => r.addEventListener("change", async () => {
+    const chart = CHARTS.find((c) => c.id === r.dataset.chart);
+    if (!chart || !r.checked) return;
+    chart.metric = r.value;
+    document.querySelectorAll(`[data-view-of="${chart.id}"]`).forEach((el) => {
+      el.hidden = el.dataset.view !== r.value;
+    });
+    try {
+      storeView(r.value, await fetchView(r.value, false));
+      if (chart.metric === r.value && drawn) draw(chart);
+    } catch (err) { window.SBflash && SBflash(String(err)); }
+  }));
 
   legend.querySelectorAll(".arm-toggle").forEach(bindToggle);
   arms.forEach(armToggle);

@@ -75,12 +75,30 @@ def test_run_page_charts_grow_live(
     after = [points(page, trace=i) for i in range(4)]
     assert all(a >= b + 5 for a, b in zip(after, before, strict=True)), (before, after)
     assert page.evaluate("() => window.__sameDocument") is True  # no reload happened
-    # Every chart follows, the parts chart included (DUMP's mu and bonus for each of the 4 arms).
-    for chart in ("chart-mean_abs_adv", "chart-n_total", "chart-score"):
+    # Every chart follows.
+    for chart in ("chart-mean_abs_adv", "chart-counts", "chart-score"):
         assert points(page, chart) > 0
-    assert page.evaluate("() => document.getElementById('chart-parts').data.map(t => t.name)") == [
+    # The other views: completions cumulative (never decreasing, and growing live), the score's parts
+    # (DUMP's mu and bonus for each of the 4 arms), each loaded when chosen and then kept live.
+    page.check('input.chart-view[value="n_total"]')
+    page.wait_for_function("() => { const y = document.getElementById('chart-counts').data[0].y;"
+                           " return y.length > 0 && y.every((v, i) => !i || v >= y[i - 1]) && Math.max(...y) > 4; }",
+                           timeout=WAIT_MS)
+    n = points(page, "chart-counts")
+    page.wait_for_function(f"() => document.getElementById('chart-counts').data[0].x.length >= {n + 2}",
+                           timeout=WAIT_MS)
+    page.check('input.chart-view[value="parts"]')
+    page.wait_for_function("() => document.getElementById('chart-score').data.length === 8", timeout=WAIT_MS)
+    assert page.evaluate("() => document.getElementById('chart-score').data.map(t => t.name)") == [
         f"{a} {p}" for a in ("kk3", "kk4", "kk5", "kk6") for p in ("bonus", "mu")
     ]
+    expect(page.locator("#parts-names")).to_be_visible()
+    n = points(page, "chart-score")
+    page.wait_for_function(f"() => document.getElementById('chart-score').data[0].x.length >= {n + 2}",
+                           timeout=WAIT_MS)
+    page.check('input.chart-view[value="score"]')
+    page.wait_for_function("() => document.getElementById('chart-score').data.length === 4", timeout=WAIT_MS)
+    expect(page.locator("#parts-names")).to_be_hidden()
     # Hiding an arm hides it on every chart; the probability chart stays a stacked area.
     page.uncheck('.arm-toggle[value="kk6"]')
     assert page.evaluate("() => document.getElementById('chart-accuracy').data[3].visible") == "legendonly"
@@ -154,9 +172,9 @@ def test_shared_legend(app_server: LiveServer, pages: PageWatch, agents: Callabl
     wait_for(lambda: app_server.client.get(f"/api/runs/{run}").status_code == 200
              and app_server.client.get(f"/api/runs/{run}").json()["last_step"] == 19)
     page = pages.new_page()
-    # Hold the parts request: no chart can draw until it is answered.
+    # Hold one chart's data request: no chart draws until every chart's data is in.
     held: list[Any] = []
-    page.route(re.compile(r"/api/runs/[^/]+/parts\?"), lambda route: held.append(route))
+    page.route(re.compile(r"/api/runs/[^/]+/series\?metric=score"), lambda route: held.append(route))
     page.goto(f"/runs/{run}")
     page.wait_for_function(
         "() => document.querySelectorAll('.arm-toggle').length === 4"
@@ -181,16 +199,18 @@ def test_shared_legend(app_server: LiveServer, pages: PageWatch, agents: Callabl
     assert [[name, rgb(c)] for name, c in prob] == swatches
     colours = page.evaluate("() => [...document.querySelectorAll('.charts .plot')].flatMap((el) =>"
                             " el.data.map((t) => [t.legendgroup, t.line.color]))")
-    assert len(colours) == 6 * 4 + 8 and all(c == palette[arms.index(arm)] for arm, c in colours)
+    assert len(colours) == 5 * 4 and all(c == palette[arms.index(arm)] for arm, c in colours)
     # One legend for the page: none of the charts draws a Plotly legend; hover names the arm.
     layouts = page.evaluate("() => [...document.querySelectorAll('.charts .plot')].map((el) =>"
                             " [el.layout.showlegend, el.layout.hovermode])")
-    assert layouts == [[False, "x unified"]] * 7
+    assert layouts == [[False, "x unified"]] * 5
     assert page.locator(".charts .legend").count() == 0
     hovers = page.evaluate("() => document.getElementById('chart-accuracy').data.map((t) => t.hovertemplate)")
     assert hovers == [f"{a}: %{{y:.6g}}<extra></extra>" for a in arms]
-    # The parts chart tells parts by line style, and its caption says which is which.
-    dashes = page.evaluate("() => document.getElementById('chart-parts').data.map((t) => [t.name, t.line.dash])")
+    # The score's parts view tells parts by line style, and its caption says which is which.
+    page.check('input.chart-view[value="parts"]')
+    page.wait_for_function("() => document.getElementById('chart-score').data.length === 8", timeout=WAIT_MS)
+    dashes = page.evaluate("() => document.getElementById('chart-score').data.map((t) => [t.name, t.line.dash])")
     assert dashes == [[f"{a} {p}", d] for a in arms for p, d in (("bonus", "solid"), ("mu", "dot"))]
     expect(page.locator("#parts-names")).to_have_text("bonus: solid line, mu: dotted line")
     # Both marks are set once, data first.
@@ -200,7 +220,7 @@ def test_shared_legend(app_server: LiveServer, pages: PageWatch, agents: Callabl
                          " <= performance.getEntriesByName('sb:drawn')[0].startTime")
 
     all_shown = visibility(page)
-    assert len(all_shown) == 7 and all(v is True for traces in all_shown.values() for _, v in traces)
+    assert len(all_shown) == 5 and all(v is True for traces in all_shown.values() for _, v in traces)
     # Unticking an arm hides its traces in every chart, and only its traces.
     page.uncheck('.arm-toggle[value="kk4"]')
     assert visibility(page) == {
@@ -211,11 +231,11 @@ def test_shared_legend(app_server: LiveServer, pages: PageWatch, agents: Callabl
     page.evaluate("() => { window.__reacts = 0; const react = Plotly.react;"
                   " Plotly.react = function (...a) { window.__reacts += 1; return react.apply(this, a); }; }")
     page.click("#arms-none")
-    assert page.evaluate("() => window.__reacts") == 7
+    assert page.evaluate("() => window.__reacts") == 5
     assert visibility(page) == {chart: [[arm, "legendonly"] for arm, _ in t] for chart, t in all_shown.items()}
     expect(page.locator(".arm-toggle:checked")).to_have_count(0)
     page.click("#arms-all")
-    assert page.evaluate("() => window.__reacts") == 14
+    assert page.evaluate("() => window.__reacts") == 10
     assert visibility(page) == all_shown
     expect(page.locator(".arm-toggle:checked")).to_have_count(4)
     screenshot(page, "run_page_legend")
