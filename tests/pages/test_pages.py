@@ -82,9 +82,12 @@ def test_run_page_full_and_fragment(app_server: LiveServer, rds: redis.Redis, se
     assert data["run"] == "pg-run-1" and data["arms"] == ARMS and data["markers"] == []
     assert data["event_seq"] == app_server.client.get("/api/runs/pg-run-1").json()["event_seq"]
     assert [d["id"] for d in page.select(".charts .plot")] == [
-        "chart-probability", "chart-mean_abs_adv", "chart-accuracy", "chart-n_step", "chart-n_total",
-        "chart-score", "chart-parts",
+        "chart-probability", "chart-mean_abs_adv", "chart-accuracy", "chart-counts", "chart-score",
     ]
+    # Two charts have two views each, chosen in their captions (the first checked).
+    views = [(r["data-chart"], r["value"], r.has_attr("checked")) for r in page.select("input.chart-view")]
+    assert views == [("chart-counts", "n_step", True), ("chart-counts", "n_total", False),
+                     ("chart-score", "score", True), ("chart-score", "parts", False)]
     scripts = [s.get("src") for s in page.select("script[src]")]
     assert scripts == ["/static/vendor/htmx.min.js", "/static/js/app.js", PLOTLY_URL, "/static/js/charts.js",
                        "/static/js/run.js", "/static/js/run-prefetch.js"]
