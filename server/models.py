@@ -244,16 +244,19 @@ PART_NAME_MAX = 64
 part_rollups = Table(
     "part_rollups",
     Base.metadata,
-    Column("run_id", ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
-    Column("arm_id", ForeignKey("arms.id", ondelete="CASCADE"), primary_key=True),
-    Column("part", String(PART_NAME_MAX), primary_key=True),
-    Column("width", Integer, primary_key=True),
-    Column("bucket", Integer, primary_key=True),
+    Column("run_id", ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    Column("arm_id", ForeignKey("arms.id", ondelete="CASCADE"), nullable=False),
+    Column("part", String(PART_NAME_MAX), nullable=False),
+    Column("width", Integer, nullable=False),
+    Column("bucket", Integer, nullable=False),
     Column("first_step", Integer, nullable=False),
     Column("last_step", Integer, nullable=False),
     Column("value_n", Integer, nullable=False),
     Column("value_min", Float, nullable=False),
     Column("value_max", Float, nullable=False),
     Column("value_sum", Float, nullable=False),
+    # Keyed by bucket before arm and part: a batch's new buckets go to the end of one key range per
+    # width (not 4 x arms x parts places), and a chart reads all arms of a bucket range at once.
+    PrimaryKeyConstraint("run_id", "width", "bucket", "arm_id", "part", name="pk_part_rollups"),
     sqlite_with_rowid=False,
 )

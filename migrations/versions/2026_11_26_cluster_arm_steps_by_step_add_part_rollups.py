@@ -86,7 +86,7 @@ def upgrade() -> None:
         sa.Column("value_min", sa.Float, nullable=False),
         sa.Column("value_max", sa.Float, nullable=False),
         sa.Column("value_sum", sa.Float, nullable=False),
-        sa.PrimaryKeyConstraint("run_id", "arm_id", "part", "width", "bucket", name="pk_part_rollups"),
+        sa.PrimaryKeyConstraint("run_id", "width", "bucket", "arm_id", "part", name="pk_part_rollups"),
         sqlite_with_rowid=False,
     )
     # What ingest would have written: every numeric part with a name of at most 64 characters.
