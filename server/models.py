@@ -238,6 +238,9 @@ arm_rollups = Table(
 
 # Longest score-part name kept in part_rollups (longer ones stay in arm_steps.parts only).
 PART_NAME_MAX = 64
+# Widths kept for score parts: not the finest, which would more than double part_rollups' rows (and
+# ingest's cost for them) for the parts view, a secondary one; zooms below 256 steps read raw rows.
+PART_ROLLUP_WIDTHS: tuple[int, ...] = ROLLUP_WIDTHS[1:]
 
 # The same buckets for the numeric parts of each arm's scheduler score (DUMP: mu and bonus), one row
 # per part: a run's parts are named by its scheduler, so they cannot be columns of arm_rollups.

@@ -26,7 +26,7 @@ from server.errors import InvalidRequest, RunNotFound
 from server.models import (
     METRICS,
     PART_NAME_MAX,
-    ROLLUP_BUCKET,
+    PART_ROLLUP_WIDTHS,
     ROLLUP_WIDTHS,
     Arm,
     ArmStep,
@@ -423,7 +423,7 @@ def _update_arm_state(
 
 def _merge_rollups(conn: Connection, nums: list[tuple[Any, ...]], parts_of: list[dict[str, Any]]) -> None:
     """Merge the batch's new arm_steps rows into arm_rollups (n/min/max/sum/last per bucket) and their
-    numeric score parts into part_rollups, at every width of ROLLUP_WIDTHS.
+    numeric score parts into part_rollups, at every width of ROLLUP_WIDTHS (PART_ROLLUP_WIDTHS for parts).
 
     Only rows inserted by this transaction reach here (a step already stored is skipped whole, see
     apply_ingest), so adding their sums and counts stays exact under re-delivery. Aggregated with
@@ -440,7 +440,8 @@ def _merge_rollups(conn: Connection, nums: list[tuple[Any, ...]], parts_of: list
     part_cols: dict[str, list[Any]] = defaultdict(list)
     for width in ROLLUP_WIDTHS:
         bucket, starts, ends = _buckets((run, arm), step, width)
-        _part_rollup_rows(part_cols, parts, run, arm, step, width, bucket, starts)
+        if width in PART_ROLLUP_WIDTHS:
+            _part_rollup_rows(part_cols, parts, run, arm, step, width, bucket, starts)
         cols["run_id"] += run[starts].tolist()
         cols["arm_id"] += arm[starts].tolist()
         cols["width"] += [width] * len(starts)
@@ -773,15 +774,17 @@ class _Source:
     raw: Any  # SQL expression on arm_steps
     table: Table  # arm_rollups or part_rollups
     prefix: str  # the rollup columns are {prefix}_n/_min/_max/_sum
+    widths: tuple[int, ...]  # the bucket widths kept, finest first
     where: tuple[Any, ...] = ()  # more rollup filters (the part's name)
 
 
 def _metric_source(metric: Metric) -> _Source:
-    return _Source(_ARM_STEP.c[metric], arm_rollups, metric)
+    return _Source(_ARM_STEP.c[metric], arm_rollups, metric, ROLLUP_WIDTHS)
 
 
 def _part_source(part: str) -> _Source:
-    return _Source(_ARM_STEP.c.parts[part].as_float(), part_rollups, "value", (part_rollups.c.part == part,))
+    return _Source(_ARM_STEP.c.parts[part].as_float(), part_rollups, "value", PART_ROLLUP_WIDTHS,
+                   (part_rollups.c.part == part,))
 
 
 @dataclass(frozen=True, slots=True)
@@ -886,9 +889,10 @@ def _downsampled(conn: Connection, r: _RunArms, src: _Source, ids: list[int], st
     pairs = max(2, max_points // 2)  # buckets per arm, two points each
     if span <= max_points:
         return _series_rows(conn, r.id, src, ids, lo, hi)
-    if span // ROLLUP_BUCKET >= pairs // 4 or span * len(ids) > SERIES_SQL_BUCKET_ROWS:
+    finest = src.widths[0]
+    if span // finest >= pairs // 4 or span * len(ids) > SERIES_SQL_BUCKET_ROWS:
         # The coarsest width that still gives at least half the buckets wanted: few rows, no merging.
-        widths = [w for w in ROLLUP_WIDTHS if w == ROLLUP_BUCKET or span // w >= pairs // 2]
+        widths = [w for w in src.widths if w == finest or span // w >= pairs // 2]
         return _pairs(_rollup_rows(conn, r.id, src, ids, lo, hi, pairs, widths), ids)
     return _pairs(_bucket_rows(conn, r.id, src, ids, lo, hi, -(-span // pairs)), ids)
 

@@ -27,8 +27,8 @@ down_revision: str | Sequence[str] | None = "7a4d5e2c1f03"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# Frozen copy of server.models.ROLLUP_WIDTHS as of this revision.
-_WIDTHS = (64, 256, 1024, 4096)
+# Frozen copy of server.models.PART_ROLLUP_WIDTHS as of this revision.
+_WIDTHS = (256, 1024, 4096)
 _COLS = (
     "run_id", "arm_id", "step", "probability", "score", "parts", "n_step", "n_total",
     "mean_abs_adv", "mean_reward", "accuracy",
