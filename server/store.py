@@ -451,13 +451,12 @@ def _merge_rollups(conn: Connection, nums: list[tuple[Any, ...]], parts_of: list
         cols["n_rows"] += np.diff(np.append(starts, n)).tolist()
         for m in METRICS:
             vals = a[:, _ARM_STEP_COLS.index(m)]
-            present = ~np.isnan(vals)
-            has = np.add.reduceat(present.astype(np.int64), starts)
+            present, has, vmin, vmax, vsum = _bucket_stats(vals, starts)
             some = has > 0
             cols[f"{m}_n"] += has.tolist()
-            cols[f"{m}_min"] += _nullable(np.fmin.reduceat(vals, starts), some)
-            cols[f"{m}_max"] += _nullable(np.fmax.reduceat(vals, starts), some)
-            cols[f"{m}_sum"] += _nullable(np.add.reduceat(np.where(present, vals, 0.0), starts), some)
+            cols[f"{m}_min"] += _nullable(vmin, some)
+            cols[f"{m}_max"] += _nullable(vmax, some)
+            cols[f"{m}_sum"] += _nullable(vsum, some)
             cols[f"{m}_last"] += _nullable(vals[ends], present[ends])
     _upsert(conn, arm_rollups, cols, _ROLLUP_MERGE)
     if part_cols:
@@ -557,8 +556,7 @@ def _part_rollup_rows(
 ) -> None:
     """Append to `out` (part_rollups columns) the buckets of one width in which each part has values."""
     for name, vals in parts.items():
-        present = ~np.isnan(vals)
-        has = np.add.reduceat(present.astype(np.int64), starts)
+        present, has, vmin, vmax, vsum = _bucket_stats(vals, starts)
         some = np.flatnonzero(has > 0)
         if not some.size:
             continue
@@ -574,9 +572,22 @@ def _part_rollup_rows(
         out["first_step"] += step[first_row[some]].tolist()
         out["last_step"] += step[last_row[some]].tolist()
         out["value_n"] += has[some].tolist()
-        out["value_min"] += np.fmin.reduceat(vals, starts)[some].tolist()
-        out["value_max"] += np.fmax.reduceat(vals, starts)[some].tolist()
-        out["value_sum"] += np.add.reduceat(np.where(present, vals, 0.0), starts)[some].tolist()
+        out["value_min"] += vmin[some].tolist()
+        out["value_max"] += vmax[some].tolist()
+        out["value_sum"] += vsum[some].tolist()
+
+
+def _bucket_stats(vals: np.ndarray[Any, Any], starts: np.ndarray[Any, Any]) -> tuple[np.ndarray[Any, Any], ...]:
+    """Per group starting at `starts` (NaN = no value): which rows have a value, and each group's count,
+    min, max and sum of values (min/max NaN and sum 0 where a group has none)."""
+    present = ~np.isnan(vals)
+    return (
+        present,
+        np.add.reduceat(present.astype(np.int64), starts),
+        np.fmin.reduceat(vals, starts),
+        np.fmax.reduceat(vals, starts),
+        np.add.reduceat(np.where(present, vals, 0.0), starts),
+    )
 
 
 def _nullable(values: np.ndarray[Any, Any], keep: np.ndarray[Any, Any]) -> list[float | None]:
@@ -924,9 +935,10 @@ def _series_rows(conn: Connection, run_id: int, src: _Source, ids: list[int], lo
     q = (
         select(t.arm_id, t.step, src.raw)
         .where(t.run_id == run_id, t.step.between(lo, hi), t.arm_id.in_(ids), src.raw.is_not(None))
-        .order_by(t.arm_id, t.step)
+        .order_by(t.step, t.arm_id)  # the key's order: no sort in SQL; grouped by arm below
     )
     a = fetch_array(conn, q, 3)
+    a = a[np.argsort(a[:, 0], kind="stable")]  # by arm, each arm's rows still in step order
     arm_ids, steps, vals = a[:, 0], a[:, 1], a[:, 2]
     out = dict.fromkeys(ids, _EMPTY)
     for i in ids:

@@ -29,10 +29,6 @@ depends_on: str | Sequence[str] | None = None
 
 # Frozen copy of server.models.PART_ROLLUP_WIDTHS as of this revision.
 _WIDTHS = (256, 1024, 4096)
-_COLS = (
-    "run_id", "arm_id", "step", "probability", "score", "parts", "n_step", "n_total",
-    "mean_abs_adv", "mean_reward", "accuracy",
-)
 
 
 def _arm_steps_columns() -> list[sa.Column[object]]:
@@ -60,7 +56,7 @@ def _rekey_arm_steps(key: tuple[str, ...], clustered: bool) -> None:
             sa.PrimaryKeyConstraint(*key, name="pk_arm_steps"),
             sqlite_with_rowid=not clustered,
         )
-        cols = ", ".join(_COLS)
+        cols = ", ".join(c.name for c in _arm_steps_columns())
         op.execute(
             f"INSERT INTO arm_steps_rekeyed ({cols}) SELECT {cols} FROM arm_steps ORDER BY {', '.join(key)}"
         )
