@@ -3,11 +3,14 @@
 Importing it is cheap: numpy only. torch and redis are imported by the calls that need them.
 """
 
-from .agent import CurriculumAgent, StepStats
+from importlib import metadata as _metadata
+
+from .agent import CurriculumAgent
 from .errors import CommandError, ConfigError, ObservationError, SteerboardError
 from .overrides import Ack, Command
 from .schedulers import Scheduler, available_schedulers, make_scheduler, register_scheduler
 from .stats import StepObservations, grpo_advantages
+from .step_stats import StepStats
 
 __all__ = [
     "Ack",
@@ -25,4 +28,7 @@ __all__ = [
     "make_scheduler",
     "register_scheduler",
 ]
-__version__ = "0.1.0"
+try:  # the version is written once, in pyproject.toml
+    __version__ = _metadata.version("steerboard")
+except _metadata.PackageNotFoundError:  # a source tree on sys.path without an install
+    __version__ = "0+unknown"

@@ -16,10 +16,12 @@ import numpy as np
 
 from .distributed import DistContext
 from .errors import CommandError, ConfigError, ObservationError
-from .overrides import Ack, Command, Overrides, OverrideSnapshot, check_static
+from .overrides import Ack, Command, Overrides, check_static
+from .protocol import MAX_STEP, RunEndStatus, arm_name_problem, run_name_problem, run_start_message
 from .schedulers import Scheduler, make_scheduler
 from .state import check_arms, int_array, int_value, list_of, mapping, require
-from .stats import FloatArray, StepAccumulator, StepObservations, grpo_advantages, index_arms, to_numpy
+from .stats import FloatArray, ObservationBuffer, StepObservations, grpo_advantages, index_arms, to_numpy
+from .step_stats import StepStats
 
 if TYPE_CHECKING:
     from .sampler import ArmSampler
@@ -29,87 +31,6 @@ log = logging.getLogger("trainer_agent")
 
 # Version of the dict `CurriculumAgent.state_dict()` returns; `load_state_dict` refuses others.
 STATE_VERSION = 1
-# The wire protocol's step is a 32-bit integer (docs/wire.md; the server's SQL column).
-MAX_STEP = 2**31 - 1
-
-
-def _opt(x: float) -> float | None:
-    return None if math.isnan(x) else x
-
-
-class StepStats:
-    """What one step produced: per-arm statistics, the probabilities now in force, command answers.
-
-    Arrays are indexed like `arms`; the dict properties give arm -> value views. `probabilities`
-    are those in force at the end of the step (commands applied at this step included); the other
-    statistics describe the completions observed during the step (None for arms not observed).
-    """
-
-    __slots__ = ("acks", "arms", "expired", "metrics", "n_invalid", "obs", "overrides", "p", "parts",
-                 "score", "step", "ts")
-
-    def __init__(self, step: int, ts: float, arms: tuple[str, ...], p: FloatArray, score: FloatArray | None,
-                 parts: dict[str, FloatArray], obs: StepObservations, overrides: OverrideSnapshot,
-                 acks: list[Ack], metrics: dict[str, float], n_invalid: int, expired: list[str]) -> None:
-        self.step, self.ts, self.arms, self.p, self.score, self.parts = step, ts, arms, p, score, parts
-        self.obs, self.overrides, self.acks, self.metrics = obs, overrides, acks, metrics
-        self.n_invalid, self.expired = n_invalid, expired
-
-    def _as_dict(self, values: FloatArray) -> dict[str, float | None]:
-        return {a: _opt(float(v)) for a, v in zip(self.arms, values.tolist(), strict=True)}
-
-    @property
-    def probabilities(self) -> dict[str, float]:
-        return dict(zip(self.arms, self.p.tolist(), strict=True))
-
-    @property
-    def accuracy(self) -> dict[str, float | None]:
-        return self._as_dict(self.obs.accuracy)
-
-    @property
-    def mean_abs_adv(self) -> dict[str, float | None]:
-        return self._as_dict(self.obs.mean_abs_adv)
-
-    @property
-    def mean_reward(self) -> dict[str, float | None]:
-        return self._as_dict(self.obs.mean_reward)
-
-    @property
-    def n_step(self) -> dict[str, int]:
-        return dict(zip(self.arms, self.obs.n_step.tolist(), strict=True))
-
-    @property
-    def n_total(self) -> dict[str, int]:
-        return dict(zip(self.arms, self.obs.n_total.tolist(), strict=True))
-
-    def records(self) -> list[dict[str, Any]]:
-        """One wire-format record per arm (docs/wire.md, `step` message)."""
-        obs = self.obs
-        cols = {
-            "p": self.p.tolist(),
-            "score": [None] * len(self.arms) if self.score is None else self.score.tolist(),
-            "n_step": obs.n_step.tolist(),
-            "n_total": obs.n_total.tolist(),
-            "mean_abs_adv": obs.mean_abs_adv.tolist(),
-            "mean_reward": obs.mean_reward.tolist(),
-            "accuracy": obs.accuracy.tolist(),
-        }
-        parts = {k: v.tolist() for k, v in self.parts.items()}
-        out = []
-        for i, arm in enumerate(self.arms):
-            rec: dict[str, Any] = {"arm": arm}
-            for k, col in cols.items():
-                v = col[i]
-                rec[k] = None if isinstance(v, float) and not math.isfinite(v) else v
-            rec["parts"] = {k: v[i] for k, v in parts.items() if math.isfinite(v[i])}
-            rec.update(self.overrides.arm_state(i))
-            out.append(rec)
-        return out
-
-    def __repr__(self) -> str:
-        top = sorted(self.probabilities.items(), key=lambda kv: -kv[1])[:3]
-        shown = ", ".join(f"{a}={p:.3f}" for a, p in top)
-        return f"StepStats(step={self.step}, n={int(self.obs.n_step.sum())}, top=[{shown}])"
 
 
 class CurriculumAgent:
@@ -173,11 +94,9 @@ class CurriculumAgent:
         distributed: bool | None = None,
         start_step: int = 0,
     ) -> None:
-        if not isinstance(run, str) or not run.strip() or len(run) > 200:
-            raise ConfigError("run must be a non-empty name of at most 200 characters")
-        if any(c in run for c in "{}\x00"):
-            # Braces would break the Redis Cluster hash tag of the run's keys (docs/wire.md).
-            raise ConfigError(f"run name {run!r} may not contain '{{', '}}' or NUL")
+        problem = run_name_problem(run)
+        if problem is not None:
+            raise ConfigError(problem)
         if isinstance(arms, Mapping):
             names = [str(a) for a in arms]
             self.arm_metadata: dict[str, dict[str, Any]] = {str(a): dict(m or {}) for a, m in arms.items()}
@@ -191,6 +110,9 @@ class CurriculumAgent:
                               f"reports), got {start_step!r}")
         if not names:
             raise ConfigError("at least one arm is required")
+        for name in names:
+            if (problem := arm_name_problem(name)) is not None:
+                raise ConfigError(problem)
         if len(set(names)) != len(names):
             raise ConfigError("arm names must be unique")
         self.run = run
@@ -208,10 +130,10 @@ class CurriculumAgent:
         self.config = dict(config or {})
         self.step = int(start_step)
         self._rng = np.random.default_rng(self.seed)
-        self._acc = StepAccumulator(len(self.arms), float(threshold))
+        self._buffer = ObservationBuffer(len(self.arms), float(threshold))
         self._overrides = Overrides(self.arms)
         self._local_commands: collections.deque[Command] = collections.deque()
-        self._set_p(self.scheduler.probabilities(self._overrides.active))
+        self._set_p(self._overrides.resolve(self.scheduler.probabilities(self._overrides.active)))
         self._t0 = time.time()
         self._closed = False
         self._dist = DistContext.detect(distributed)
@@ -265,7 +187,7 @@ class CurriculumAgent:
             adv = grpo_advantages(r, g)
         else:
             raise ObservationError("give advantages, or group ids to compute GRPO advantages from")
-        self._acc.add(idx, r, adv)
+        self._buffer.add(idx, r, adv)
 
     def end_step(self, metrics: Mapping[str, Any] | None = None) -> StepStats:
         """Close the step: update the scheduler, apply pending commands, stream, return the stats.
@@ -275,8 +197,8 @@ class CurriculumAgent:
         """
         if self._dist is not None:
             return self._end_step_distributed(metrics)
-        obs = self._acc.reduce()
-        n_invalid, self._acc.n_invalid = self._acc.n_invalid, 0
+        obs = self._buffer.reduce()
+        n_invalid, self._buffer.n_invalid = self._buffer.n_invalid, 0
         stats = self._decide(obs, n_invalid, metrics)
         if self._transport is not None:
             self._transport.send_step(stats)
@@ -285,24 +207,24 @@ class CurriculumAgent:
 
     def _end_step_distributed(self, metrics: Mapping[str, Any] | None) -> StepStats:
         assert self._dist is not None
-        local = (*self._acc.take(), self._acc.n_invalid)
-        self._acc.n_invalid = 0
+        local = (*self._buffer.take(), self._buffer.n_invalid)
+        self._buffer.n_invalid = 0
         gathered = self._dist.gather_to_main(local)
         stats: StepStats | None = None
         if gathered is not None:  # rank 0 decides
             arms = np.concatenate([g[0] for g in gathered])
             rewards = np.concatenate([g[1] for g in gathered])
             abs_adv = np.concatenate([g[2] for g in gathered])
-            obs = self._acc.reduce_arrays(arms, rewards, abs_adv)
+            obs = self._buffer.reduce_arrays(arms, rewards, abs_adv)
             stats = self._decide(obs, sum(int(g[3]) for g in gathered), metrics)
             if self._transport is not None:
                 self._transport.send_step(stats)
         stats = self._dist.broadcast_from_main(stats)
         assert stats is not None
         if self.rank != 0:
-            self._acc.n_total[:] = stats.obs.n_total
-            self._p = stats.p
-            self._cdf = np.cumsum(self._p)
+            # Rank 0 applied the overrides: these are the probabilities in force, as they are.
+            self._buffer.n_total[:] = stats.obs.n_total
+            self._set_p(stats.p)
         # Rank 0 numbers the steps: every rank follows it, whatever start_step each was given.
         self.step = stats.step + 1
         return stats
@@ -314,8 +236,7 @@ class CurriculumAgent:
         self.scheduler.update(obs)
         expired = self._overrides.tick()
         acks = self._apply_commands()
-        q = self.scheduler.probabilities(self._overrides.active)
-        self._set_p(q)
+        self._set_p(self._overrides.resolve(self.scheduler.probabilities(self._overrides.active)))
         score = self.scheduler.scores()
         ov = self._overrides
         stats = StepStats(
@@ -377,9 +298,13 @@ class CurriculumAgent:
             self._transport.send_acks(acks)
         return acks
 
-    def _set_p(self, q: FloatArray) -> None:
-        self._p = self._overrides.resolve(q)
-        self._cdf = np.cumsum(self._p)
+    def _set_p(self, p: FloatArray) -> None:
+        """Put `p` (overrides already applied) in force for `sample()` and the sampler."""
+        self._p = p
+        self._cdf = np.cumsum(p)
+
+    def _probabilities_array(self) -> FloatArray:
+        return self._p
 
     # -- checkpoints ---------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -392,7 +317,7 @@ class CurriculumAgent:
         state of rank 0 (the rank that decides) and load it on every rank. Completions observed
         since the last `end_step()` are not part of it: save between steps.
         """
-        if self._acc.pending:
+        if self._buffer.pending:
             log.warning("state_dict() called between observe() and end_step(): the completions observed "
                         "since the last end_step are not saved")
         bitgen = self._rng.bit_generator.state
@@ -402,7 +327,7 @@ class CurriculumAgent:
             "step": self.step,
             "arms": list(self.arms),
             "scheduler": self.scheduler.state_dict(),
-            "n_total": self._acc.n_total.tolist(),
+            "n_total": self._buffer.n_total.tolist(),
             # 128-bit integers as strings: some JSON libraries stop at 64 bits.
             "rng": {
                 "bit_generator": bitgen["bit_generator"],
@@ -456,11 +381,11 @@ class CurriculumAgent:
         # Last of the checks; it changes the scheduler only when the whole state fits.
         self.scheduler.load_state_dict(sched_state)
         self.step = step
-        self._acc.n_total[:] = n_total
+        self._buffer.n_total[:] = n_total
         self._rng = rng
         self._overrides = overrides
         self._local_commands = collections.deque(pending)
-        self._set_p(self.scheduler.probabilities(self._overrides.active))
+        self._set_p(self._overrides.resolve(self.scheduler.probabilities(self._overrides.active)))
         if self._transport is not None:
             self._transport.note_step(step - 1)
 
@@ -488,19 +413,19 @@ class CurriculumAgent:
         """
         from .sampler import ArmSampler
 
-        return ArmSampler(self, dataset_arms, group_size, prompts_per_chunk=prompts_per_chunk,
+        return ArmSampler(self.arms, self._probabilities_array, dataset_arms, group_size,
+                          prompts_per_chunk=prompts_per_chunk,
                           num_samples=num_samples, seed=self.seed if seed is None else seed)
 
     # -- lifecycle -----------------------------------------------------------------------------
     def _run_start_message(self) -> dict[str, Any]:
-        return {
-            "type": "run_start", "project": self.project, "scheduler": self.scheduler.name,
-            "params": self.scheduler.params(), "config": self.config,
-            "arms": [{"name": a, "metadata": self.arm_metadata[a]} for a in self.arms],
-            "host": socket.gethostname(), "pid": os.getpid(),
-        }
+        return run_start_message(
+            project=self.project, scheduler=self.scheduler.name, params=self.scheduler.params(),
+            config=self.config, arms=[{"name": a, "metadata": self.arm_metadata[a]} for a in self.arms],
+            host=socket.gethostname(), pid=os.getpid(),
+        )
 
-    def close(self, status: str = "finished") -> None:
+    def close(self, status: RunEndStatus = "finished") -> None:
         """Send `run_end` and flush what is queued, waiting at most `close_timeout` seconds."""
         if self._closed:
             return

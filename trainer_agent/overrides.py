@@ -12,16 +12,15 @@ import math
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from .errors import CommandError, ConfigError
+from .protocol import COMMAND_KINDS, AckStatus
 from .state import bool_array, float_array, float_value, int_value, list_of, mapping, require
 from .stats import BoolArray, FloatArray
 
-Kind = Literal["pin", "boost", "retire", "restore", "release"]
-KINDS: tuple[str, ...] = ("pin", "boost", "retire", "restore", "release")
 # Σpins may exceed 1 by float noise when a user pins e.g. 0.1 + 0.2 + 0.7 (1 + 2e-16). The bound
 # stays far below the 1e-9 to which probabilities must sum to 1 (pins 1.0 and 1e-9 are rejected).
 PIN_SUM_TOL = 1e-12
@@ -70,24 +69,37 @@ class Ack:
     """The outcome of a command: applied at the end of `applied_step`, or rejected with a reason."""
 
     id: str
-    status: Literal["applied", "rejected"]
+    status: AckStatus
     applied_step: int | None
     message: str
 
 
 def check_static(cmd: Command, arms: Sequence[str]) -> None:
-    """Reject what no state could make valid: unknown kind or arm, p outside [0, 1], factor <= 0."""
-    if cmd.kind not in KINDS:
-        raise CommandError(f"unknown command kind {cmd.kind!r}; expected one of {', '.join(KINDS)}")
+    """Reject what no state could make valid (the server answers these with 422): an unknown kind or
+    arm, a missing or extra value, p outside [0, 1], a factor <= 0, `steps` on anything but a boost."""
+    if cmd.kind not in COMMAND_KINDS:
+        raise CommandError(f"unknown command kind {cmd.kind!r}; expected one of {', '.join(COMMAND_KINDS)}")
     if cmd.arm not in arms:
-        raise CommandError(f"unknown arm {cmd.arm!r}")
-    if cmd.kind == "pin" and (cmd.value is None or not math.isfinite(cmd.value) or not 0.0 <= cmd.value <= 1.0):
-        raise CommandError(f"pin probability must be in [0, 1], got {cmd.value!r}")
-    if cmd.kind == "boost":
-        if cmd.value is None or not math.isfinite(cmd.value) or cmd.value <= 0:
-            raise CommandError(f"boost factor must be a positive number, got {cmd.value!r}")
-        if cmd.steps is not None and cmd.steps < 1:
-            raise CommandError(f"boost steps must be >= 1 when given, got {cmd.steps!r}")
+        shown = ", ".join(arms[:20]) + (", ..." if len(arms) > 20 else "")
+        raise CommandError(f"this run has no arm {cmd.arm!r}; its arms are: {shown}")
+    value = cmd.value
+    if cmd.kind not in ("pin", "boost"):
+        if value is not None:
+            raise CommandError(f"{cmd.kind} takes no value (value is for pin and boost)")
+    elif value is None:
+        what = "a probability in [0, 1]" if cmd.kind == "pin" else "a factor > 0"
+        raise CommandError(f"{cmd.kind} needs a value: {what}")
+    elif not math.isfinite(value):
+        raise CommandError(f"{cmd.kind} value must be a finite number, got {value}")
+    elif cmd.kind == "pin" and not 0.0 <= value <= 1.0:
+        raise CommandError(f"pin probability must be in [0, 1], got {value:g}")
+    elif cmd.kind == "boost" and value <= 0:
+        raise CommandError(f"boost factor must be > 0 (use retire to exclude an arm), got {value:g}")
+    if cmd.steps is not None:
+        if cmd.kind != "boost":
+            raise CommandError(f"steps applies to boost only, not {cmd.kind}")
+        if cmd.steps < 1:
+            raise CommandError(f"steps must be at least 1, got {cmd.steps}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +130,19 @@ class Overrides:
         self.boost: FloatArray = np.ones(k)
         self.boost_left: list[int | None] = [None] * k
         self.answered: dict[str, Ack] = {}
+
+    def set_reported(self, arm: str, state: str, pin: float | None, boost: float | None) -> None:
+        """Set one arm's state as a step record reported it (`OverrideSnapshot.arm_state`).
+
+        The server rebuilds a run's overrides this way, then replays its pending commands and the
+        new one through `apply`, so it accepts exactly what the agent will. A boost's steps left are
+        not reported; they do not change what a command may do.
+        """
+        i = self.index[arm]
+        self.active[i] = state != "retired"
+        self.pin[i] = np.nan if pin is None else pin
+        self.boost[i] = 1.0 if boost is None else boost
+        self.boost_left[i] = None
 
     # -- state queries -------------------------------------------------------------------------
     @property
@@ -195,30 +220,39 @@ class Overrides:
         return ack
 
     def _apply(self, cmd: Command) -> str:
+        """Change the state for `cmd` (statically valid), or raise CommandError when the state forbids it.
+
+        A command that would change nothing (retire a retired arm, restore an active one, release an
+        arm with no pin or boost) is rejected: it says so at once, and leaves no marker on the charts.
+        """
         i = self.index[cmd.arm]
+        name = repr(cmd.arm)
         active, pinned = self.active, self.pinned
         if cmd.kind == "retire":
             if not active[i]:
-                return f"{cmd.arm} was already retired"
+                raise CommandError(f"arm {name} is already retired")
             rest = active.copy()
             rest[i] = False
             if not rest.any():
-                raise CommandError(f"cannot retire {cmd.arm}: it is the last active arm")
+                raise CommandError(f"cannot retire {name}: it is the last active arm of the run")
             self._check_feasible(rest, self.pin_without(i))
-            had = pinned[i] or self.boost_left[i] is not None or self.boost[i] != 1.0
+            had = pinned[i] or self._boosted(i)
             self.active[i] = False
             self._clear(i)
             return f"retired {cmd.arm}" + (" (its pin/boost cleared)" if had else "")
         if cmd.kind == "restore":
             if active[i]:
-                return f"{cmd.arm} was already active"
+                raise CommandError(f"arm {name} is not retired; there is nothing to restore")
             self.active[i] = True
             return f"restored {cmd.arm}"
         if cmd.kind == "release":
+            if not (pinned[i] or self._boosted(i)):
+                raise CommandError(f"arm {name} has no pin or boost; there is nothing to release")
             self._clear(i)
             return f"released {cmd.arm}"
+        verb = "pinning" if cmd.kind == "pin" else "boosting"
         if not active[i]:
-            raise CommandError(f"{cmd.arm} is retired; restore it before a {cmd.kind}")
+            raise CommandError(f"arm {name} is retired; restore it before {verb} it")
         if cmd.kind == "boost":
             assert cmd.value is not None
             self.boost[i] = cmd.value
@@ -228,16 +262,22 @@ class Overrides:
         # pin
         assert cmd.value is not None
         new_pin = self.pin_without(i)
-        new_pin[i] = cmd.value
-        total = float(np.nansum(np.where(active, new_pin, np.nan)))
+        others = {self.arms[j]: float(new_pin[j]) for j in np.flatnonzero(active & ~np.isnan(new_pin))}
+        total = sum(others.values()) + cmd.value
         if total > 1.0 + PIN_SUM_TOL:
-            raise CommandError(f"pins would sum to {total:.6g} > 1; lower or release another pin first")
+            listed = ", ".join(f"{a}={p:g}" for a, p in sorted(others.items()))
+            raise CommandError(f"pins would sum to {total:g} > 1 (other pins: {listed}); "
+                               "lower this pin or release another arm first")
+        new_pin[i] = cmd.value
         scaled = self._check_feasible(active, new_pin)
         self.pin[i] = cmd.value
         msg = f"pinned {cmd.arm} to {cmd.value:g}"
         if scaled:
             msg += f"; every active arm is pinned and pins sum to {total:.6g}, so they are scaled to sum to 1"
         return msg
+
+    def _boosted(self, i: int) -> bool:
+        return bool(self.boost[i] != 1.0) or self.boost_left[i] is not None
 
     def pin_without(self, i: int) -> FloatArray:
         p = self.pin.copy()

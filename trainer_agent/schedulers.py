@@ -60,7 +60,7 @@ def register_scheduler(name: str) -> Callable[[S], S]:
 
 _WARNED: set[type[Scheduler]] = set()
 # Bound of a saved accuracy EMA: 1, plus room for rounding in its updates.
-_ACC_MAX = 1.0 + 1e-9
+_ACCURACY_MAX = 1.0 + 1e-9
 
 
 def available_schedulers() -> list[str]:
@@ -447,9 +447,9 @@ class LearningProgress(Scheduler):
 
     def update(self, obs: StepObservations) -> None:
         seen = obs.seen
-        acc = obs.n_correct[seen] / obs.n_step[seen]
+        accuracy = obs.n_correct[seen] / obs.n_step[seen]
         b = self.beta
-        self.fast[seen] = b * acc + (1.0 - b) * self.fast[seen]
+        self.fast[seen] = b * accuracy + (1.0 - b) * self.fast[seen]
         self.slow[seen] = b * self.fast[seen] + (1.0 - b) * self.slow[seen]
 
     def scores(self) -> FloatArray:
@@ -472,8 +472,8 @@ class LearningProgress(Scheduler):
         super().load_state_dict(state)
         where, k = "learning_progress state", len(self.arms)
         # EMAs of accuracies that start at 0 stay in [0, 1] (give or take rounding).
-        fast = float_array(require(state, "fast", where), f"{where}: fast", k, low=0.0, high=_ACC_MAX)
-        slow = float_array(require(state, "slow", where), f"{where}: slow", k, low=0.0, high=_ACC_MAX)
+        fast = float_array(require(state, "fast", where), f"{where}: fast", k, low=0.0, high=_ACCURACY_MAX)
+        slow = float_array(require(state, "slow", where), f"{where}: slow", k, low=0.0, high=_ACCURACY_MAX)
         self.fast, self.slow = fast, slow
 
 
@@ -499,18 +499,19 @@ class Balanced(Scheduler):
         self.init = _unit("init", init, open_low=False)
 
     def _init_state(self, k: int) -> None:
-        self.acc = np.full(k, self.init, dtype=np.float64)
+        self.accuracy_ema = np.full(k, self.init, dtype=np.float64)
 
     def update(self, obs: StepObservations) -> None:
         seen = obs.seen
-        acc = obs.n_correct[seen] / obs.n_step[seen]
-        self.acc[seen] = self.ema * acc + (1.0 - self.ema) * self.acc[seen]
+        accuracy = obs.n_correct[seen] / obs.n_step[seen]
+        self.accuracy_ema[seen] = self.ema * accuracy + (1.0 - self.ema) * self.accuracy_ema[seen]
 
     def scores(self) -> FloatArray:
-        return self.acc * (1.0 - self.acc) + self.eps
+        return self.accuracy_ema * (1.0 - self.accuracy_ema) + self.eps
 
     def parts(self) -> dict[str, FloatArray]:
-        return {"acc_ema": self.acc.copy()}
+        # "acc_ema" is the part's stored name in existing runs; it stays.
+        return {"acc_ema": self.accuracy_ema.copy()}
 
     def probabilities(self, active: BoolArray | None = None) -> FloatArray:
         mask = self._mask(active)
@@ -522,10 +523,12 @@ class Balanced(Scheduler):
         return {"ema": self.ema, "eps": self.eps, "init": self.init}
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "acc": self.acc.tolist()}
+        return {**super().state_dict(), "accuracy_ema": self.accuracy_ema.tolist()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         super().load_state_dict(state)
-        # Outside [0, 1] (give or take rounding) the learnability acc·(1 - acc) would turn negative.
-        self.acc = float_array(require(state, "acc", "balanced state"), "balanced state: acc", len(self.arms),
-                               low=0.0, high=_ACC_MAX)
+        # Outside [0, 1] (give or take rounding) the learnability a·(1 - a) would turn negative.
+        # Checkpoints written before 0.2 call the EMA "acc".
+        key = "acc" if "acc" in state and "accuracy_ema" not in state else "accuracy_ema"
+        self.accuracy_ema = float_array(require(state, key, "balanced state"), f"balanced state: {key}",
+                                        len(self.arms), low=0.0, high=_ACCURACY_MAX)

@@ -111,8 +111,8 @@ class StepObservations:
         return self._mean(self.n_correct)
 
 
-class StepAccumulator:
-    """Collects the observe() calls of one step and reduces them to a `StepObservations`."""
+class ObservationBuffer:
+    """Holds the observe() calls of one step and reduces them to a `StepObservations`."""
 
     def __init__(self, n_arms: int, threshold: float) -> None:
         self.n_arms = n_arms

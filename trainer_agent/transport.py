@@ -23,20 +23,27 @@ import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from .overrides import Ack, Command
-
-if TYPE_CHECKING:
-    from .agent import StepStats
+from .protocol import (
+    Keys,
+    RunEndStatus,
+    command_ack_message,
+    encode,
+    envelope,
+    heartbeat_message,
+    run_end_message,
+    step_message,
+)
+from .step_stats import StepStats
 
 log = logging.getLogger("trainer_agent.transport")
 
-WIRE_VERSION = 1
 INGEST_MAXLEN = 1_000_000
 CONTROL_POLL_S = 0.05
 RECONNECT_S = 0.5
@@ -136,10 +143,10 @@ class Transport:
                  close_timeout: float = 5.0, queue_size: int = 10_000, last_step: int = -1) -> None:
         self.redis_url = redis_url
         self.run = run
-        self.prefix = key_prefix
-        self.ingest_key = f"{key_prefix}ingest"
-        self.control_key = f"{key_prefix}{{{run}}}:control"
-        self.applied_key = f"{key_prefix}{{{run}}}:control:applied"
+        keys = Keys(key_prefix)
+        self.ingest_key = keys.ingest
+        self.control_key = keys.control(run)
+        self.applied_key = keys.control_applied(run)
         self.spool = Spool(Path(spool_dir) if spool_dir is not None else default_spool_dir(run))
         self.heartbeat_s = heartbeat_s
         self.close_timeout = close_timeout
@@ -159,6 +166,7 @@ class Transport:
         self._last_applied: str | None = None
         self._last_step = last_step
         self._next_heartbeat = 0.0
+        self._retry_at = 0.0  # while disconnected: when to try Redis again
         self._closed = False
 
     # -- called from the training thread (never blocks on the network) ---------------------------
@@ -173,8 +181,7 @@ class Transport:
 
     def send_acks(self, acks: list[Ack]) -> None:
         for a in acks:
-            self._put("msg", {"type": "command_ack", "id": a.id, "status": a.status,
-                              "applied_step": a.applied_step, "message": a.message})
+            self._put("ack", a)
 
     def note_step(self, last_step: int) -> None:
         """The run's last completed step changed outside `send_step` (the agent loaded a state)."""
@@ -195,12 +202,12 @@ class Transport:
                 log.error("steerboard queue full: %d messages dropped so far (is the transport stuck?)",
                           self.dropped)
 
-    def close(self, status: str, step: int) -> None:
+    def close(self, status: RunEndStatus, step: int) -> None:
         """Queue `run_end`, then wait up to `close_timeout` s for everything to be sent or spooled."""
         if self._closed:
             return
         self._closed = True
-        self._put("msg", {"type": "run_end", "status": status, "step": step})
+        self._put("msg", run_end_message(status, step))
         self._stop.set()
         self._thread.join(self.close_timeout)
         if self._thread.is_alive():
@@ -216,11 +223,12 @@ class Transport:
                 try:
                     batch = self._drain(timeout=CONTROL_POLL_S)
                     payloads = [self._encode(kind, item) for kind, item in batch]
+                    acked = [item.id for kind, item in batch if kind == "ack"]
                     now = time.monotonic()
                     if now >= self._next_heartbeat and not self._stop.is_set():
-                        payloads.append(self._encode("msg", {"type": "heartbeat", "step": self._last_step}))
+                        payloads.append(self._encode("msg", heartbeat_message(self._last_step)))
                         self._next_heartbeat = now + self.heartbeat_s
-                    self._ship(payloads)
+                    self._ship(payloads, acked)
                     self._poll_control()
                 except Exception:  # never die: say why, keep what was in hand, go on
                     log.exception("steerboard transport error; keeping %d messages in the spool", len(payloads))
@@ -247,18 +255,20 @@ class Transport:
         return items
 
     def _encode(self, kind: str, item: Any) -> str:
+        """One queued item as a wire document: a step, an ack, or a message dict already built."""
         self._seq += 1
+        ts = time.time()
         if kind == "step":
             stats: StepStats = item
             self._last_step = stats.step
-            msg: dict[str, Any] = {"type": "step", "step": stats.step, "metrics": stats.metrics,
-                                   "dropped": self.dropped, "arms": stats.records()}
+            msg = step_message(stats.step, stats.metrics, self.dropped, stats.records())
             ts = stats.ts
+        elif kind == "ack":
+            ack: Ack = item
+            msg = command_ack_message(ack.id, ack.status, ack.applied_step, ack.message)
         else:
-            msg = dict(item)
-            ts = time.time()
-        msg.update(v=WIRE_VERSION, run=self.run, seq=self._seq, ts=ts)
-        return json.dumps(msg, separators=(",", ":"), allow_nan=False)
+            msg = item
+        return encode(envelope(msg, self.run, self._seq, ts))
 
     def _redis(self) -> redis.Redis | None:
         if self._client is not None:
@@ -275,8 +285,9 @@ class Transport:
         self.connected = False
         self._retry_at = time.monotonic() + RECONNECT_S
 
-    def _ship(self, payloads: list[str]) -> None:
-        if not self.connected and time.monotonic() < getattr(self, "_retry_at", 0.0):
+    def _ship(self, payloads: list[str], acked: list[str]) -> None:
+        """XADD `payloads` (after any spooled backlog), or spool them; `acked`: the command ids they ack."""
+        if not self.connected and time.monotonic() < self._retry_at:
             self._keep(payloads)
             return
         client = self._redis()
@@ -304,7 +315,7 @@ class Transport:
                 log.info("steerboard: replayed %d spooled messages", replayed)
             if payloads:
                 self._xadd(client, payloads)
-            self._mark_applied(client, payloads)
+            self._mark_applied(client, acked)
         except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
             self._fault(e)
             self._keep(payloads)
@@ -326,14 +337,13 @@ class Transport:
             log.error("steerboard: cannot spool %d messages (%s); %d dropped so far",
                       len(payloads), e, self.dropped)
 
-    def _mark_applied(self, client: redis.Redis, payloads: list[str]) -> None:
+    def _mark_applied(self, client: redis.Redis, acked: list[str]) -> None:
         """Remember the control-stream id of the last acknowledged command, in Redis."""
         last = None
-        for p in payloads:
-            if '"command_ack"' in p:
-                sid = self._stream_ids.pop(json.loads(p)["id"], None)
-                if sid is not None:
-                    last = sid
+        for command_id in acked:
+            sid = self._stream_ids.pop(command_id, None)
+            if sid is not None:
+                last = sid
         if last is not None:
             client.set(self.applied_key, last)
             self._last_applied = last
@@ -380,6 +390,7 @@ def _redact(url: str) -> str:
 _live: weakref.WeakSet[Transport] = weakref.WeakSet()
 _uncaught: list[type[BaseException]] = []
 _prev_excepthook = sys.excepthook
+_exit_hooks_installed = False
 
 
 def _excepthook(tp: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
@@ -389,10 +400,10 @@ def _excepthook(tp: type[BaseException], value: BaseException, tb: TracebackType
 
 def _install_exit_hooks() -> None:
     """Once per process: remember uncaught exceptions and close open transports at exit."""
-    if getattr(_install_exit_hooks, "done", False):
+    global _exit_hooks_installed, _prev_excepthook
+    if _exit_hooks_installed:
         return
-    _install_exit_hooks.done = True  # type: ignore[attr-defined]
-    global _prev_excepthook
+    _exit_hooks_installed = True
     _prev_excepthook = sys.excepthook
     sys.excepthook = _excepthook
     atexit.register(_flush_at_exit)
@@ -400,7 +411,7 @@ def _install_exit_hooks() -> None:
 
 def _flush_at_exit() -> None:
     """Close transports nobody closed (run_end says how the process ended), within their timeout."""
-    status = "finished"
+    status: RunEndStatus = "finished"
     if _uncaught:
         status = "interrupted" if issubclass(_uncaught[-1], KeyboardInterrupt) else "failed"
     for t in list(_live):

@@ -321,7 +321,7 @@ def _corrupt(state: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
         ("overrides.boost", [1.0, 0.0, 1.0, 1.0, 1.0], "boost factors must be positive"),
         ("overrides.boost_left", [None, 0, None, None, None], "boost_left of 'b'"),
         ("overrides.answered", [{"id": 3}], "malformed answer"),
-        ("pending_commands", [{"kind": "pin", "arm": "zz", "id": "x", "value": 0.5}], "unknown arm 'zz'"),
+        ("pending_commands", [{"kind": "pin", "arm": "zz", "id": "x", "value": 0.5}], "has no arm 'zz'; its arms are: "),
     ],
 )
 def test_malformed_state_is_a_config_error_and_changes_nothing(path, value, message):
@@ -338,10 +338,19 @@ def test_malformed_state_is_a_config_error_and_changes_nothing(path, value, mess
 
 @pytest.mark.parametrize("scheduler", ["sec", "learning_progress", "balanced"])
 def test_scheduler_statistics_out_of_range_are_config_errors(scheduler):
-    key = {"sec": "q", "learning_progress": "fast", "balanced": "acc"}[scheduler]
+    key = {"sec": "q", "learning_progress": "fast", "balanced": "accuracy_ema"}[scheduler]
     bad = [1.0, float("inf"), 0.0, 0.0, 0.0] if scheduler == "sec" else [0.2, 1.5, 0.0, 0.0, 0.0]
     with pytest.raises(ConfigError, match=f"{scheduler} state: {key}"):
         make(scheduler).load_state_dict(_corrupt(saved(scheduler), f"scheduler.{key}", bad))
+
+
+def test_balanced_checkpoint_of_an_earlier_release_loads():
+    # Before 0.2 the balanced scheduler saved its accuracy EMA as "acc".
+    state = saved("balanced")
+    state["scheduler"]["acc"] = state["scheduler"].pop("accuracy_ema")
+    again = make("balanced")
+    again.load_state_dict(state)
+    assert again.scheduler.accuracy_ema.tolist() == state["scheduler"]["acc"]
 
 
 def test_not_a_state_is_a_config_error():

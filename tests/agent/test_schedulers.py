@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 
 from trainer_agent import ConfigError, CurriculumAgent, Scheduler, available_schedulers, make_scheduler
-from trainer_agent.stats import StepAccumulator
+from trainer_agent.stats import ObservationBuffer
 
 TOL = 1e-12
 
 
 def obs_of(arms: list[str], names: list[str], rewards: list[float], advantages: list[float]):
-    acc = StepAccumulator(len(names), threshold=0.5)
+    acc = ObservationBuffer(len(names), threshold=0.5)
     idx = np.array([names.index(a) for a in arms], dtype=np.int64)
     acc.add(idx, np.array(rewards, dtype=float), np.array(advantages, dtype=float))
     return acc, acc.reduce()

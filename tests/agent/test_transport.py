@@ -89,7 +89,7 @@ def test_rejected_command_is_acked_with_reason(key_prefix, tmp_path):
         agent.end_step()
     acks = {m["id"]: m for m in messages(r, key_prefix) if m["type"] == "command_ack"}
     assert acks[cid]["status"] == "rejected" and "last active arm" in acks[cid]["message"]
-    assert acks[bad]["status"] == "rejected" and "unknown arm 'zzz'" in acks[bad]["message"]
+    assert acks[bad]["status"] == "rejected" and "this run has no arm 'zzz'; its arms are: a" in acks[bad]["message"]
     assert acks[cid]["applied_step"] is None
     r.close()
 

@@ -65,9 +65,9 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl.trainer.grpo_config import GRPOConfig
 from trl.trainer.grpo_trainer import GRPOTrainer
 
-from ..agent import CurriculumAgent, StepStats
+from ..agent import CurriculumAgent
 from ..errors import ConfigError
-from ..sampler import ArmSampler
+from ..step_stats import StepStats
 from ._columns import dataset_arms
 
 __all__ = ["AGENT_STATE_NAME", "CurriculumGRPOTrainer", "CurriculumRepeatSampler"]
@@ -110,8 +110,8 @@ class CurriculumRepeatSampler(Sampler[int]):
         if self.num_chunks == 0:
             raise ConfigError(f"the dataset has {len(dataset_arms)} rows, fewer than one generation batch "
                               f"of {self.batch_size} prompts")
-        self._prompts = ArmSampler(agent, dataset_arms, group_size=1, prompts_per_chunk=self.batch_size,
-                                   num_samples=self.num_chunks * self.batch_size, seed=seed)
+        self._prompts = agent.sampler(dataset_arms, group_size=1, prompts_per_chunk=self.batch_size,
+                                      num_samples=self.num_chunks * self.batch_size, seed=seed)
         self.chunks_drawn = 0
         """Chunks drawn since construction (all epochs): tells when a draw happened relative to a step."""
         self.draw_time_s = 0.0
@@ -265,8 +265,8 @@ class CurriculumGRPOTrainer(GRPOTrainer):
             args = cast(GRPOConfig, self.args)
             seed = args.seed if self.sampler_seed is None else self.sampler_seed
             # A stream of its own (seed offset), identical on every process.
-            draws = ArmSampler(self.curriculum_agent, self._train_arms, group_size=1,
-                               num_samples=2**62, seed=seed + 7919)
+            draws = self.curriculum_agent.sampler(self._train_arms, group_size=1,
+                                                  num_samples=2**62, seed=seed + 7919)
             # The agent's step is 0 in a new run and the checkpoint's on resume, the same on every
             # process: a resumed job draws a stream of its own rather than the run's first prompts.
             draws.set_epoch(self.curriculum_agent.step)

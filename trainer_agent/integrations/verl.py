@@ -45,9 +45,9 @@ from torch.utils.data import Sampler
 from verl import DataProto
 from verl.utils.dataset.rl_dataset import RLHFDataset
 
-from ..agent import CurriculumAgent, StepStats
+from ..agent import CurriculumAgent
 from ..errors import ConfigError
-from ..sampler import ArmSampler
+from ..step_stats import StepStats
 from ._columns import dataset_arms
 
 try:
@@ -184,7 +184,7 @@ class CurriculumSampler(AbstractCurriculumSampler):
         arms = dataset_arms(frame, self.arm_key)
         self.agent = agent_from_config(data_config, arms)
         self.last_stats: StepStats | None = None
-        self._sampler = ArmSampler(self.agent, arms, group_size=1, seed=self.agent.seed)
+        self._sampler = self.agent.sampler(arms, group_size=1)
 
     def __iter__(self) -> Iterator[int]:
         return iter(self._sampler)
@@ -242,7 +242,7 @@ class CurriculumRLHFDataset(RLHFDataset):
         arms = dataset_arms(self.dataframe, self.arm_key)
         self.agent = agent_from_config(config, arms)
         # An endless stream: verl's epochs stay as long as the dataset, the curriculum just picks.
-        self._draws = iter(ArmSampler(self.agent, arms, group_size=1, num_samples=2**62, seed=self.agent.seed))
+        self._draws = iter(self.agent.sampler(arms, group_size=1, num_samples=2**62))
 
     def __getitem__(self, item: int) -> dict[str, Any]:
         if self._draws is not None:
