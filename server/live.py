@@ -32,10 +32,6 @@ class Subscription:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-def _glob_escape(s: str) -> str:
-    return "".join("\\" + c if c in "*?[]\\" else c for c in s)
-
-
 class LiveHub:
     """Pattern-subscribes once to every run's live channel and dispatches messages by run."""
 
@@ -44,8 +40,7 @@ class LiveHub:
         self._subs: dict[str, set[Subscription]] = {}
         self._task: asyncio.Task[None] | None = None
         self._client: aioredis.Redis | None = None
-        self._prefix = f"{settings.key_prefix}{{"
-        self._pattern = _glob_escape(settings.key_prefix) + "{*}:live"
+        self._keys = settings.keys
         self.connected = asyncio.Event()
 
     async def start(self) -> None:
@@ -72,12 +67,6 @@ class LiveHub:
             if not subs:
                 del self._subs[sub.run]
 
-    def _run_of(self, channel: bytes) -> str | None:
-        name = channel.decode(errors="replace")
-        if name.startswith(self._prefix) and name.endswith("}:live"):
-            return name[len(self._prefix) : -len("}:live")]
-        return None
-
     def _dispatch(self, run: str, data: bytes) -> None:
         for sub in self._subs.get(run, ()):
             try:
@@ -97,14 +86,14 @@ class LiveHub:
         while True:
             pubsub = self._client.pubsub()
             try:
-                await pubsub.psubscribe(self._pattern)
+                await pubsub.psubscribe(self._keys.live_pattern)
                 # Anything published while we were not subscribed is only in SQL now.
                 self._mark_all_lagged()
                 self.connected.set()
                 async for msg in pubsub.listen():
                     if msg.get("type") != "pmessage":
                         continue
-                    run = self._run_of(msg["channel"])
+                    run = self._keys.run_of_live(msg["channel"].decode(errors="replace"))
                     if run is not None:
                         self._dispatch(run, msg["data"])
             except asyncio.CancelledError:

@@ -7,6 +7,8 @@ from functools import lru_cache
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from trainer_agent.protocol import Keys
+
 # Values people paste from examples; a token like these protects nothing.
 _PLACEHOLDER_TOKENS = frozenset({"", "changeme", "change-me", "secret", "token", "password", "xxx"})
 # Session-signing keys copied from examples and framework docs.
@@ -91,22 +93,9 @@ class Settings(BaseSettings):
         return v
 
     @property
-    def ingest_key(self) -> str:
-        return f"{self.key_prefix}ingest"
-
-    @property
-    def dead_key(self) -> str:
-        return f"{self.key_prefix}ingest:dead"
-
-    @property
-    def dead_count_key(self) -> str:
-        return f"{self.key_prefix}ingest:dead:count"
-
-    def control_key(self, run: str) -> str:
-        return f"{self.key_prefix}{{{run}}}:control"
-
-    def live_channel(self, run: str) -> str:
-        return f"{self.key_prefix}{{{run}}}:live"
+    def keys(self) -> Keys:
+        """The Redis key layout under `key_prefix` (trainer_agent.protocol owns it)."""
+        return Keys(self.key_prefix)
 
 
 @lru_cache(maxsize=1)

@@ -1,23 +1,43 @@
-"""Pydantic models of wire protocol v1 (docs/wire.md): ingest messages and control commands."""
+"""Pydantic models of wire protocol v1 (docs/wire.md): ingest messages and control commands.
+
+The rules themselves (version, message types, command kinds, name rules, the per-arm record's
+fields) live in `trainer_agent.protocol`, which the agent encodes with; this module only turns them
+into validators, so both sides accept and refuse the same documents.
+"""
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal, NotRequired
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 from typing_extensions import TypedDict
 
-WIRE_VERSION = 1
-CommandKind = Literal["pin", "boost", "retire", "restore", "release"]
-COMMAND_KINDS: tuple[str, ...] = ("pin", "boost", "retire", "restore", "release")
+from trainer_agent.protocol import (
+    MAX_STEP,
+    AckStatus,
+    ArmState,
+    RunEndStatus,
+    arm_name_problem,
+    run_name_problem,
+)
 
-# No NUL: PostgreSQL text cannot hold it (SQLite can), and a name should read the same in both.
-RunName = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^\x00]+$")]
+
+def _rule(problem_of: Any) -> AfterValidator:
+    def check(name: str) -> str:
+        problem = problem_of(name)
+        if problem is not None:
+            raise ValueError(problem)
+        return name
+
+    return AfterValidator(check)
+
+
+RunName = Annotated[str, _rule(run_name_problem)]
+ArmName = Annotated[str, _rule(arm_name_problem)]
 # Integers are bounded by the SQL columns they land in (a 32-bit INTEGER, a 64-bit BIGINT).
 Int32 = Annotated[int, Field(ge=0, le=2**31 - 1)]
 Int64 = Annotated[int, Field(ge=0, le=2**63 - 1)]
-StepNo = Annotated[int, Field(ge=-1, le=2**31 - 1)]
-ArmName = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^\x00]+$")]
+StepNo = Annotated[int, Field(ge=-1, le=MAX_STEP)]
 
 
 class _Msg(BaseModel):
@@ -62,14 +82,14 @@ class ArmRecord(TypedDict):
     mean_abs_adv: NotRequired[float | None]
     mean_reward: NotRequired[float | None]
     accuracy: NotRequired[float | None]
-    state: NotRequired[Literal["active", "retired"]]
+    state: NotRequired[ArmState]
     pin: NotRequired[float | None]
     boost: NotRequired[float | None]
 
 
 class Step(_Msg):
     type: Literal["step"]
-    step: int = Field(ge=0, le=2**31 - 1)
+    step: int = Field(ge=0, le=MAX_STEP)
     metrics: dict[str, float] = Field(default_factory=dict)
     dropped: Int64 = 0
     arms: list[ArmRecord]
@@ -87,7 +107,7 @@ class Step(_Msg):
 class CommandAck(_Msg):
     type: Literal["command_ack"]
     id: str = Field(min_length=1, max_length=36)
-    status: Literal["applied", "rejected"]
+    status: AckStatus
     applied_step: Int32 | None = None
     message: str = ""
 
@@ -99,25 +119,9 @@ class Heartbeat(_Msg):
 
 class RunEnd(_Msg):
     type: Literal["run_end"]
-    status: Literal["finished", "failed", "interrupted"]
+    status: RunEndStatus
     step: StepNo
 
 
 IngestMessage = Annotated[RunStart | Step | CommandAck | Heartbeat | RunEnd, Field(discriminator="type")]
 INGEST_ADAPTER: TypeAdapter[RunStart | Step | CommandAck | Heartbeat | RunEnd] = TypeAdapter(IngestMessage)
-
-
-class ControlCommand(BaseModel):
-    """A command on `{prefix}{run}:control`, field `m`."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    v: Literal[1] = 1
-    id: str
-    kind: CommandKind
-    arm: ArmName
-    value: float | None = None
-    steps: int | None = None
-    actor: str
-    reason: str = ""
-    ts: float

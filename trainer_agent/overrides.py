@@ -222,8 +222,10 @@ class Overrides:
     def _apply(self, cmd: Command) -> str:
         """Change the state for `cmd` (statically valid), or raise CommandError when the state forbids it.
 
-        A command that would change nothing (retire a retired arm, restore an active one, release an
-        arm with no pin or boost) is rejected: it says so at once, and leaves no marker on the charts.
+        Retiring a retired arm and restoring an active one are rejected: they would change nothing,
+        and a rejection says so at once instead of leaving a marker on the charts for a non-event.
+        Release is always applied: a boost may expire at the very step boundary where a release
+        arrives (the server cannot know), so "nothing to release" is not worth refusing.
         """
         i = self.index[cmd.arm]
         name = repr(cmd.arm)
@@ -247,7 +249,7 @@ class Overrides:
             return f"restored {cmd.arm}"
         if cmd.kind == "release":
             if not (pinned[i] or self._boosted(i)):
-                raise CommandError(f"arm {name} has no pin or boost; there is nothing to release")
+                return f"{cmd.arm} had no pin or boost; nothing to release"
             self._clear(i)
             return f"released {cmd.arm}"
         verb = "pinning" if cmd.kind == "pin" else "boosting"

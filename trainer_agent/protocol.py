@@ -13,6 +13,7 @@ Pure: no network, no numpy, no pydantic. The transport encodes with it, the serv
 
 from __future__ import annotations
 
+import functools
 import json
 import unicodedata
 from collections.abc import Mapping
@@ -49,6 +50,12 @@ MAX_STEP: Final = 2**31 - 1
 def _name_problem(name: object, what: str) -> str | None:
     if not isinstance(name, str):
         return f"{what} name must be a string, got {type(name).__name__}"
+    return _str_name_problem(name, what)
+
+
+# Names repeat (every step names every arm): the checks are cached, so checking a record is a lookup.
+@functools.lru_cache(maxsize=8192)
+def _str_name_problem(name: str, what: str) -> str | None:
     if not name.strip():
         return f"{what} name must not be empty or blank"
     if len(name) > NAME_MAX_CHARS:
@@ -58,6 +65,8 @@ def _name_problem(name: object, what: str) -> str | None:
     bad = next((c for c in name if unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Cn")), None)
     if bad is not None:
         return f"{what} name {name!r} contains the control or unassigned character U+{ord(bad):04X}"
+    if what == "run" and ("{" in name or "}" in name):
+        return f"run name {name!r} may not contain '{{' or '}}' (it is the Redis hash tag of the run's keys)"
     return None
 
 
@@ -67,10 +76,7 @@ def run_name_problem(name: object) -> str | None:
     1 to 200 characters, not blank, no control characters, no `{` or `}` (a run name is the Redis
     Cluster hash tag of the run's keys: a brace would cut the tag short).
     """
-    problem = _name_problem(name, "run")
-    if problem is None and isinstance(name, str) and ("{" in name or "}" in name):
-        problem = f"run name {name!r} may not contain '{{' or '}}' (it is the Redis hash tag of the run's keys)"
-    return problem
+    return _name_problem(name, "run")
 
 
 def arm_name_problem(name: object) -> str | None:

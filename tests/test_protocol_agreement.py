@@ -1,0 +1,205 @@
+"""The agent and the server agree: on names (one table, both sides) and on commands (a property test).
+
+The server decides a command by replaying the run's reported overrides and its pending commands onto
+the agent's own `Overrides` (server.steering.decide). Here a real agent runs beside that decision:
+every command posted is also delivered to the agent, in order, and the server's answer (202 vs
+409/422) must be the agent's (applied vs rejected) whatever the sequence.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from server.errors import CommandConflict, InvalidCommand
+from server.schemas import CommandIn
+from server.steering import decide
+from server.store.commands import ArmView, PendingCommand, SteeringView
+from server.wire import INGEST_ADAPTER
+from trainer_agent import CurriculumAgent
+from trainer_agent.errors import ConfigError
+from trainer_agent.overrides import Command
+from trainer_agent.protocol import NAME_MAX_CHARS, arm_name_problem, run_name_problem
+
+# (name, valid as a run name, valid as an arm name)
+NAMES: list[tuple[str, bool, bool]] = [
+    ("kk-dump-0", True, True),
+    ("qwen2.5-7b/kk-dump seed=3", True, True),  # slashes, spaces, '=' are fine
+    ("ünïcødé-名前-🚀", True, True),
+    ("x" * NAME_MAX_CHARS, True, True),
+    ("x" * (NAME_MAX_CHARS + 1), False, False),
+    ("", False, False),
+    ("   ", False, False),
+    ("a{b", False, True),  # braces would cut a run's Redis hash tag short; an arm is no key
+    ("a}b", False, True),
+    ("{run}", False, True),
+    ("nul\x00byte", False, False),
+    ("new\nline", False, False),
+    ("tab\there", False, False),
+    ("esc\x1b[31m", False, False),
+    ("zero\u200bwidth", False, False),
+    ("del\x7f", False, False),
+]
+
+
+def _server_accepts_run(name: str) -> bool:
+    try:
+        INGEST_ADAPTER.validate_python({"v": 1, "type": "heartbeat", "run": name, "seq": 1, "ts": 0.0, "step": 0})
+    except ValidationError:
+        return False
+    return True
+
+
+def _server_accepts_arm(name: str) -> bool:
+    record = {"arm": name, "p": 1.0, "n_step": 0, "n_total": 0}
+    try:
+        INGEST_ADAPTER.validate_python(
+            {"v": 1, "type": "step", "run": "r", "seq": 1, "ts": 0.0, "step": 0, "arms": [record]}
+        )
+    except ValidationError:
+        return False
+    return True
+
+
+def _agent_accepts(run: str, arms: list[str]) -> bool:
+    try:
+        CurriculumAgent(run, arms, redis_url=None).close()
+    except ConfigError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(("name", "run_ok", "arm_ok"), NAMES, ids=[repr(n[0])[:30] for n in NAMES])
+def test_names_are_accepted_or_refused_alike_on_both_sides(name: str, run_ok: bool, arm_ok: bool) -> None:
+    assert (run_name_problem(name) is None) is run_ok
+    assert (arm_name_problem(name) is None) is arm_ok
+    assert _agent_accepts(name, ["a"]) is run_ok
+    assert _server_accepts_run(name) is run_ok
+    assert _agent_accepts("r", [name]) is arm_ok
+    assert _server_accepts_arm(name) is arm_ok
+
+
+ARMS = ["a", "b", "c"]
+KINDS = ["pin", "boost", "retire", "restore", "release"]
+INVALID_VALUES = [1.5, -1.0, math.inf, math.nan]
+# Mostly well-formed commands (so that sequences reach interesting states), now and then a malformed one.
+VALUES = {
+    "pin": st.sampled_from([0.0, 0.2, 0.5, 0.5, 1.0]) | st.sampled_from([None, *INVALID_VALUES]),
+    "boost": st.sampled_from([0.5, 2.0, 3.0]) | st.sampled_from([None, 0.0, *INVALID_VALUES]),
+}
+STEPS = {"boost": st.sampled_from([None, 1, 3]) | st.just(0)}
+
+
+@st.composite
+def post(draw: st.DrawFn) -> tuple[Any, ...]:
+    kind = draw(st.sampled_from(KINDS))
+    arm = draw(st.sampled_from(ARMS) | st.just("zz"))
+    value = draw(VALUES.get(kind, st.none() | st.just(0.5)))
+    steps = draw(STEPS.get(kind, st.none() | st.just(2)))
+    return ("post", kind, arm, value, steps)
+
+
+actions = st.lists(st.one_of(post(), post(), st.just(("step",))), min_size=1, max_size=40)
+
+
+class Server:
+    """What the server knows of a run: the overrides the agent last reported, and pending commands."""
+
+    def __init__(self) -> None:
+        self.arms = [ArmView(a, "active", None, None) for a in ARMS]
+        self.pending: list[PendingCommand] = []
+        self.n = 0
+
+    def post(self, kind: str, arm: str, value: float | None, steps: int | None) -> tuple[int, str]:
+        self.n += 1
+        cid = f"c{self.n}"
+        try:
+            cmd = CommandIn(kind=kind, arm=arm, value=value, steps=steps)  # type: ignore[arg-type]
+            decide(SteeringView(1, "prop", "running", self.arms, self.pending), cmd)
+        except ValidationError:
+            return 422, cid
+        except InvalidCommand:
+            return 422, cid
+        except CommandConflict:
+            return 409, cid
+        self.pending.append(PendingCommand(cid, kind, arm, value, steps))
+        return 202, cid
+
+    def reported(self, records: list[dict[str, Any]]) -> None:
+        self.arms = [ArmView(r["arm"], r["state"], r["pin"], r["boost"]) for r in records]
+        self.pending = []
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(actions)
+def test_server_answers_what_the_agent_does(seq: list[tuple[Any, ...]]) -> None:
+    server = Server()
+    agent = CurriculumAgent("prop", ARMS, scheduler="dump", redis_url=None)
+    answers: dict[str, int] = {}
+    what: dict[str, tuple[Any, ...]] = {}
+
+    def step() -> None:
+        stats = agent.end_step()
+        for ack in stats.acks:
+            expected = "applied" if answers[ack.id] == 202 else "rejected"
+            assert ack.status == expected, (what[ack.id], answers[ack.id], ack.message, seq)
+        assert len(stats.acks) == len(answers)
+        answers.clear()
+        server.reported(stats.records())
+        # The invariants the rules exist for.
+        p = stats.p
+        assert abs(float(p.sum()) - 1.0) < 1e-9 and (p >= 0).all()
+
+    for action in seq:
+        if action[0] == "step":
+            step()
+            continue
+        _, kind, arm, value, steps = action
+        status, cid = server.post(kind, arm, value, steps)
+        answers[cid], what[cid] = status, action
+        # The transport delivers what the server sent; here every command is delivered, accepted or
+        # not, so a command the server refused must be one the agent refuses too.
+        agent._local_commands.append(Command(kind, arm, value, steps, id=cid))
+    step()
+    agent.close()
+
+
+def test_every_active_arm_pinned_to_zero_is_refused_on_both_sides() -> None:
+    server = Server()
+    assert server.post("pin", "a", 0.0, None)[0] == 202
+    assert server.post("pin", "b", 0.0, None)[0] == 202
+    status, _ = server.post("pin", "c", 0.0, None)
+    assert status == 409
+    agent = CurriculumAgent("zero", ARMS, redis_url=None)
+    for arm in ARMS:
+        agent.pin(arm, 0.0)
+    acks = agent.end_step().acks
+    assert [a.status for a in acks] == ["applied", "applied", "rejected"]
+    assert "every active arm would be pinned to 0" in acks[2].message
+    # Retiring the one arm left unpinned-at-0 is refused alike.
+    server = Server()
+    server.post("pin", "a", 0.0, None)
+    server.post("pin", "b", 0.0, None)
+    assert server.post("retire", "c", None, None)[0] == 409
+
+
+def test_no_op_commands_get_one_answer_everywhere() -> None:
+    server = Server()
+    agent = CurriculumAgent("noop", ARMS, redis_url=None)
+    assert server.post("restore", "a", None, None)[0] == 409
+    agent.restore("a")
+    assert server.post("retire", "a", None, None)[0] == 202
+    agent.retire("a")
+    assert server.post("retire", "a", None, None)[0] == 409  # pending retire counts
+    agent.retire("a")
+    acks = agent.end_step().acks
+    assert [(a.status, a.message) for a in acks] == [
+        ("rejected", "arm 'a' is not retired; there is nothing to restore"),
+        ("applied", "retired a"),
+        ("rejected", "arm 'a' is already retired"),
+    ]
