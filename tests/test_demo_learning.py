@@ -42,8 +42,8 @@ class RecordingAgent:
     def probabilities(self) -> dict[str, float]:
         return self.agent.probabilities()
 
-    def close(self) -> None:
-        self.agent.close()
+    def close(self, status: Any = None) -> None:
+        self.agent.close(status)
 
 
 def test_group_advantages_follow_the_design_rule() -> None:

@@ -18,6 +18,7 @@ from .distributed import DistContext
 from .errors import CommandError, ConfigError, ObservationError
 from .overrides import Ack, Command, Overrides, check_static
 from .protocol import MAX_STEP, RunEndStatus, arm_name_problem, run_name_problem, run_start_message
+from .run_status import current_status, status_of
 from .schedulers import Scheduler, make_scheduler
 from .state import check_arms, int_array, int_value, list_of, mapping, require
 from .stats import FloatArray, ObservationBuffer, StepObservations, grpo_advantages, index_arms, to_numpy
@@ -425,10 +426,18 @@ class CurriculumAgent:
             host=socket.gethostname(), pid=os.getpid(),
         )
 
-    def close(self, status: RunEndStatus = "finished") -> None:
-        """Send `run_end` and flush what is queued, waiting at most `close_timeout` seconds."""
+    def close(self, status: RunEndStatus | None = None) -> None:
+        """Send `run_end` and flush what is queued, waiting at most `close_timeout` seconds.
+
+        Args:
+            status: how the run ended. None: from the exception in flight, if any (so a `close()`
+                in a `finally` block is honest): none, `finished`; Ctrl-C or SIGTERM,
+                `interrupted`; anything else, `failed`.
+        """
         if self._closed:
             return
+        if status is None:
+            status = current_status()
         self._closed = True
         if self._transport is not None:
             self._transport.close(status=status, step=self.step - 1)
@@ -438,12 +447,7 @@ class CurriculumAgent:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        if exc_type is None:
-            self.close("finished")
-        elif issubclass(exc_type, KeyboardInterrupt):
-            self.close("interrupted")
-        else:
-            self.close("failed")
+        self.close(status_of(exc_type, exc))
 
     def __repr__(self) -> str:
         return (f"CurriculumAgent(run={self.run!r}, arms={len(self.arms)}, "

@@ -40,6 +40,7 @@ from .protocol import (
     run_end_message,
     step_message,
 )
+from .run_status import install_sigterm_handler, status_of
 from .step_stats import StepStats
 
 log = logging.getLogger("trainer_agent.transport")
@@ -177,6 +178,7 @@ class Transport:
         _live.add(self)
 
     def send_step(self, stats: StepStats) -> None:
+        self._last_step = stats.step  # what heartbeats and a run_end at exit report
         self._put("step", stats)
 
     def send_acks(self, acks: list[Ack]) -> None:
@@ -260,7 +262,6 @@ class Transport:
         ts = time.time()
         if kind == "step":
             stats: StepStats = item
-            self._last_step = stats.step
             msg = step_message(stats.step, stats.metrics, self.dropped, stats.records())
             ts = stats.ts
         elif kind == "ack":
@@ -388,31 +389,30 @@ def _redact(url: str) -> str:
 
 
 _live: weakref.WeakSet[Transport] = weakref.WeakSet()
-_uncaught: list[type[BaseException]] = []
+_uncaught: list[tuple[type[BaseException], BaseException]] = []
 _prev_excepthook = sys.excepthook
 _exit_hooks_installed = False
 
 
 def _excepthook(tp: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
-    _uncaught.append(tp)
+    _uncaught.append((tp, value))
     _prev_excepthook(tp, value, tb)
 
 
 def _install_exit_hooks() -> None:
-    """Once per process: remember uncaught exceptions and close open transports at exit."""
+    """Once per process: remember uncaught exceptions, unwind on SIGTERM, close open transports at exit."""
     global _exit_hooks_installed, _prev_excepthook
     if _exit_hooks_installed:
         return
     _exit_hooks_installed = True
     _prev_excepthook = sys.excepthook
     sys.excepthook = _excepthook
+    install_sigterm_handler()
     atexit.register(_flush_at_exit)
 
 
 def _flush_at_exit() -> None:
     """Close transports nobody closed (run_end says how the process ended), within their timeout."""
-    status: RunEndStatus = "finished"
-    if _uncaught:
-        status = "interrupted" if issubclass(_uncaught[-1], KeyboardInterrupt) else "failed"
+    status = status_of(*_uncaught[-1]) if _uncaught else status_of(None)
     for t in list(_live):
         t.close(status=status, step=t._last_step)

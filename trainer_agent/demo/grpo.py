@@ -62,7 +62,7 @@ class Agent(Protocol):
 
     def probabilities(self) -> dict[str, float]: ...
 
-    def close(self) -> None: ...
+    def close(self, status: Any = None) -> None: ...
 
 
 @dataclass
@@ -481,7 +481,9 @@ def train(
     finally:
         if bar is not None:
             bar.close()
-        agent.close()  # flushes whatever the agent still holds, however the loop ended
+        # Flushes whatever the agent still holds, however the loop ended; a stop asked for by Ctrl-C
+        # (handled above, or at a step boundary) is an interrupted run, not a finished one.
+        agent.close("interrupted" if result.interrupted else None)
         result.wall_s = time.perf_counter() - t0
     if result.interrupted and (not result.eval_steps or result.eval_steps[-1] != result.steps_done):
         record_eval(result.steps_done)

@@ -67,6 +67,7 @@ from trl.trainer.grpo_trainer import GRPOTrainer
 
 from ..agent import CurriculumAgent
 from ..errors import ConfigError
+from ..run_status import status_of
 from ..step_stats import StepStats
 from ._columns import dataset_arms
 
@@ -145,7 +146,8 @@ class CurriculumGRPOTrainer(GRPOTrainer):
     Args:
         *args: passed to `GRPOTrainer`.
         agent: the curriculum agent; the trainer observes into it and ends one agent step per
-            generation batch, but never closes it (the caller owns it).
+            generation batch; the caller closes it after a clean `train()` (a `train()` that raises
+            closes it as interrupted or failed).
         arm_column: dataset column holding each prompt's arm.
         sampler_seed: seed of the prompt draws (default `args.seed`); must match on every process.
         rebind_prompts: re-draw each generation batch's prompts just before generating, so the
@@ -187,6 +189,15 @@ class CurriculumGRPOTrainer(GRPOTrainer):
             # Fail at construction, not at the first step, when the arm column is missing or unknown.
             self._train_arms = list(dataset_arms(self.train_dataset, arm_column))
             self._check_arms(self._train_arms)
+
+    def train(self, *args: Any, **kwargs: Any) -> Any:
+        """`GRPOTrainer.train`; when training ends with Ctrl-C, SIGTERM or an error, the agent's run
+        ends too, as `interrupted` or `failed` (a clean end leaves the agent open for the caller)."""
+        try:
+            return super().train(*args, **kwargs)
+        except BaseException as e:
+            self.curriculum_agent.close(status_of(type(e), e))
+            raise
 
     @property
     def curriculum_time_s(self) -> float:

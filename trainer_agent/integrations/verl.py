@@ -35,7 +35,6 @@ own curriculum samplers). Both adapters pick the next batch's prompts after the 
 
 from __future__ import annotations
 
-import atexit
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -114,8 +113,8 @@ def agent_from_config(data_config: Any, dataset_arm_names: Sequence[str]) -> Cur
         scheduler_params=_plain(s.get("scheduler_params")), redis_url=s.get("redis_url"),
         seed=0 if seed is None else int(seed), config=_plain(s.get("config")), **kwargs,
     )
-    # verl has no end-of-training hook for a sampler or dataset: flush and send run_end at exit.
-    atexit.register(agent.close)
+    # verl has no end-of-training hook for a sampler or dataset: the agent's transport sends run_end
+    # at interpreter exit, with the status of how the process ended (trainer_agent.run_status).
     return agent
 
 
