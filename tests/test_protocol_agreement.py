@@ -203,3 +203,18 @@ def test_no_op_commands_get_one_answer_everywhere() -> None:
         ("applied", "retired a"),
         ("rejected", "arm 'a' is already retired"),
     ]
+
+
+def test_the_per_arm_record_has_one_spelling() -> None:
+    from server.wire import ArmRecord
+    from trainer_agent.protocol import ARM_RECORD_FIELDS
+
+    assert tuple(ArmRecord.__annotations__) == ARM_RECORD_FIELDS
+    agent = CurriculumAgent("fields", ARMS, scheduler="dump", redis_url=None)
+    agent.observe(["a", "a"], [1.0, 0.0], groups=[0, 0])
+    records = agent.end_step().records()
+    assert [tuple(r) for r in records] == [ARM_RECORD_FIELDS] * len(ARMS)
+    # What the agent sends, the server accepts as it is.
+    INGEST_ADAPTER.validate_python(
+        {"v": 1, "type": "step", "run": "fields", "seq": 1, "ts": 0.0, "step": 0, "arms": records}
+    )

@@ -36,7 +36,7 @@ AckStatus = Literal["applied", "rejected"]
 # The per-arm record of a `step` message, in wire order. `arm`, `p`, `n_step`, `n_total` are always
 # present; the statistics are null for arms not observed during the step.
 ARM_RECORD_FIELDS: Final[tuple[str, ...]] = (
-    "arm", "p", "score", "parts", "n_step", "n_total", "mean_abs_adv", "mean_reward", "accuracy",
+    "arm", "p", "n_step", "n_total", "score", "parts", "mean_abs_adv", "mean_reward", "accuracy",
     "state", "pin", "boost",
 )
 ArmState = Literal["active", "retired"]
