@@ -1,6 +1,6 @@
 """Human overrides on top of a scheduler: retire / restore, boost, pin, release.
 
-Semantics (DESIGN.md §1): scheduler probabilities q over the active arms become the probabilities
+Semantics (docs/formulas.md, "Overrides"): scheduler probabilities q over the active arms become the probabilities
 in force by (1) zeroing retired arms, (2) multiplying boosted arms by their factor, (3) giving each
 pinned arm exactly its pin while unpinned active arms share 1 - Σpins in proportion to their boosted q.
 Commands are idempotent by id and are applied by the agent at step boundaries.

@@ -2,7 +2,7 @@
 
 Each scheduler is a small class with `update(obs)` and `probabilities(active)`, registered by name.
 They are deterministic functions of the observation sequence. The formulas and defaults follow
-DESIGN.md §1 and the sources cited on each class; every quirk of a source is an explicit option.
+docs/formulas.md and the sources cited on each class; every quirk of a source is an explicit option.
 """
 
 from __future__ import annotations

@@ -147,7 +147,7 @@ class DemoResult:
 
 
 def group_advantages(rewards: np.ndarray, group_size: int) -> np.ndarray:
-    """GRPO advantages of consecutive groups of ``group_size`` completions (DESIGN §1 rule)."""
+    """GRPO advantages of consecutive groups of ``group_size`` completions (docs/formulas.md)."""
     r = np.asarray(rewards, dtype=np.float64).reshape(-1, group_size)
     if group_size == 1:
         return np.zeros(r.size)
