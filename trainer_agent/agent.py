@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .checkpoint import check_arms, int_array, int_value, list_of, mapping, require
 from .distributed import DistContext
 from .errors import CommandError, ConfigError, ObservationError
 from .overrides import Ack, Command, Overrides, check_static
 from .protocol import MAX_STEP, RunEndStatus, arm_name_problem, run_name_problem, run_start_message
 from .run_status import current_status, status_of
 from .schedulers import Scheduler, make_scheduler
-from .state import check_arms, int_array, int_value, list_of, mapping, require
 from .stats import FloatArray, ObservationBuffer, StepObservations, grpo_advantages, index_arms, to_numpy
 from .step_stats import StepStats
 

@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from .checkpoint import bool_array, float_array, float_value, int_value, list_of, mapping, require
 from .errors import CommandError, ConfigError
 from .protocol import COMMAND_KINDS, AckStatus
-from .state import bool_array, float_array, float_value, int_value, list_of, mapping, require
 from .stats import BoolArray, FloatArray
 
 # Σpins may exceed 1 by float noise when a user pins e.g. 0.1 + 0.2 + 0.7 (1 + 2e-16). The bound

@@ -15,8 +15,8 @@ from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
+from .checkpoint import check_arms, float_array, int_array, mapping, require
 from .errors import ConfigError
-from .state import check_arms, float_array, int_array, mapping, require
 from .stats import BoolArray, FloatArray, StepObservations
 
 log = logging.getLogger("trainer_agent")

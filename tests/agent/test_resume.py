@@ -321,7 +321,7 @@ def _corrupt(state: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
         ("overrides.boost", [1.0, 0.0, 1.0, 1.0, 1.0], "boost factors must be positive"),
         ("overrides.boost_left", [None, 0, None, None, None], "boost_left of 'b'"),
         ("overrides.answered", [{"id": 3}], "malformed answer"),
-        ("pending_commands", [{"kind": "pin", "arm": "zz", "id": "x", "value": 0.5}], "has no arm 'zz'; its arms are: "),
+        ("pending_commands", [{"kind": "pin", "arm": "zz", "id": "x", "value": 0.5}], "has no arm 'zz'; its arms"),
     ],
 )
 def test_malformed_state_is_a_config_error_and_changes_nothing(path, value, message):
