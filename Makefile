@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-steerboard
 
 ASSETS := static/vendor/htmx.min.js
 
-.PHONY: install assets browser demo simulate test lint bench clean
+.PHONY: install assets dist browser demo simulate test lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,18 +26,17 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# htmx comes from npm (package-lock.json pins it); Plotly.js is served from the installed plotly
-# package. Nothing is fetched from a CDN at run time and no third-party file is committed.
-$(ASSETS): package.json package-lock.json
-	npm ci --no-audit --no-fund --loglevel=error
-	mkdir -p static/vendor
-	cp node_modules/htmx.org/dist/htmx.min.js static/vendor/htmx.min.js
-	cp node_modules/htmx-ext-sse/dist/sse.min.js static/vendor/htmx-ext-sse.min.js
-	# Plotly's official partial bundle (scatter, bar, pie: all the pages draw), a quarter of the
-	# full bundle's size and parse time; the server falls back to the plotly package's full bundle.
-	cp node_modules/plotly.js-basic-dist-min/plotly-basic.min.js static/vendor/plotly-basic.min.js
+# htmx, its SSE extension and Plotly's basic bundle come from npm (package-lock.json pins them) into
+# static/vendor/ for the editable install; setup.py's build_vendor owns the list, and the wheel and
+# sdist builds run it too. Nothing is fetched from a CDN at run time and no third-party file is committed.
+$(ASSETS): package.json package-lock.json setup.py | $(STAMP)
+	$(PY) setup.py -q build_vendor --force
 
 assets: $(ASSETS)
+
+# The sdist and the wheel into dist/, as the Docker image's build stage makes them.
+dist: install
+	PYTHON=$(PY) sh scripts/build-dist.sh dist
 
 # Browser tests drive Debian's chromium through Playwright (browser downloads fail here).
 browser:
@@ -51,15 +50,14 @@ simulate: install
 
 test: install assets browser
 	$(PY) -m pytest -q
-	$(VENV)/bin/ruff check server trainer_agent tests bench
-	$(VENV)/bin/mypy trainer_agent server
+	$(MAKE) lint
 
 lint: install
-	$(VENV)/bin/ruff check server trainer_agent tests bench examples scripts
+	$(VENV)/bin/ruff check server trainer_agent tests bench setup.py
 	$(VENV)/bin/mypy trainer_agent server
 
 bench: install
 	$(PY) bench/agent_overhead.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache test-output bench/out
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache test-output bench/out build dist

@@ -15,12 +15,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from server.errors import SchemaOutOfDate
+from server.package_data import package_path
 
 log = logging.getLogger(__name__)
-
-# migrations/ sits beside the server package (the fixed top-level layout), so `steerboard db upgrade`
-# works from any working directory.
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 # Ingest write transactions ask for this execution option to take SQLite's write lock up front.
 SQLITE_IMMEDIATE = "steerboard_sqlite_immediate"
@@ -100,10 +97,10 @@ def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
 
 
 def alembic_config(database_url: str) -> Config:
-    """An Alembic config pointing at migrations/ and `database_url`, independent of the cwd."""
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-    # ConfigParser interpolates %; escape it for URLs with encoded characters.
+    """The installed alembic.ini, pointing at the installed migrations and `database_url` (not the cwd)."""
+    cfg = Config(str(package_path("alembic.ini")))
+    # ConfigParser interpolates %; escape it for paths and URLs with encoded characters.
+    cfg.set_main_option("script_location", str(package_path("migrations")).replace("%", "%%"))
     cfg.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
     return cfg
 

@@ -16,10 +16,10 @@ from starlette.responses import HTMLResponse
 
 from server import auth
 from server.auth import Principal
+from server.package_data import package_path
 
-ROOT = Path(__file__).resolve().parent.parent
-TEMPLATES_DIR = ROOT / "templates"
-STATIC_DIR = ROOT / "static"
+TEMPLATES_DIR = package_path("templates")
+STATIC_DIR = package_path("static")
 
 
 def plotly_js_path() -> Path | None:
