@@ -28,15 +28,27 @@ def main() -> None:
 # ---------------------------------------------------------------------------------------------------
 
 
-def _settings(**overrides: Any) -> Any:
+def default_data_dir() -> Path:
+    """The data directory: `steerboard demo` keeps its files there and every command's default SQLite
+    database is its steerboard.db, so the demo's runs are what `serve` and `user add` see."""
+    return Path(os.environ.get("STEERBOARD_DATA_DIR") or "steerboard-data")
+
+
+def _settings(data: Path | None = None, **overrides: Any) -> Any:
+    """The settings; without a database URL (option, STEERBOARD_DATABASE_URL or .env), the SQLite
+    database in `data` (default: default_data_dir())."""
     from pydantic import ValidationError
 
     from server.settings import Settings
 
     try:
-        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+        settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as e:
         raise click.ClickException(f"invalid settings: {e}") from e
+    if "database_url" not in settings.model_fields_set:
+        database = (data or default_data_dir()) / "steerboard.db"
+        settings = settings.model_copy(update={"database_url": f"sqlite:///{database}"})
+    return settings
 
 
 def _logging(level: str) -> None:
@@ -114,17 +126,22 @@ def db_upgrade(database_url: str | None, revision: str) -> None:
 @click.option("--database-url", help="defaults to STEERBOARD_DATABASE_URL")
 def db_current(database_url: str | None) -> None:
     """Show the schema revision of the database and the one this version needs."""
-    from server.db import current_revision, head_revision, make_engine
+    from server.db import current_revision, head_revision, make_engine, sqlite_file
 
     settings = _settings(database_url=database_url)
-    with _friendly_errors(settings):
-        engine = make_engine(settings.database_url)
-        try:
-            current = current_revision(engine)
-        finally:
-            engine.dispose()
+    path = sqlite_file(settings.database_url)
+    current = None
+    if path is None or path.exists():  # connecting would create a missing SQLite file
+        with _friendly_errors(settings):
+            engine = make_engine(settings.database_url)
+            try:
+                current = current_revision(engine)
+            finally:
+                engine.dispose()
     head = head_revision(settings.database_url)
     state = "up to date" if current == head else "out of date: run `steerboard db upgrade`"
+    if path is not None and not path.exists():
+        state += f" (no database file at {path.absolute()} yet)"
     click.echo(f"current: {current or '(empty)'}\nhead:    {head}\n{state}")
 
 
@@ -314,7 +331,8 @@ def worker(database_url: str | None, redis_url: str | None) -> None:
 @click.option("--database-url", help="default: sqlite under the data dir")
 @click.option("--redis-url", help="defaults to STEERBOARD_REDIS_URL; a private redis-server if none answers")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="where the demo keeps its database, logs and warm-up cache [default: ./steerboard-data]")
+              help="where the demo keeps its database (steerboard.db, which the other commands read too), logs "
+                   "and warm-up cache [default: STEERBOARD_DATA_DIR or ./steerboard-data]")
 @click.option("--exit-when-done", is_flag=True, help="stop serving when training ends")
 @click.option("--trainer-arg", "trainer_args", multiple=True, hidden=True,
               help="passed to `python -m trainer_agent.demo` (e.g. --trainer-arg=--warmup-steps=50)")
@@ -322,7 +340,7 @@ def demo(steps: int, schedulers: str, runs_per_scheduler: int, seed: int, port: 
          database_url: str | None, redis_url: str | None, data_dir: Path | None, exit_when_done: bool,
          trainer_args: tuple[str, ...]) -> None:
     """Server, ingest and real small GRPO runs on CPU, side by side (2-5 minutes on 2 cores)."""
-    from server.demo import default_data_dir, run_demo
+    from server.demo import run_demo
 
     names = [s.strip() for s in schedulers.split(",") if s.strip()]
     from trainer_agent import available_schedulers  # numpy only: no torch in the server
@@ -334,12 +352,8 @@ def demo(steps: int, schedulers: str, runs_per_scheduler: int, seed: int, port: 
                                  param_hint="--scheduler")
     if steps < 1 or runs_per_scheduler < 1:
         raise click.BadParameter("--steps and --runs must be >= 1")
-    data = data_dir or default_data_dir()
-    db_url = database_url
-    if db_url is None and "STEERBOARD_DATABASE_URL" not in os.environ:
-        data.mkdir(parents=True, exist_ok=True)
-        db_url = f"sqlite:///{data.resolve()}/demo.db"
-    settings = _settings(port=port, database_url=db_url, redis_url=redis_url)
+    data = (data_dir or default_data_dir()).absolute()
+    settings = _settings(data, port=port, database_url=database_url, redis_url=redis_url)
     _logging("WARNING")
     with _friendly_errors(settings):
         code = run_demo(settings, names, runs_per_scheduler, steps, seed, exit_when_done, data, trainer_args)

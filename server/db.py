@@ -31,9 +31,6 @@ def make_engine(database_url: str, **kwargs: Any) -> Engine:
     """An engine for `database_url`: SQLite (WAL, created directory) or PostgreSQL via psycopg."""
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
-        db = url.database
-        if db and db != ":memory:" and not db.startswith("file:"):
-            Path(db).expanduser().parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(
             url,
             json_serializer=_json_dumps,
@@ -41,7 +38,7 @@ def make_engine(database_url: str, **kwargs: Any) -> Engine:
             connect_args={"timeout": 30, "check_same_thread": False},
             **kwargs,
         )
-        _sqlite_pragmas(engine)
+        _sqlite_pragmas(engine, sqlite_file(database_url))
         return engine
     engine = create_engine(
         url,
@@ -71,7 +68,23 @@ def _binary_results(engine: Engine) -> None:
             cursor.format = Format.BINARY
 
 
-def _sqlite_pragmas(engine: Engine) -> None:
+def sqlite_file(database_url: str) -> Path | None:
+    """The file of a SQLite database URL; None for other databases, in-memory and `file:` URI ones."""
+    url = make_url(database_url)
+    db = url.database
+    if url.get_backend_name() != "sqlite" or not db or db == ":memory:" or db.startswith("file:"):
+        return None
+    return Path(db).expanduser()
+
+
+def _sqlite_pragmas(engine: Engine, path: Path | None) -> None:
+    @event.listens_for(engine, "do_connect")
+    def _make_directory(*_args: Any) -> None:
+        # Only when connecting: an engine made to check a schema that is not there (require_current_schema
+        # refuses a missing file before connecting) leaves neither a file nor a directory behind.
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         # Let SQLAlchemy, not the sqlite3 module, decide when transactions begin (see _on_begin).
@@ -115,11 +128,19 @@ def current_revision(engine: Engine) -> str | None:
 
 
 def require_current_schema(engine: Engine, database_url: str) -> None:
-    """Raise SchemaOutOfDate unless the database is at the migrations' head."""
+    """Raise SchemaOutOfDate unless the database is at the migrations' head.
+
+    A SQLite file that does not exist is refused without connecting, which would create it empty.
+    """
     head = head_revision(database_url)
-    current = current_revision(engine)
+    path = sqlite_file(database_url)
+    missing = path if path is not None and not path.exists() else None
+    current = None if missing else current_revision(engine)
     if current != head:
-        where = "an empty database" if current is None else f"revision {current}"
+        if missing:
+            where = f"no database file at {missing.absolute()}"
+        else:
+            where = "an empty database" if current is None else f"revision {current}"
         raise SchemaOutOfDate(
             f"the database schema is out of date ({where}, this version needs {head}): "
             "run `steerboard db upgrade`",

@@ -3,7 +3,8 @@
 The trainers are separate processes (`python -m trainer_agent.demo`), so this module, like the
 rest of the server, never imports torch. It brings up, on one machine:
 - Redis: the configured one, or a private `redis-server` when none answers;
-- the database: a SQLite file under ./steerboard-data/ by default, migrated to the current schema;
+- the database: by default the SQLite file every `steerboard` command reads (steerboard.db in the data
+  directory, ./steerboard-data/ or STEERBOARD_DATA_DIR), migrated to the current schema;
 - the web server with an in-process ingest worker, on 127.0.0.1;
 - one trainer per (scheduler, seed), streaming through the curriculum agent.
 It shows a progress bar per run (read from the server's own database), and when training ends
@@ -169,6 +170,7 @@ def run_demo(settings: Settings, schedulers: Sequence[str], runs_per_scheduler: 
              exit_when_done: bool, data_dir: Path, trainer_args: Sequence[str] = ()) -> int:
     """Run the whole demo; returns the process exit status."""
     from alembic import command
+    from sqlalchemy.engine import make_url
     from tqdm import tqdm
 
     from server.db import alembic_config, make_engine
@@ -208,6 +210,7 @@ def run_demo(settings: Settings, schedulers: Sequence[str], runs_per_scheduler: 
             click.echo(f"\nSteerboard is serving at {url}")
             click.echo(f"  runs:    {url}/")
             click.echo(f"  compare: {url}/compare?runs={','.join(names)}")
+            click.echo(f"  database: {make_url(settings.database_url).render_as_string(hide_password=True)}")
             click.echo(f"training {len(trainers)} runs of {steps} steps on CPU (logs in {data_dir / 'logs'}); "
                        "Ctrl-C stops cleanly\n")
             bars = {t.run: tqdm(total=steps, desc=f"{t.run:<28}", position=i, unit="step", leave=True,
@@ -255,7 +258,3 @@ def run_demo(settings: Settings, schedulers: Sequence[str], runs_per_scheduler: 
         engine.dispose()
         server.stop()
     return 1 if failed else 0
-
-
-def default_data_dir() -> Path:
-    return Path(os.environ.get("STEERBOARD_DATA_DIR", "steerboard-data"))
