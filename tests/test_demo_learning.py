@@ -42,6 +42,9 @@ class RecordingAgent:
     def probabilities(self) -> dict[str, float]:
         return self.agent.probabilities()
 
+    def log_eval(self, results: Any, *, n: Any = None, name: str = "eval", step: int | None = None) -> Any:
+        return self.agent.log_eval(results, n=n, name=name, step=step)
+
     def close(self, status: Any = None) -> None:
         self.agent.close(status)
 

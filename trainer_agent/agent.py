@@ -18,7 +18,15 @@ from .checkpoint import check_arms, int_array, int_value, list_of, mapping, requ
 from .distributed import DistContext
 from .errors import CommandError, ConfigError, ObservationError
 from .overrides import Ack, Command, Overrides, check_static
-from .protocol import MAX_STEP, RunEndStatus, arm_name_problem, run_name_problem, run_start_message
+from .protocol import (
+    EVAL_NAME_MAX_CHARS,
+    MAX_STEP,
+    RunEndStatus,
+    arm_name_problem,
+    eval_message,
+    run_name_problem,
+    run_start_message,
+)
 from .run_status import current_status, status_of
 from .schedulers import Scheduler, make_scheduler
 from .stats import FloatArray, ObservationBuffer, StepObservations, grpo_advantages, index_arms, to_numpy
@@ -249,6 +257,46 @@ class CurriculumAgent:
         )
         return stats
 
+    def log_eval(self, results: Mapping[str, Any], *, n: int | Mapping[str, int] | None = None,
+                 name: str = "eval", step: int | None = None) -> dict[str, float]:
+        """Report an evaluation, per arm: the outcome to judge a curriculum by, shown live on the run
+        page and used by the compare page. Only rank 0 sends it.
+
+        Args:
+            results: arm -> accuracy in [0, 1], or `(correct, total)`, or `{"correct": c, "total": t}`.
+                Arms need not be training arms (a held-out domain is fine).
+            n: examples per arm behind accuracies given as fractions (one count, or arm -> count).
+            name: the evaluation set ("heldout", "aime24"); several sets may be logged at one step.
+            step: the step it belongs to; default: the steps completed so far (0 before training,
+                as a baseline), as TRL's `global_step` counts.
+
+        Returns:
+            arm -> accuracy, as sent.
+
+        Example:
+            >>> agent = CurriculumAgent("doc-eval", ["easy", "hard"], redis_url=None)
+            >>> agent.log_eval({"easy": 0.9, "hard": (3, 10)}, n=100, name="heldout")
+            {'easy': 0.9, 'hard': 0.3}
+        """
+        if (problem := _name_problem(name, EVAL_NAME_MAX_CHARS)) is not None:
+            raise ConfigError(problem)
+        step = self.step if step is None else step
+        if not _is_step(step):
+            raise ConfigError(f"step must be an integer in [0, {MAX_STEP}], got {step!r}")
+        if not isinstance(results, Mapping) or not results:
+            raise ConfigError("results must be a non-empty mapping arm -> accuracy or (correct, total)")
+        records, out = [], {}
+        for arm, value in results.items():
+            if (problem := arm_name_problem(arm)) is not None:
+                raise ConfigError(problem)
+            count = n.get(arm) if isinstance(n, Mapping) else n
+            accuracy, correct, total = _eval_value(arm, value, count)
+            out[arm] = accuracy
+            records.append({"arm": arm, "accuracy": accuracy, "correct": correct, "total": total})
+        if self._transport is not None:
+            self._transport.send(eval_message(name, int(step), records))
+        return out
+
     def probabilities(self) -> dict[str, float]:
         """The probability of each arm now in force (overrides included)."""
         return dict(zip(self.arms, self._p.tolist(), strict=True))
@@ -477,6 +525,39 @@ def _generator_from_state(saved: Any, bitgen_type: type[np.random.BitGenerator])
     except (KeyError, TypeError, ValueError) as e:
         raise ConfigError(f"{where}: malformed generator state ({e})") from e
     return np.random.Generator(bitgen)
+
+
+def _name_problem(name: object, max_chars: int) -> str | None:
+    if isinstance(name, str) and len(name) > max_chars:
+        return f"an evaluation name has at most {max_chars} characters, got {len(name)}"
+    problem = arm_name_problem(name)
+    return None if problem is None else problem.replace("arm name", "evaluation name")
+
+
+def _eval_value(arm: str, value: Any, count: Any) -> tuple[float, float | None, int | None]:
+    """(accuracy, correct, total) of one arm's evaluation result, or a ConfigError naming the arm."""
+    where = f"evaluation of {arm!r}"
+    if isinstance(value, Mapping):
+        value = (value.get("correct"), value.get("total"))
+    if isinstance(value, tuple | list):
+        if len(value) != 2:
+            raise ConfigError(f"{where}: expected (correct, total), got {value!r}")
+        correct, total = value
+        total = int_value(total, f"{where}: total", low=1)
+        correct_f = float(correct) if isinstance(correct, int | float | np.number) else math.nan
+        if not (math.isfinite(correct_f) and 0 <= correct_f <= total):
+            raise ConfigError(f"{where}: correct must be a number in [0, total], got {correct!r}")
+        return correct_f / total, correct_f, total
+    try:  # numbers, numpy scalars, one-element tensors
+        accuracy = math.nan if isinstance(value, str | bytes) else float(value)
+    except (TypeError, ValueError):
+        accuracy = math.nan
+    if not (math.isfinite(accuracy) and 0.0 <= accuracy <= 1.0):
+        raise ConfigError(f"{where}: accuracy must be a number in [0, 1], got {value!r}")
+    if count is None:
+        return accuracy, None, None
+    total = int_value(count, f"{where}: n", low=1)
+    return accuracy, accuracy * total, total
 
 
 def _clean_metrics(metrics: Mapping[str, Any] | None) -> dict[str, float]:

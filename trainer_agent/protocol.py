@@ -22,7 +22,7 @@ from typing import Any, Final, Literal, get_args
 
 WIRE_VERSION: Final = 1
 
-MessageType = Literal["run_start", "step", "command_ack", "heartbeat", "run_end"]
+MessageType = Literal["run_start", "step", "command_ack", "heartbeat", "run_end", "eval"]
 MESSAGE_TYPES: Final[tuple[str, ...]] = get_args(MessageType)
 
 CommandKind = Literal["pin", "boost", "retire", "restore", "release"]
@@ -159,6 +159,15 @@ def step_message(step: int, metrics: Mapping[str, float], dropped: int, arms: li
 def command_ack_message(command_id: str, status: AckStatus, applied_step: int | None, message: str) -> dict[str, Any]:
     return {"type": "command_ack", "id": command_id, "status": status, "applied_step": applied_step,
             "message": message}
+
+
+# An evaluation's name ("heldout", "aime24"...) follows the arm-name rules, shorter.
+EVAL_NAME_MAX_CHARS: Final = 64
+
+
+def eval_message(name: str, step: int, arms: list[dict[str, Any]]) -> dict[str, Any]:
+    """One evaluation: per arm `{"arm", "accuracy", "correct", "total"}` (counts null when unknown)."""
+    return {"type": "eval", "name": name, "step": step, "arms": arms}
 
 
 def heartbeat_message(step: int) -> dict[str, Any]:

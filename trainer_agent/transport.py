@@ -177,6 +177,10 @@ class Transport:
         self._thread.start()
         _live.add(self)
 
+    def send(self, msg: dict[str, Any]) -> None:
+        """Queue a message built by a `protocol` encoder (an eval, say)."""
+        self._put("msg", msg)
+
     def send_step(self, stats: StepStats) -> None:
         self._last_step = stats.step  # what heartbeats and a run_end at exit report
         self._put("step", stats)

@@ -62,7 +62,13 @@ class Agent(Protocol):
 
     def probabilities(self) -> dict[str, float]: ...
 
+    def log_eval(self, results: Any, *, n: Any = None, name: str = "eval", step: int | None = None) -> Any: ...
+
     def close(self, status: Any = None) -> None: ...
+
+
+# The demo's held-out evaluation: greedy decoding, exact match, fixed examples per arm.
+EVAL_NAME = "greedy"
 
 
 @dataclass
@@ -411,11 +417,13 @@ def train(
     def record_eval(step: int) -> None:
         result.eval_steps.append(step)
         result.eval_accuracy.append(evaluate(model, eval_sets, device))
+        if agent is not None:  # to Steerboard: the outcome the curriculum is judged by
+            agent.log_eval(result.eval_accuracy[-1], n=cfg.eval_per_arm, name=EVAL_NAME, step=step)
 
-    record_eval(0)
-    log.info("after warm-up (%.1fs): %s", result.warmup_s, result.eval_accuracy[-1])
     if agent is None:
         agent = build_agent(cfg)
+    record_eval(0)
+    log.info("after warm-up (%.1fs): %s", result.warmup_s, result.eval_accuracy[-1])
 
     bar: Any = None
     if progress:
@@ -481,10 +489,12 @@ def train(
     finally:
         if bar is not None:
             bar.close()
-        # Flushes whatever the agent still holds, however the loop ended; a stop asked for by Ctrl-C
-        # (handled above, or at a step boundary) is an interrupted run, not a finished one.
-        agent.close("interrupted" if result.interrupted else None)
-        result.wall_s = time.perf_counter() - t0
-    if result.interrupted and (not result.eval_steps or result.eval_steps[-1] != result.steps_done):
-        record_eval(result.steps_done)
+        try:
+            if result.interrupted and (not result.eval_steps or result.eval_steps[-1] != result.steps_done):
+                record_eval(result.steps_done)  # where it stopped, sent before run_end
+        finally:
+            # Flushes whatever the agent still holds, however the loop ended; a stop asked for by
+            # Ctrl-C (handled above, or at a step boundary) is an interrupted run, not a finished one.
+            agent.close("interrupted" if result.interrupted else None)
+            result.wall_s = time.perf_counter() - t0
     return result
