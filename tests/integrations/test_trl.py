@@ -247,3 +247,43 @@ def test_checkpoint_keeps_the_agent_state_and_resume_loads_it(tmp_path: Any, cap
     third.close()
     assert f"holds no {AGENT_STATE_NAME}" in caplog.text
     assert [s.step for s in third.steps] == [4]
+
+
+class EvalRecordingAgent(CurriculumAgent):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.evals: list[tuple[str, int, dict[str, float]]] = []
+
+    def log_eval(self, results: Any, *, n: Any = None, name: str = "eval", step: int | None = None) -> Any:
+        out = super().log_eval(results, n=n, name=name, step=step)
+        self.evals.append((name, int(step or 0), dict(results)))
+        return out
+
+
+def test_evaluation_reports_per_arm_accuracy(tmp_path: Any) -> None:
+    tok = make_tokenizer()
+    agent = EvalRecordingAgent(run="trl-eval", arms=list(ARMS), scheduler="dump", redis_url=None, seed=0)
+    scored: list[tuple[list[str], list[float]]] = []
+
+    def reward(completions: list[str], data_source: list[str], **kw: Any) -> list[float]:
+        r = target_reward(completions, data_source)
+        scored.append((list(data_source), r))
+        return r
+
+    trainer = CurriculumGRPOTrainer(
+        model=make_model(tok), reward_funcs=reward, processing_class=tok, train_dataset=make_dataset(per_arm=8),
+        eval_dataset={"heldout": make_dataset(per_arm=4)},
+        args=make_args(max_steps=2, eval_strategy="steps", eval_steps=2, per_device_eval_batch_size=16),
+        agent=agent,
+    )
+    trainer.train()
+    # The evaluation at global step 2 scored every eval row G times (TRL repeats eval prompts too).
+    assert [(name, step) for name, step, _ in agent.evals] == [("heldout", 2)]
+    eval_calls = scored[-(len(scored) - 2):]  # the two training generations came first
+    expected: dict[str, list[int]] = {a: [0, 0] for a in ARMS}
+    for sources, rewards in eval_calls:
+        for arm, r in zip(sources, rewards, strict=True):
+            expected[arm][0] += int(r > 0.5)
+            expected[arm][1] += 1
+    assert agent.evals[0][2] == {a: (c, t) for a, (c, t) in expected.items()}
+    assert all(t == 4 * G for _, t in expected.values())

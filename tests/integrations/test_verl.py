@@ -219,3 +219,46 @@ def test_verl_needs_curriculum_section(tmp_path: Path) -> None:
     del cfg["curriculum"]
     with pytest.raises(ConfigError, match="curriculum"):
         sb_verl.CurriculumRLHFDataset(data_files=cfg.train_files, tokenizer=make_tokenizer(), config=cfg)
+
+
+def test_validation_metrics_become_an_evaluation() -> None:
+    from verl.trainer.ppo.metric_utils import process_validation_metrics
+
+    from trainer_agent import CurriculumAgent
+
+    # verl's own validation bookkeeping: 3 data sources, 2 samples per prompt, a 0/1 `acc` per sample.
+    rng = np.random.default_rng(0)
+    sources = np.array([a for a in ARMS for _ in range(8)])
+    uids = [f"{a}-{i // 2}" for a in ARMS for i in range(8)]
+    acc = (rng.random(sources.size) < np.repeat([0.9, 0.5, 0.1], 8)).astype(float)
+    infos = {"reward": list(acc), "acc": list(acc)}
+    # RayPPOTrainer._val_metrics_update (verl 0.7.1), copied: importing ray_trainer needs peft & co.
+    metrics: dict[str, float] = {}
+    for source, var2metric2val in process_validation_metrics(sources, uids, infos).items():
+        core_var = "acc" if "acc" in var2metric2val else "reward"
+        for var_name, metric2val in var2metric2val.items():
+            n_max = max(int(name.split("@")[-1].split("/")[0]) for name in metric2val)
+            for metric_name, metric_val in metric2val.items():
+                core = var_name == core_var and metric_name.startswith(("mean", "maj", "best")) and (
+                    f"@{n_max}" in metric_name)
+                metrics[f"{'val-core' if core else 'val-aux'}/{source}/{var_name}/{metric_name}"] = metric_val
+    assert any(k.startswith("val-core/") for k in metrics)
+
+    agent = CurriculumAgent("verl-val", list(ARMS), redis_url=None)
+    sent = sb_verl.forward_validation(agent, metrics, step=7)
+    assert sent == {a: pytest.approx(float(acc[sources == a].mean())) for a in ARMS}
+
+    class Trainer:  # the two attributes attach_validation uses, as RayPPOTrainer has them
+        global_steps = 12
+
+        def _validate(self) -> dict[str, Any]:
+            return metrics
+
+    calls: list[tuple[dict[str, float], str, int | None]] = []
+    agent.log_eval = lambda results, *, n=None, name="eval", step=None: calls.append((results, name, step))  # type: ignore[method-assign]
+    trainer = Trainer()
+    sb_verl.attach_validation(trainer, agent)
+    assert trainer._validate() is metrics
+    assert [(name, step) for _, name, step in calls] == [("val", 12)]
+    # A reward that is not an accuracy is left out.
+    assert sb_verl.forward_validation(agent, {"val-core/add/reward/mean@2": 3.5}, step=1) == {}

@@ -180,6 +180,7 @@ class CurriculumGRPOTrainer(GRPOTrainer):
         self.curriculum_stats: StepStats | None = None
         self._agent_time_s = 0.0
         self._rewards_per_func: torch.Tensor | None = None
+        self._eval_tally: dict[str, list[int]] | None = None  # arm -> [correct, total] during evaluate()
         super().__init__(*args, **kwargs)
         if isinstance(self.train_dataset, IterableDataset):
             # TRL bypasses the sampler for iterable datasets (it reorders the stream instead), so a
@@ -237,10 +238,46 @@ class CurriculumGRPOTrainer(GRPOTrainer):
         self._rewards_per_func = rewards_per_func
         return rewards_per_func
 
+    def evaluate(self, eval_dataset: Any = None, ignore_keys: list[str] | None = None,
+                 metric_key_prefix: str = "eval") -> dict[str, float]:
+        """`GRPOTrainer.evaluate`, and when the eval rows carry the arm column, each arm's accuracy
+        (share of completions with reward above the agent's threshold) sent with `agent.log_eval`,
+        named after `metric_key_prefix` ("eval", or "eval_<name>" for a dict of eval datasets)."""
+        self._eval_tally = {}
+        try:
+            result: dict[str, float] = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+            tally, self._eval_tally = self._eval_tally, None
+            if tally is not None:
+                self._log_arm_eval(tally, metric_key_prefix)
+        finally:
+            self._eval_tally = None
+        return result
+
+    def _log_arm_eval(self, tally: dict[str, list[int]], prefix: str) -> None:
+        # Every process scored its own slice of the eval set: sum the counts over processes (in a
+        # fixed arm order, the same everywhere: arms unknown to a process count 0 there).
+        arms = sorted(set(self.curriculum_agent.arms) | set(tally))
+        counts = torch.tensor([tally.get(a, [0, 0]) for a in arms], dtype=torch.long,
+                              device=self.accelerator.device)
+        if self.accelerator.num_processes > 1:
+            counts = self.accelerator.reduce(counts, reduction="sum")
+        results = {a: (int(c), int(t)) for a, (c, t) in zip(arms, counts.tolist(), strict=True) if t > 0}
+        if results and self.curriculum_agent.rank == 0:
+            name = prefix.removeprefix("eval_") if prefix != "eval" else "eval"
+            self.curriculum_agent.log_eval(results, name=name, step=int(self.state.global_step))
+
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
         if self.model is None or not self.model.training:
-            # Evaluation: not part of the curriculum's steps.
-            return super()._generate_and_score_completions(inputs)
+            # Evaluation: not part of the curriculum's steps; tallied per arm for `evaluate`.
+            output: dict[str, Any] = super()._generate_and_score_completions(inputs)
+            if self._eval_tally is not None and inputs and self.arm_column in inputs[0]:
+                scores = self._local_rewards(len(inputs)).tolist()
+                threshold = self.curriculum_agent.threshold
+                for row, r in zip(inputs, scores, strict=True):
+                    counts = self._eval_tally.setdefault(str(row[self.arm_column]), [0, 0])
+                    counts[0] += int(r > threshold)  # NaN (no reward) counts as not correct
+                    counts[1] += 1
+            return output
         if self.rebind_prompts:
             inputs = self._rebind(inputs)
         try:
@@ -251,7 +288,7 @@ class CurriculumGRPOTrainer(GRPOTrainer):
         metrics = self._metrics["train"]
         seen = {k: len(v) for k, v in metrics.items()}
         self._rewards_per_func = None
-        output: dict[str, Any] = super()._generate_and_score_completions(inputs)
+        output = super()._generate_and_score_completions(inputs)
         t0 = time.perf_counter()
         try:
             rewards = self._local_rewards(len(inputs))

@@ -31,6 +31,11 @@ data, sorted), `config` (free-form run metadata). `dataloader_num_workers` must 
 processes would prefetch batches drawn before the agent's last update (verl asserts the same for its
 own curriculum samplers). Both adapters pick the next batch's prompts after the previous step's
 `end_step`, so a pin applied at step g shapes step g+1. The agent is closed at interpreter exit.
+
+Validation: verl's per-data-source validation accuracies reach the run page as an evaluation when
+the trainer is wrapped with `attach_validation(trainer, agent)` (a script that builds its own
+`RayPPOTrainer`), or when whatever receives `_validate()`'s metrics calls `forward_validation`.
+verl's stock `main_ppo` builds the trainer inside its Ray task runner and offers no hook for this.
 """
 
 from __future__ import annotations
@@ -57,7 +62,14 @@ except ImportError:  # verl >= 0.8 has no curriculum-sampler hook; CurriculumSam
     AbstractCurriculumSampler = Sampler  # type: ignore[misc,assignment]
     _HAS_SAMPLER_HOOK = False
 
-__all__ = ["CurriculumRLHFDataset", "CurriculumSampler", "agent_from_config", "observe_batch"]
+__all__ = [
+    "CurriculumRLHFDataset",
+    "CurriculumSampler",
+    "agent_from_config",
+    "attach_validation",
+    "forward_validation",
+    "observe_batch",
+]
 
 log = logging.getLogger("trainer_agent")
 
@@ -146,6 +158,58 @@ def observe_batch(agent: CurriculumAgent, batch: DataProto, arm_key: str = "data
     agent.observe(arms, rewards, advantages=advantages)
     step = (batch.meta_info or {}).get("global_steps")
     return agent.end_step(metrics=None if step is None else {"global_steps": step})
+
+
+def forward_validation(agent: CurriculumAgent, metrics: Mapping[str, Any], step: int, name: str = "val"
+                       ) -> dict[str, float]:
+    """Send verl's per-data-source validation results to Steerboard as an evaluation.
+
+    verl's `_validate` returns `val-core/<data_source>/<var>/mean@<N>` (var `acc` when the reward
+    function reports one, else `reward`) for each data source. Those in [0, 1] become the arm
+    accuracies of `agent.log_eval(..., name=name, step=step)`; a reward outside [0, 1] is not an
+    accuracy and is left out, with a log line.
+
+    Args:
+        agent: the curriculum agent (the sampler's or the dataset's `.agent`).
+        metrics: what `RayPPOTrainer._validate()` returned.
+        step: the trainer's `global_steps`.
+        name: the evaluation's name.
+
+    Returns:
+        arm -> accuracy, as sent (empty when nothing fit).
+    """
+    best: dict[str, tuple[int, float]] = {}  # data source -> (N of mean@N, value); the largest N wins
+    for key, value in metrics.items():
+        parts = key.split("/")
+        if len(parts) != 4 or parts[0] != "val-core" or parts[2] not in ("acc", "reward"):
+            continue
+        metric = parts[3]
+        if not metric.startswith("mean@") or not metric[5:].isdigit():
+            continue
+        source, n = parts[1], int(metric[5:])
+        if source not in best or n > best[source][0]:
+            best[source] = (n, float(value))
+    results = {}
+    for source, (_, value) in best.items():
+        if 0.0 <= value <= 1.0:
+            results[source] = value
+        else:
+            log.warning("verl validation of %r: %g is not an accuracy in [0, 1]; not sent", source, value)
+    return agent.log_eval(results, name=name, step=int(step)) if results else {}
+
+
+def attach_validation(trainer: Any, agent: CurriculumAgent, name: str = "val") -> None:
+    """Make `trainer` (a verl `RayPPOTrainer`) forward every validation to `agent` (see
+    `forward_validation`). Call it once after building the trainer, before `trainer.fit()`."""
+    validate = trainer._validate
+
+    def _validate(*args: Any, **kwargs: Any) -> Any:
+        metrics = validate(*args, **kwargs)
+        if metrics:
+            forward_validation(agent, metrics, int(getattr(trainer, "global_steps", 0)), name)
+        return metrics
+
+    trainer._validate = _validate
 
 
 def _check_workers(data_config: Any) -> None:
