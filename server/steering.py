@@ -38,7 +38,7 @@ def decide(view: command_store.SteeringView, cmd: CommandIn) -> None:
     arms = [a.name for a in view.arms]
     command = Command(cmd.kind, cmd.arm, cmd.value, cmd.steps, id="(new)")
     try:
-        check_static(command, arms)
+        check_static(command, arms, run=view.name)
     except CommandError as e:
         raise InvalidCommand(str(e), arm=cmd.arm) from e
     overrides = Overrides(arms)

@@ -74,14 +74,15 @@ class Ack:
     message: str
 
 
-def check_static(cmd: Command, arms: Sequence[str]) -> None:
+def check_static(cmd: Command, arms: Sequence[str], run: str | None = None) -> None:
     """Reject what no state could make valid (the server answers these with 422): an unknown kind or
     arm, a missing or extra value, p outside [0, 1], a factor <= 0, `steps` on anything but a boost."""
     if cmd.kind not in COMMAND_KINDS:
         raise CommandError(f"unknown command kind {cmd.kind!r}; expected one of {', '.join(COMMAND_KINDS)}")
     if cmd.arm not in arms:
         shown = ", ".join(arms[:20]) + (", ..." if len(arms) > 20 else "")
-        raise CommandError(f"this run has no arm {cmd.arm!r}; its arms are: {shown}")
+        where = "this run" if run is None else f"run {run!r}"
+        raise CommandError(f"{where} has no arm {cmd.arm!r}; its arms are: {shown}")
     value = cmd.value
     if cmd.kind not in ("pin", "boost"):
         if value is not None:
