@@ -38,8 +38,8 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from server import store  # noqa: E402
 from server.db import alembic_config, make_engine  # noqa: E402
+from server.store import ingest as ingest_store  # noqa: E402
 from server.wire import INGEST_ADAPTER  # noqa: E402
 
 RUN = "bench-long"
@@ -52,17 +52,17 @@ def free_port() -> int:
 
 
 def fill(url: str, steps: int, n_arms: int, batch: int = 250) -> float:
-    """Write the run through store.apply_ingest; returns seconds taken."""
+    """Write the run through ingest_store.apply_ingest; returns seconds taken."""
     engine = make_engine(url)
     arms = [f"src{i % 4}/level{i // 4}" for i in range(n_arms)]
 
-    def entry(n: int, doc: dict) -> store.Entry:
+    def entry(n: int, doc: dict) -> ingest_store.Entry:
         raw = orjson.dumps(doc)
-        return store.Entry(f"{n + 1}-0", INGEST_ADAPTER.validate_json(raw), raw)
+        return ingest_store.Entry(f"{n + 1}-0", INGEST_ADAPTER.validate_json(raw), raw)
 
     t0 = time.perf_counter()
     with engine.begin() as conn:
-        store.apply_ingest(conn, [entry(0, {
+        ingest_store.apply_ingest(conn, [entry(0, {
             "v": 1, "type": "run_start", "run": RUN, "seq": 1, "ts": time.time(), "project": "bench",
             "scheduler": "dump", "params": {"window": 300, "c": 1.0, "temperature": 0.1}, "config": {},
             "arms": [{"name": a, "metadata": {}} for a in arms], "host": "bench", "pid": os.getpid()})])
@@ -91,7 +91,7 @@ def fill(url: str, steps: int, n_arms: int, batch: int = 250) -> float:
                                                 "ts": t_start + step, "step": step, "metrics": {"loss": 1.0},
                                                 "dropped": 0, "arms": recs}))
             with engine.begin() as conn:
-                store.apply_ingest(conn, entries)
+                ingest_store.apply_ingest(conn, entries)
             bar.update(len(entries) * n_arms)
     engine.dispose()
     return time.perf_counter() - t0

@@ -17,12 +17,45 @@ from starlette.middleware.sessions import SessionMiddleware
 
 from server import auth, web
 from server.db import make_engine, make_sessionmaker, require_current_schema
-from server.errors import SteerboardError, http_status
+from server.errors import (
+    CommandConflict,
+    Conflict,
+    CsrfFailed,
+    Forbidden,
+    InvalidCommand,
+    InvalidRequest,
+    NotFound,
+    RunNotFound,
+    SchemaOutOfDate,
+    ServerError,
+    ServiceUnavailable,
+    Unauthorized,
+)
 from server.live import LiveHub
 from server.routes import assets, commands, events, exports, health, login, pages, runs
 from server.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
+
+# The HTTP status of each error code, in one place.
+STATUS: dict[str, int] = {
+    NotFound.code: 404,
+    RunNotFound.code: 404,
+    InvalidRequest.code: 422,
+    InvalidCommand.code: 422,
+    CommandConflict.code: 409,
+    Unauthorized.code: 401,
+    Forbidden.code: 403,
+    CsrfFailed.code: 403,
+    Conflict.code: 409,
+    ServiceUnavailable.code: 503,
+    SchemaOutOfDate.code: 503,
+}
+
+
+def http_status(err: ServerError) -> int:
+    """The HTTP status for an error, by its code (500 only for codes never mapped)."""
+    return STATUS.get(err.code, 500)
 
 
 def _is_page(request: Request) -> bool:
@@ -69,8 +102,8 @@ def _validation_message(err: RequestValidationError) -> str:
 def install_error_handlers(app: FastAPI) -> None:
     """One place maps errors to HTTP statuses; bad input never becomes a 500."""
 
-    @app.exception_handler(SteerboardError)
-    def _steerboard_error(request: Request, exc: SteerboardError) -> Response:
+    @app.exception_handler(ServerError)
+    def _server_error(request: Request, exc: ServerError) -> Response:
         return _error(http_status(exc), exc.code, exc.message, exc.details, request)
 
     @app.exception_handler(RequestValidationError)

@@ -25,9 +25,9 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy.orm import Session
 from starlette.requests import Request
 
-from server import users
 from server.errors import CsrfFailed, Forbidden, InvalidRequest, Unauthorized
 from server.settings import Settings
+from server.store import users
 
 log = logging.getLogger(__name__)
 

@@ -152,9 +152,9 @@ def db_current(database_url: str | None) -> None:
 
 @contextmanager
 def _auth_session(database_url: str | None) -> Iterator[Any]:
-    """A session on a current schema, with SteerboardErrors shown as one line."""
+    """A session on a current schema, with ServerErrors shown as one line."""
     from server.db import make_engine, make_sessionmaker, require_current_schema
-    from server.errors import SteerboardError
+    from server.errors import ServerError
 
     settings = _settings(database_url=database_url)
     with _friendly_errors(settings):
@@ -165,7 +165,7 @@ def _auth_session(database_url: str | None) -> Iterator[Any]:
                 try:
                     yield session
                     session.commit()
-                except SteerboardError as e:
+                except ServerError as e:
                     raise click.ClickException(e.message) from e
         finally:
             engine.dispose()
@@ -186,7 +186,8 @@ def user() -> None:
 @click.option("--database-url", help="defaults to STEERBOARD_DATABASE_URL")
 def user_add(name: str, role: str, password_stdin: bool, database_url: str | None) -> None:
     """Add a user (the password is asked for, or read from stdin)."""
-    from server import auth, users
+    from server import auth
+    from server.store import users
 
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
@@ -201,7 +202,7 @@ def user_add(name: str, role: str, password_stdin: bool, database_url: str | Non
 @click.option("--database-url", help="defaults to STEERBOARD_DATABASE_URL")
 def user_list(database_url: str | None) -> None:
     """List users and their roles."""
-    from server import users
+    from server.store import users
 
     with _auth_session(database_url) as session:
         for u in users.list_users(session):
@@ -213,7 +214,7 @@ def user_list(database_url: str | None) -> None:
 @click.option("--database-url", help="defaults to STEERBOARD_DATABASE_URL")
 def user_remove(name: str, database_url: str | None) -> None:
     """Remove a user (their sessions end at their next request)."""
-    from server import users
+    from server.store import users
 
     with _auth_session(database_url) as session:
         if not users.remove_user(session, name):
@@ -232,7 +233,8 @@ def token() -> None:
 @click.option("--database-url", help="defaults to STEERBOARD_DATABASE_URL")
 def token_create(name: str, role: str, database_url: str | None) -> None:
     """Create a token and print it once (only its hash is stored)."""
-    from server import auth, users
+    from server import auth
+    from server.store import users
 
     secret, digest = auth.new_token()
     with _auth_session(database_url) as session:
@@ -244,7 +246,7 @@ def token_create(name: str, role: str, database_url: str | None) -> None:
 @click.option("--database-url", help="defaults to STEERBOARD_DATABASE_URL")
 def token_list(database_url: str | None) -> None:
     """List token names and roles (the tokens themselves are not stored)."""
-    from server import users
+    from server.store import users
 
     with _auth_session(database_url) as session:
         for t in users.list_tokens(session):
@@ -256,7 +258,7 @@ def token_list(database_url: str | None) -> None:
 @click.option("--database-url", help="defaults to STEERBOARD_DATABASE_URL")
 def token_revoke(name: str, database_url: str | None) -> None:
     """Revoke a token."""
-    from server import users
+    from server.store import users
 
     with _auth_session(database_url) as session:
         if not users.remove_token(session, name):

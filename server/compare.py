@@ -4,7 +4,7 @@ Overall accuracy at a step is the completion-weighted mean over arms: sum_j acc_
 (arms without completions at that step do not count), kept per step on ingest (run_steps.graded and
 .correct). "Steps to reach" a target uses a trailing mean over `SMOOTH_WINDOW` steps of the overall
 accuracy, so one lucky batch does not count. Charts are downsampled keeping each bucket's min and max:
-per-arm series through the rollups (`store.series`), overall accuracy with tsdownsample; so comparing
+per-arm series through the rollups (`server.store.series`), overall accuracy with tsdownsample; so comparing
 long runs reads a few rows per chart point, not every arm's every step.
 """
 
@@ -18,9 +18,11 @@ import numpy as np
 from sqlalchemy.orm import Session
 from tsdownsample import MinMaxDownsampler
 
-from server import reports, store
 from server.errors import InvalidRequest
-from server.schemas import Metric
+from server.models import Metric
+from server.store import runs as run_store
+from server.store import series as series_store
+from server.store.sql import run_id
 
 CompareMetric = Literal["overall_accuracy", "accuracy", "probability"]
 METRICS: tuple[CompareMetric, ...] = ("overall_accuracy", "accuracy", "probability")
@@ -45,7 +47,9 @@ class Trace:
 
 
 @dataclass(slots=True)
-class RunSummary:
+class ComparedRun:
+    """One run of a comparison: where it ended and how fast it reached the target."""
+
     run: str
     scheduler: str
     status: str
@@ -64,7 +68,7 @@ class Comparison:
     arms: list[str]
     overlay: list[Trace]
     small: dict[str, list[Trace]]
-    summaries: list[RunSummary]
+    summaries: list[ComparedRun]
     differing: list[tuple[str, list[str]]]
     all_keys: list[tuple[str, list[str]]]
 
@@ -135,7 +139,7 @@ def compare(
         raise InvalidRequest(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
     if not 0.0 <= target <= 1.0:
         raise InvalidRequest(f"target accuracy must be in [0, 1], got {target}")
-    details = [store.get_run(session, r, stale_seconds) for r in runs]
+    details = [run_store.get_run(session, r, stale_seconds) for r in runs]
     arms: list[str] = []
     for d in details:
         arms.extend(a.name for a in d.arms if a.name not in arms)
@@ -145,15 +149,15 @@ def compare(
         if arm is not None and arm not in arms:
             raise InvalidRequest(f"none of these runs has an arm {arm!r}; their arms are: {', '.join(arms)}")
     overlay: list[Trace] = []
-    summaries: list[RunSummary] = []
+    summaries: list[ComparedRun] = []
     for d in details:
-        rid = reports.run_id(session, d.name)
-        steps, overall = reports.graded_steps(session, rid)
+        rid = run_id(session, d.name)
+        steps, overall = run_store.graded_steps(session, rid)
         smooth = trailing_mean(overall)
         hit = np.flatnonzero(smooth >= target)
         seen = np.flatnonzero(~np.isnan(smooth))
-        final = reports.final_accuracy(session, rid)
-        summaries.append(RunSummary(
+        final = run_store.final_accuracy(session, rid)
+        summaries.append(ComparedRun(
             run=d.name, scheduler=d.scheduler, status="stale" if d.stale else d.status, last_step=d.last_step,
             final_overall=float(smooth[seen[-1]]) if seen.size else None,
             steps_to_target=int(steps[hit[0]]) if hit.size else None,
@@ -163,7 +167,7 @@ def compare(
             xs, ys = downsample(steps, overall, max_points)
         elif arm is not None and any(a.name == arm for a in d.arms):
             arm_metric: Metric = "probability" if metric == "probability" else "accuracy"
-            (s,) = store.series(session, d.name, arm_metric, [arm], None, None, max_points)
+            (s,) = series_store.series(session, d.name, arm_metric, [arm], None, None, max_points)
             xs, ys = s.steps, s.values
         else:
             xs, ys = [], []
@@ -171,7 +175,7 @@ def compare(
     small_metric: Metric = "probability" if metric == "probability" else "accuracy"
     small: dict[str, list[Trace]] = {a: [] for a in arms}
     for d in details:
-        for s in store.series(session, d.name, small_metric, None, None, None, small_points):
+        for s in series_store.series(session, d.name, small_metric, None, None, None, small_points):
             small[s.arm].append(Trace(d.name, s.steps, s.values))
     flat: list[dict[str, str]] = []
     for d in details:

@@ -160,10 +160,10 @@ def _drain(settings: Settings, timeout: float = 30.0) -> int:
 def _last_steps(engine: Any, runs: Sequence[str]) -> dict[str, int]:
     from sqlalchemy.orm import Session
 
-    from server import store
+    from server.store import runs as run_store
 
     with Session(engine) as session:
-        return store.last_steps(session, runs)
+        return run_store.last_steps(session, runs)
 
 
 def run_demo(settings: Settings, schedulers: Sequence[str], runs_per_scheduler: int, steps: int, seed: int,

@@ -1,11 +1,11 @@
-"""The server's exceptions. Each has a stable `code`; `STATUS` maps codes to HTTP statuses in one place."""
+"""The server's exceptions, each with a stable `code` (the web layer maps codes to HTTP statuses: server.app)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 
-class SteerboardError(Exception):
+class ServerError(Exception):
     """Base class of every error the server raises on purpose."""
 
     code = "steerboard_error"
@@ -16,7 +16,7 @@ class SteerboardError(Exception):
         self.details = details
 
 
-class NotFound(SteerboardError):
+class NotFound(ServerError):
     code = "not_found"
 
 
@@ -24,7 +24,7 @@ class RunNotFound(NotFound):
     code = "run_not_found"
 
 
-class InvalidRequest(SteerboardError):
+class InvalidRequest(ServerError):
     """The request can never succeed as written (bad value, unknown arm...)."""
 
     code = "invalid_request"
@@ -34,17 +34,17 @@ class InvalidCommand(InvalidRequest):
     code = "invalid_command"
 
 
-class CommandConflict(SteerboardError):
+class CommandConflict(ServerError):
     """The command is well formed but the run's current state forbids it."""
 
     code = "command_conflict"
 
 
-class Unauthorized(SteerboardError):
+class Unauthorized(ServerError):
     code = "unauthorized"
 
 
-class Forbidden(SteerboardError):
+class Forbidden(ServerError):
     """Authenticated, but not allowed (a viewer trying to steer)."""
 
     code = "forbidden"
@@ -56,39 +56,19 @@ class CsrfFailed(Forbidden):
     code = "csrf_failed"
 
 
-class Conflict(SteerboardError):
+class Conflict(ServerError):
     """The resource already exists (a user or token name taken)."""
 
     code = "conflict"
 
 
-class ServiceUnavailable(SteerboardError):
+class ServiceUnavailable(ServerError):
     """A backing service (SQL, Redis) cannot be reached."""
 
     code = "service_unavailable"
 
 
-class SchemaOutOfDate(SteerboardError):
+class SchemaOutOfDate(ServerError):
     """The database schema is not at the revision this code needs."""
 
     code = "schema_out_of_date"
-
-
-STATUS: dict[str, int] = {
-    NotFound.code: 404,
-    RunNotFound.code: 404,
-    InvalidRequest.code: 422,
-    InvalidCommand.code: 422,
-    CommandConflict.code: 409,
-    Unauthorized.code: 401,
-    Forbidden.code: 403,
-    CsrfFailed.code: 403,
-    Conflict.code: 409,
-    ServiceUnavailable.code: 503,
-    SchemaOutOfDate.code: 503,
-}
-
-
-def http_status(err: SteerboardError) -> int:
-    """The HTTP status for an error, by its code (500 only for codes never mapped)."""
-    return STATUS.get(err.code, 500)

@@ -1,7 +1,7 @@
 """The ingest worker: `{prefix}ingest` (a Redis stream, consumer group) into SQL, at least once.
 
 One worker per process or thread; N workers share one consumer group. Each batch is validated
-(server.wire), written in one transaction (server.store.apply_ingest, idempotent), and only then
+(server.wire), written in one transaction (server.store.ingest.apply_ingest, idempotent), and only then
 XACKed; entries that can never be written go to `{prefix}ingest:dead` with the reason. After the
 commit the worker publishes what changed to each run's live channel for the web processes.
 """
@@ -29,7 +29,8 @@ from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
 from server.db import SQLITE_IMMEDIATE
 from server.settings import Settings
-from server.store import Entry, LiveEvent, apply_ingest
+from server.store.events import LiveEvent
+from server.store.ingest import Entry, apply_ingest
 from server.wire import INGEST_ADAPTER
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,9 @@ RawEntry = tuple[bytes | str, dict[bytes, bytes]]
 
 
 @dataclass(frozen=True, slots=True)
-class DeadLetter:
+class RejectedEntry:
+    """A stream entry that can never be stored, on its way to the dead-letter stream."""
+
     entry_id: str
     raw: bytes
     reason: str
@@ -49,7 +52,7 @@ class DeadLetter:
 class _Parsed:
     ids: list[str]
     valid: list[Entry]
-    dead: list[DeadLetter]
+    dead: list[RejectedEntry]
 
 
 class TransientError(Exception):
@@ -272,7 +275,7 @@ class IngestWorker:
 
     def _parse(self, entries: Sequence[RawEntry]) -> _Parsed:
         valid: list[Entry] = []
-        dead: list[DeadLetter] = []
+        dead: list[RejectedEntry] = []
         ids: list[str] = []
         limit = self.settings.ingest_max_bytes
         for raw_id, fields in entries:
@@ -280,21 +283,21 @@ class IngestWorker:
             ids.append(eid)
             raw = fields.get(b"m")
             if raw is None:
-                dead.append(DeadLetter(eid, orjson.dumps({_s(k): _s(v) for k, v in fields.items()}),
-                                       "entry has no field 'm'"))
+                dead.append(RejectedEntry(eid, orjson.dumps({_s(k): _s(v) for k, v in fields.items()}),
+                                          "entry has no field 'm'"))
                 continue
             if len(raw) > limit:
-                dead.append(DeadLetter(eid, raw, f"oversized: {len(raw)} bytes > limit {limit}"))
+                dead.append(RejectedEntry(eid, raw, f"oversized: {len(raw)} bytes > limit {limit}"))
                 continue
             try:
                 msg = INGEST_ADAPTER.validate_json(raw)
             except ValidationError as e:
-                dead.append(DeadLetter(eid, raw, _reason(e)))
+                dead.append(RejectedEntry(eid, raw, _reason(e)))
                 continue
             valid.append(Entry(eid, msg, raw))
         return _Parsed(ids, valid, dead)
 
-    def _commit(self, valid: list[Entry]) -> tuple[list[LiveEvent], list[DeadLetter]]:
+    def _commit(self, valid: list[Entry]) -> tuple[list[LiveEvent], list[RejectedEntry]]:
         if not valid:
             return [], []
         try:
@@ -305,7 +308,7 @@ class IngestWorker:
             log.warning("ingest: batch of %d rejected (%s); writing entries one by one", len(valid), e)
         # Isolate the entries the database refuses so the rest of the batch still lands.
         events: list[LiveEvent] = []
-        dead: list[DeadLetter] = []
+        dead: list[RejectedEntry] = []
         for entry in valid:
             try:
                 events.extend(self._write([entry]))
@@ -313,7 +316,7 @@ class IngestWorker:
                 if not _is_entry_fault(e):
                     raise TransientError(_first_line(e)) from e
                 raw = entry.raw or INGEST_ADAPTER.dump_json(entry.msg)
-                dead.append(DeadLetter(entry.entry_id, raw, f"database rejected: {_first_line(e)}"))
+                dead.append(RejectedEntry(entry.entry_id, raw, f"database rejected: {_first_line(e)}"))
         return events, dead
 
     def _write(self, entries: list[Entry]) -> list[LiveEvent]:
@@ -322,7 +325,7 @@ class IngestWorker:
             with conn.begin():
                 return apply_ingest(conn, entries)
 
-    def _finish(self, ids: list[str], dead: list[DeadLetter], events: list[LiveEvent]) -> None:
+    def _finish(self, ids: list[str], dead: list[RejectedEntry], events: list[LiveEvent]) -> None:
         pipe = self.redis.pipeline(transaction=False)
         now = time.time()
         for d in dead:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, get_args
 
 from sqlalchemy import (
     JSON,
@@ -25,15 +25,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # Per-arm statistics charted over steps; each has min/max/sum/n/last columns in `arm_rollups`.
-METRICS: tuple[str, ...] = (
-    "probability",
-    "score",
-    "mean_abs_adv",
-    "mean_reward",
-    "accuracy",
-    "n_step",
-    "n_total",
-)
+Metric = Literal["probability", "score", "mean_abs_adv", "mean_reward", "accuracy", "n_step", "n_total"]
+METRICS: tuple[str, ...] = get_args(Metric)
 # Steps per rollup bucket, finest first: ingest keeps every level, so a chart of any range reads a few
 # hundred rows per arm from the coarsest level that still has enough buckets. Changing these needs a
 # migration that rebuilds arm_rollups.
@@ -157,7 +150,7 @@ class RunStep(Base):
     correct: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
 
 
-class Command(Base):
+class SentCommand(Base):
     """The audit log: every command the server sent, and what the agent answered."""
 
     __tablename__ = "commands"

@@ -7,9 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from server.models import Metric
 from server.wire import CommandKind
-
-Metric = Literal["probability", "score", "mean_abs_adv", "mean_reward", "accuracy", "n_step", "n_total"]
 
 
 class ErrorBody(BaseModel):

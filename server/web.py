@@ -17,6 +17,7 @@ from starlette.responses import HTMLResponse
 from server import auth
 from server.auth import Principal
 from server.package_data import package_path
+from server.store.sql import utcnow
 
 TEMPLATES_DIR = package_path("templates")
 STATIC_DIR = package_path("static")
@@ -54,7 +55,7 @@ PLOTLY_URL = f"/static/vendor/plotly-{_plotly_tag()}.min.js"
 def _ago(value: dt.datetime | None) -> str:
     if value is None:
         return "never"
-    secs = max(0.0, (dt.datetime.now(dt.UTC) - value).total_seconds())
+    secs = max(0.0, (utcnow() - value).total_seconds())
     if secs < 60:
         return f"{secs:.0f} s ago"
     if secs < 3600:

@@ -6,9 +6,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from server import steering, store
+from server import steering
 from server.deps import Operator, RedisDep, SessionDep, SettingsDep
 from server.schemas import CommandAccepted, CommandIn, CommandRecord, ErrorResponse
+from server.store import commands as command_store
 
 router = APIRouter(prefix="/api/runs", tags=["commands"])
 
@@ -41,4 +42,5 @@ def list_commands(
     run: str, session: SessionDep, limit: Annotated[int, Query(ge=1, le=10_000)] = 500
 ) -> list[CommandRecord]:
     """The audit log of a run's commands, newest first."""
-    return store.list_commands(session, run, limit)
+    log = command_store.list_commands(session, run, limit)
+    return [CommandRecord.model_validate(c, from_attributes=True) for c in log]

@@ -21,11 +21,11 @@ from fastapi import APIRouter, Header, Query
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 
-from server import store
 from server.deps import HubDep, SessionMakerDep, SettingsDep
 from server.errors import InvalidRequest
 from server.live import LiveHub, Subscription
 from server.schemas import ErrorResponse
+from server.store.events import LiveEvent, event_seq, events_since
 
 router = APIRouter(prefix="/api/runs", tags=["events"])
 log = logging.getLogger(__name__)
@@ -60,13 +60,13 @@ async def run_events(
         except ValueError as e:
             raise InvalidRequest(f"Last-Event-ID must be an event id from this stream, got {last_event_id!r}") from e
 
-    def catch_up(since: int) -> tuple[int, list[store.LiveEvent]] | None:
+    def catch_up(since: int) -> tuple[int, list[LiveEvent]] | None:
         with maker() as session:
-            return store.events_since(session.connection(), run, since, settings.sse_replay_limit)
+            return events_since(session.connection(), run, since, settings.sse_replay_limit)
 
     def current_seq() -> int:
         with maker() as session:
-            return store.event_seq(session.connection(), run)
+            return event_seq(session.connection(), run)
 
     # Subscribe before reading SQL so nothing committed in between is missed (seqs dedupe).
     sub = hub.subscribe(run)
@@ -88,7 +88,7 @@ async def _stream(
     run: str,
     sub: Subscription,
     hub: LiveHub,
-    replay: Callable[[int], tuple[int, list[store.LiveEvent]] | None],
+    replay: Callable[[int], tuple[int, list[LiveEvent]] | None],
     current_seq: Callable[[], int],
     current: int,
     after: int | None,

@@ -11,9 +11,11 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
-from server import reports, store
 from server.deps import SessionDep, SessionMakerDep
 from server.schemas import ErrorResponse
+from server.store import exports as export_store
+from server.store.series import part_names
+from server.store.sql import run_id
 
 router = APIRouter(prefix="/api/runs", tags=["export"])
 
@@ -52,17 +54,17 @@ def export_csv(
 ) -> StreamingResponse:
     """A run as CSV. `arms`: one row per (step, arm) with every metric and score part
     (`part_<name>`); `commands`: the audit log, oldest first."""
-    rid = reports.run_id(session, run)  # 404 before the stream starts
-    parts = store.part_names(session.connection(), rid) if what == "arms" else []
+    rid = run_id(session, run)  # 404 before the stream starts
+    parts = part_names(session.connection(), rid) if what == "arms" else []
 
     def body() -> Iterator[str]:
         # The stream outlives the request's session: it reads with its own.
         with maker() as s:
             if what == "arms":
-                header = [*reports.ARM_COLUMNS, *(f"part_{p}" for p in parts)]
-                yield from _csv_lines(header, reports.iter_arm_rows(s, rid, parts))
+                header = [*export_store.ARM_COLUMNS, *(f"part_{p}" for p in parts)]
+                yield from _csv_lines(header, export_store.iter_arm_rows(s, rid, parts))
             else:
-                yield from _csv_lines(reports.COMMAND_COLUMNS, reports.iter_command_rows(s, rid))
+                yield from _csv_lines(export_store.COMMAND_COLUMNS, export_store.iter_command_rows(s, rid))
 
     filename = f"{run}-{what}.csv".replace('"', "")
     return StreamingResponse(

@@ -9,10 +9,10 @@ from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 
-from server import store
 from server.deps import RedisDep, SessionDep, SettingsDep
 from server.ingest import read_dead_letters
 from server.schemas import DeadLetter, DeadLetters, Health
+from server.store.sql import ping
 
 router = APIRouter(tags=["health"])
 
@@ -22,7 +22,7 @@ def healthz(session: SessionDep, client: RedisDep) -> JSONResponse:
     """200 when SQL and Redis both answer; 503 naming the part that does not."""
     sql = redis_state = "ok"
     try:
-        store.ping(session)
+        ping(session)
     except SQLAlchemyError as e:
         sql = f"error: {str(getattr(e, 'orig', e) or e).strip().splitlines()[0]}"
     try:

@@ -14,11 +14,14 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
 
 from server import compare as comparing
-from server import reports, steering, store
+from server import steering
 from server.auth import Principal
 from server.deps import PageOperator, PrincipalDep, RedisDep, SessionDep, SettingsDep
 from server.errors import CommandConflict, InvalidCommand, InvalidRequest
-from server.schemas import CommandIn, CommandRecord
+from server.schemas import CommandIn
+from server.store import commands as command_store
+from server.store import runs as run_store
+from server.store.commands import AuditEntry
 from server.web import is_htmx, render
 
 router = APIRouter(include_in_schema=False)
@@ -34,7 +37,7 @@ _CONFIRM = {
 }
 
 
-def command_status(c: CommandRecord) -> str:
+def command_status(c: AuditEntry) -> str:
     """What the audit log says about a command, e.g. "applied at step 12"."""
     if c.status == "applied":
         return f"applied at step {c.applied_step}"
@@ -43,19 +46,8 @@ def command_status(c: CommandRecord) -> str:
     return c.status
 
 
-def command_label(c: CommandRecord) -> str:
-    if c.kind == "pin":
-        return f"pin {c.arm}={c.value:g}" if c.value is not None else f"pin {c.arm}"
-    if c.kind == "boost":
-        extra = f" for {c.steps} steps" if c.steps else ""
-        return f"boost {c.arm}×{c.value:g}{extra}" if c.value is not None else f"boost {c.arm}"
-    return f"{c.kind} {c.arm}"
-
-
-def _commands_ctx(commands: list[CommandRecord]) -> list[dict[str, Any]]:
-    return [
-        {"c": c, "label": command_label(c), "status_text": command_status(c)} for c in commands
-    ]
+def _commands_ctx(commands: list[AuditEntry]) -> list[dict[str, Any]]:
+    return [{"c": c, "label": c.label, "status_text": command_status(c)} for c in commands]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -75,13 +67,13 @@ def runs_page(
     runs: Annotated[list[str], Query(description="runs ticked for comparing (kept across refreshes)")] = [],  # noqa: B006
 ) -> HTMLResponse:
     status = status or None
-    rows = reports.dashboard_runs(session, settings.stale_seconds, status=status, project=project or None,
+    rows = run_store.dashboard_runs(session, settings.stale_seconds, status=status, project=project or None,
                                   search=q or None)
     ctx = {"runs": rows, "status": status or "", "project": project or "", "q": q or "",
-           "statuses": reports.STATUSES, "selected": set(runs)}
+           "statuses": run_store.STATUSES, "selected": set(runs)}
     if is_htmx(request):
         return render(request, "_runs_table.html", principal, ctx)
-    ctx["projects"] = reports.projects(session)
+    ctx["projects"] = run_store.projects(session)
     return render(request, "runs.html", principal, ctx)
 
 
@@ -94,16 +86,18 @@ def runs_page(
 def run_page(
     run: str, request: Request, session: SessionDep, settings: SettingsDep, principal: PrincipalDep
 ) -> HTMLResponse:
-    detail = store.get_run(session, run, settings.stale_seconds)
+    detail = run_store.get_run(session, run, settings.stale_seconds)
     if is_htmx(request):
         return render(request, "_run_header.html", principal, {"run": detail})
     return render(request, "run.html", principal, _run_ctx(session, detail))
 
 
-def _run_ctx(session: Any, detail: Any, forms: dict[tuple[str, str], dict[str, Any]] | None = None) -> dict[str, Any]:
-    commands = store.list_commands(session, detail.name, 200)
+def _run_ctx(
+    session: Any, detail: run_store.RunView, forms: dict[tuple[str, str], dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    commands = command_store.list_commands(session, detail.name, 200)
     markers = [
-        {"step": c.applied_step, "label": command_label(c), "id": c.id}
+        {"step": c.applied_step, "label": c.label, "id": c.id}
         for c in reversed(commands) if c.status == "applied" and c.applied_step is not None
     ]
     page = {
@@ -115,7 +109,7 @@ def _run_ctx(session: Any, detail: Any, forms: dict[tuple[str, str], dict[str, A
     }
     return {
         "run": detail, "run_name": detail.name, "commands": _commands_ctx(commands), "page": page, "kinds": KINDS,
-        "forms": forms or {}, "confirm": _CONFIRM, "tags": reports.tags_of(detail.config),
+        "forms": forms or {}, "confirm": _CONFIRM, "tags": run_store.tags_of(detail.config),
     }
 
 
@@ -123,7 +117,7 @@ def _run_ctx(session: Any, detail: Any, forms: dict[tuple[str, str], dict[str, A
 def run_commands(run: str, request: Request, session: SessionDep, principal: PrincipalDep) -> HTMLResponse:
     """The audit log table (the run page refreshes it when an ack arrives)."""
     return render(request, "_commands.html", principal,
-                  {"run_name": run, "commands": _commands_ctx(store.list_commands(session, run, 200))})
+                  {"run_name": run, "commands": _commands_ctx(command_store.list_commands(session, run, 200))})
 
 
 def _parse_number(raw: str, what: str) -> float | None:
@@ -197,12 +191,12 @@ def _form_response(
     if not is_htmx(request):
         if status < 400:
             return RedirectResponse(f"/runs/{run}", status_code=303)
-        detail = store.get_run(session, run, settings.stale_seconds)
+        detail = run_store.get_run(session, run, settings.stale_seconds)
         return render(request, "run.html", principal, _run_ctx(session, detail, {(arm, kind): form}), status)
     ctx = {
         "run_name": run, "arm": arm, "kind": kind, "form": form, "confirm": _CONFIRM,
         # On success the audit log gains the pending command (out-of-band swap).
-        "oob_commands": _commands_ctx(store.list_commands(session, run, 200)) if status < 400 else None,
+        "oob_commands": _commands_ctx(command_store.list_commands(session, run, 200)) if status < 400 else None,
     }
     return render(request, "_command_response.html", principal, ctx, status)
 
@@ -236,5 +230,5 @@ def compare_page(
     }
     if is_htmx(request):
         return render(request, "_compare_result.html", principal, ctx)
-    ctx["all_runs"] = reports.run_names(session)
+    ctx["all_runs"] = run_store.run_names(session)
     return render(request, "compare.html", principal, ctx)

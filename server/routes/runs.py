@@ -6,10 +6,22 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from server import store
 from server.deps import SessionDep, SettingsDep
 from server.errors import InvalidRequest
-from server.schemas import ErrorResponse, Metric, Parts, RunDetail, RunSummary, Series, StepRow, StepTimes
+from server.models import Metric
+from server.schemas import (
+    ArmSeries,
+    ErrorResponse,
+    Parts,
+    PartSeries,
+    RunDetail,
+    RunSummary,
+    Series,
+    StepRow,
+    StepTimes,
+)
+from server.store import runs as run_store
+from server.store import series as series_store
 
 router = APIRouter(prefix="/api/runs", tags=["runs"])
 _404: dict[int | str, dict[str, Any]] = {404: {"model": ErrorResponse, "description": "no such run"}}
@@ -23,13 +35,16 @@ def list_runs(
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> list[RunSummary]:
     """Runs, newest first."""
-    return store.list_runs(session, settings.stale_seconds, project=project, limit=limit)
+    return [
+        RunSummary.model_validate(r, from_attributes=True)
+        for r in run_store.list_runs(session, settings.stale_seconds, project=project, limit=limit)
+    ]
 
 
 @router.get("/{run}", response_model=RunDetail, responses=_404)
 def get_run(run: str, session: SessionDep, settings: SettingsDep) -> RunDetail:
     """A run with its arms and their current state and probability."""
-    return store.get_run(session, run, settings.stale_seconds)
+    return RunDetail.model_validate(run_store.get_run(session, run, settings.stale_seconds), from_attributes=True)
 
 
 @router.get("/{run}/series", response_model=Series, responses={**_404, 422: {"model": ErrorResponse}})
@@ -46,9 +61,8 @@ def get_series(
     if start is not None and end is not None and end < start:
         raise InvalidRequest(f"end ({end}) is before start ({start})")
     names = [a.strip() for a in arms.split(",") if a.strip()] if arms else None
-    return Series(
-        run=run, metric=metric, series=store.series(session, run, metric, names, start, end, max_points)
-    )
+    points = series_store.series(session, run, metric, names, start, end, max_points)
+    return Series(run=run, metric=metric, series=[ArmSeries.model_validate(p, from_attributes=True) for p in points])
 
 
 @router.get("/{run}/parts", response_model=Parts, responses={**_404, 422: {"model": ErrorResponse}})
@@ -65,7 +79,8 @@ def get_parts(
     if start is not None and end is not None and end < start:
         raise InvalidRequest(f"end ({end}) is before start ({start})")
     names = [a.strip() for a in arms.split(",") if a.strip()] if arms else None
-    return Parts(run=run, series=store.part_series(session, run, names, start, end, max_points))
+    points = series_store.part_series(session, run, names, start, end, max_points)
+    return Parts(run=run, series=[PartSeries.model_validate(p, from_attributes=True) for p in points])
 
 
 @router.get("/{run}/steps", response_model=list[StepRow], responses=_404)
@@ -77,11 +92,12 @@ def get_steps(
     limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
 ) -> list[StepRow]:
     """Trainer metrics per step."""
-    return store.steps(session, run, start, end, limit)
+    rows = series_store.steps(session, run, start, end, limit)
+    return [StepRow.model_validate(s, from_attributes=True) for s in rows]
 
 
 @router.get("/{run}/timestamps", response_model=StepTimes, responses=_404)
 def get_step_times(run: str, session: SessionDep) -> StepTimes:
     """The wall time of every step, as two arrays (steps, ts): what a chart's time axis needs, without
     the per-step metrics of `/steps`."""
-    return store.step_times(session, run)
+    return StepTimes.model_validate(series_store.step_times(session, run), from_attributes=True)

@@ -8,9 +8,10 @@ import httpx
 import redis
 from bs4 import BeautifulSoup
 
-from server import auth, users
+from server import auth
 from server.db import make_engine, make_sessionmaker
 from server.settings import Settings
+from server.store import users
 from tests.server.conftest import LiveServer, run_start, step_msg, wait_for, xadd
 
 ARMS = ["kk3", "kk4", "kk5", "kk6"]

@@ -27,10 +27,10 @@ import uvicorn
 from alembic import command
 from sqlalchemy import Engine, text
 
-from server import store
 from server.app import create_app
 from server.db import alembic_config, make_engine
 from server.settings import Settings
+from server.store import ingest as ingest_store
 from server.wire import INGEST_ADAPTER
 
 REDIS_URL = os.environ.get("STEERBOARD_TEST_REDIS", "redis://127.0.0.1:6379/0")
@@ -131,10 +131,10 @@ def ingest_docs(engine: Engine, docs: list[dict[str, Any]], batch: int = 500) ->
     entries = []
     for n, doc in enumerate(docs):
         raw = orjson.dumps(doc)
-        entries.append(store.Entry(f"{n + 1}-0", INGEST_ADAPTER.validate_json(raw), raw))
+        entries.append(ingest_store.Entry(f"{n + 1}-0", INGEST_ADAPTER.validate_json(raw), raw))
     for i in range(0, len(entries), batch):
         with engine.begin() as conn:
-            store.apply_ingest(conn, entries[i:i + batch])
+            ingest_store.apply_ingest(conn, entries[i:i + batch])
 
 
 def run_start(run: str, seq: int, arms: list[str], ts: float | None = None, **extra: Any) -> dict[str, Any]:

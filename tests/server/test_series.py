@@ -9,8 +9,8 @@ import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from server import store
 from server.models import ROLLUP_BUCKET, part_rollups
+from server.store import series as series_store
 
 from .conftest import ingest_docs, run_start
 
@@ -45,7 +45,7 @@ def test_long_range_reads_rollups_and_keeps_every_bucket_min_and_max(engine: Eng
     fill(engine, "long")
     truth = {a: np.array([values(s, i) for s in range(STEPS)]) for i, a in enumerate(ARMS)}
     with Session(engine) as session:
-        out = store.series(session, "long", "score", None, None, None, max_points=20)
+        out = series_store.series(session, "long", "score", None, None, None, max_points=20)
     assert [s.arm for s in out] == ARMS
     for s in out:
         assert s.downsampled is True and len(s.steps) <= 20
@@ -68,8 +68,8 @@ def test_long_range_reads_rollups_and_keeps_every_bucket_min_and_max(engine: Eng
 def test_short_range_reads_raw_rows_with_exact_positions(engine: Engine) -> None:
     fill(engine, "short")
     with Session(engine) as session:
-        exact = store.series(session, "short", "score", ["b"], 1200, 1300, max_points=1000)
-        down = store.series(session, "short", "score", ["b"], 1000, 1499, max_points=50)
+        exact = series_store.series(session, "short", "score", ["b"], 1200, 1300, max_points=1000)
+        down = series_store.series(session, "short", "score", ["b"], 1000, 1499, max_points=50)
     assert exact[0].steps == list(range(1200, 1301)) and exact[0].downsampled is False
     assert exact[0].values == [values(s, 1) for s in range(1200, 1301)]
     assert down[0].downsampled is True and len(down[0].steps) <= 50
@@ -88,7 +88,7 @@ def test_rollup_range_with_partial_edge_buckets_shows_nothing_outside_it(engine:
     fill(engine, "edges")
     lo, hi = 100, STEPS - 30  # neither end on a rollup bucket boundary
     with Session(engine) as session:
-        out = store.series(session, "edges", "score", ["a", "b"], lo, hi, max_points=24)
+        out = series_store.series(session, "edges", "score", ["a", "b"], lo, hi, max_points=24)
     for s in out:
         i = ARMS.index(s.arm)
         assert s.downsampled is True and len(s.steps) <= 24
@@ -106,7 +106,7 @@ def test_integer_metric_through_rollups_and_edges(engine: Engine) -> None:
     fill(engine, "ints")
     lo, hi = 100, STEPS - 30
     with Session(engine) as session:
-        out = store.series(session, "ints", "n_total", ["a"], lo, hi, max_points=24)
+        out = series_store.series(session, "ints", "n_total", ["a"], lo, hi, max_points=24)
     s = out[0]
     assert s.downsampled is True and s.steps[0] == lo and s.steps[-1] == hi
     for x0, x1, y0, y1 in zip(s.steps[0::2], s.steps[1::2], s.values[0::2], s.values[1::2], strict=True):
@@ -120,9 +120,9 @@ def test_score_parts_read_part_rollups_and_keep_every_bucket_min_and_max(engine:
     fill(engine, "parts")
     lo, hi = 100, STEPS - 30  # partial rollup buckets at both ends
     with Session(engine) as session:
-        whole = store.part_series(session, "parts", None, None, None, max_points=20)
-        edges = store.part_series(session, "parts", ["b"], lo, hi, max_points=24)
-        exact = store.part_series(session, "parts", ["b"], 1230, 1240, max_points=1000)
+        whole = series_store.part_series(session, "parts", None, None, None, max_points=20)
+        edges = series_store.part_series(session, "parts", ["b"], lo, hi, max_points=24)
+        exact = series_store.part_series(session, "parts", ["b"], 1230, 1240, max_points=1000)
     assert [(s.arm, s.part) for s in whole] == [(a, p) for a in ARMS for p in ("bonus", "mu")]
     sign = {"mu": 1.0, "bonus": -1.0}
     for s in whole + edges:
@@ -164,6 +164,6 @@ def test_part_rollups_skip_rows_without_the_part_and_overlong_names(engine: Engi
         assert (r.first_step, r.last_step, r.value_n, r.value_min, r.value_max) == (
             odd[0], odd[-1], len(odd), float(odd[0]), float(odd[-1]))
     with Session(engine) as session:
-        (odd_series,) = store.part_series(session, "sparse", None, None, None, max_points=40)
+        (odd_series,) = series_store.part_series(session, "sparse", None, None, None, max_points=40)
     assert odd_series.part == "odd" and odd_series.downsampled
     assert all(s % 2 for s in odd_series.steps) and odd_series.values == [float(s) for s in odd_series.steps]

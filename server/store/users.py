@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from server.errors import Conflict
 from server.models import ApiToken, User
+from server.store.sql import utcnow
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,10 +34,6 @@ class TokenRow:
     created_at: dt.datetime
 
 
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
 def has_credentials(session: Session) -> bool:
     """Whether any user or API token exists (then the server is no longer in local dev mode)."""
     return (
@@ -46,7 +43,7 @@ def has_credentials(session: Session) -> bool:
 
 
 def add_user(session: Session, name: str, password_hash: str, role: str) -> None:
-    session.add(User(name=name, password_hash=password_hash, role=role, created_at=_now()))
+    session.add(User(name=name, password_hash=password_hash, role=role, created_at=utcnow()))
     try:
         session.flush()
     except IntegrityError as e:
@@ -80,7 +77,7 @@ def remove_user(session: Session, name: str) -> bool:
 
 
 def add_token(session: Session, name: str, token_hash: str, role: str) -> None:
-    session.add(ApiToken(name=name, token_hash=token_hash, role=role, created_at=_now()))
+    session.add(ApiToken(name=name, token_hash=token_hash, role=role, created_at=utcnow()))
     try:
         session.flush()
     except IntegrityError as e:

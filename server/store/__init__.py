@@ -1,0 +1,12 @@
+"""All SQL of the server, one module per concern; each answers in plain dataclasses or rows.
+
+- `sql`: table handles, the dialect's INSERT, upserts, numeric fetches, the clock (`utcnow`) and the
+  one run lookup (`run_row`, `run_id`).
+- `ingest`: ingest writes (`apply_ingest`); `rollups`: the rollups ingest keeps.
+- `events`: live events (docs/sse.md), published after ingest and replayed by `events_since`.
+- `series`: chart series (downsampled), step metrics and times.
+- `runs`: the run list, a run in full, the runs table, compare data; the stale rule (`is_stale`).
+- `commands`: the audit log (steering's view, commands, acks); `exports`: CSV reads; `users`: logins.
+
+Nothing here knows the web layer: no FastAPI, no response models (the routes own those).
+"""

@@ -1,0 +1,198 @@
+"""The command audit log: what steering validates against, commands recorded and rejected, the acks
+the agent sends back, and the log as read by the pages and the API."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, insert, select, update
+from sqlalchemy.orm import Session
+
+from server.store.sql import ARMS, COMMANDS, RUNS, run_row, utc_from_ts, utcnow
+from server.wire import CommandAck
+
+
+def command_label(kind: str, arm: str, value: float | None, steps: int | None) -> str:
+    """The short text a page shows for a command, on a chart marker or an audit log row:
+    `pin kk3=0.5`, `boost kk4×2 for 50 steps`, `retire kk5`."""
+    if kind == "pin":
+        return f"pin {arm}={value:g}" if value is not None else f"pin {arm}"
+    if kind == "boost":
+        extra = f" for {steps} steps" if steps else ""
+        return f"boost {arm}×{value:g}{extra}" if value is not None else f"boost {arm}"
+    return f"{kind} {arm}"
+
+
+@dataclass(frozen=True, slots=True)
+class ArmView:
+    """An arm's override state as the agent last reported it."""
+
+    name: str
+    state: str
+    pin: float | None
+    boost: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class PendingCommand:
+    id: str
+    kind: str
+    arm: str
+    value: float | None
+    steps: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class SteeringView:
+    """What command validation needs: the run, its arms as reported, and commands not yet acked."""
+
+    run_id: int
+    name: str
+    status: str
+    arms: list[ArmView]
+    pending: list[PendingCommand]
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One command of the audit log: what was asked, by whom, and what the agent answered."""
+
+    id: str
+    run: str
+    kind: str
+    arm: str
+    value: float | None
+    steps: int | None
+    actor: str
+    reason: str
+    created_at: dt.datetime
+    status: str  # pending | applied | rejected
+    applied_step: int | None
+    message: str | None
+    acked_at: dt.datetime | None
+
+    @property
+    def label(self) -> str:
+        return command_label(self.kind, self.arm, self.value, self.steps)
+
+
+@dataclass(frozen=True, slots=True)
+class AckedCommand:
+    """A command whose first outcome an ack has just recorded, with what the command was."""
+
+    id: str
+    kind: str
+    arm: str
+    value: float | None
+    steps: int | None
+    status: str
+    applied_step: int | None
+    message: str | None
+
+
+def steering_view(session: Session, run: str) -> SteeringView:
+    r = run_row(session, run, RUNS.c.id, RUNS.c.name, RUNS.c.status)
+    arms = session.execute(
+        select(ARMS.c.name, ARMS.c.state, ARMS.c.pin, ARMS.c.boost)
+        .where(ARMS.c.run_id == r.id)
+        .order_by(ARMS.c.position, ARMS.c.id)
+    ).all()
+    pending = session.execute(
+        select(COMMANDS.c.id, COMMANDS.c.kind, COMMANDS.c.arm, COMMANDS.c.value, COMMANDS.c.steps)
+        .where(COMMANDS.c.run_id == r.id, COMMANDS.c.status == "pending")
+        .order_by(COMMANDS.c.created_at)
+    ).all()
+    return SteeringView(
+        run_id=r.id,
+        name=r.name,
+        status=r.status,
+        arms=[ArmView(*a) for a in arms],
+        pending=[PendingCommand(*c) for c in pending],
+    )
+
+
+def record_command(
+    session: Session,
+    run_id: int,
+    kind: str,
+    arm: str,
+    value: float | None,
+    steps: int | None,
+    actor: str,
+    reason: str,
+) -> AuditEntry:
+    """Add a command to the audit log as pending (in the caller's transaction)."""
+    run = session.execute(select(RUNS.c.name).where(RUNS.c.id == run_id)).scalar_one()
+    entry = AuditEntry(
+        id=str(uuid.uuid4()), run=run, kind=kind, arm=arm, value=value, steps=steps, actor=actor, reason=reason,
+        created_at=utcnow(), status="pending", applied_step=None, message=None, acked_at=None,
+    )
+    session.execute(insert(COMMANDS).values(
+        id=entry.id, run_id=run_id, kind=kind, arm=arm, value=value, steps=steps, actor=actor, reason=reason,
+        created_at=entry.created_at, status=entry.status,
+    ))
+    return entry
+
+
+def reject_command(session: Session, command_id: str, message: str) -> None:
+    session.execute(
+        update(COMMANDS)
+        .where(COMMANDS.c.id == command_id, COMMANDS.c.status == "pending")
+        .values(status="rejected", message=message, acked_at=utcnow())
+    )
+
+
+def record_acks(conn: Connection, run_id: int, acks: Sequence[CommandAck], event_seq: int) -> list[AckedCommand]:
+    """Record acks of the run's pending commands (the first outcome of a command wins), at live event
+    `event_seq`; return the commands they settled, with what each command was (read in the same
+    UPDATE .. RETURNING: PostgreSQL, SQLite >= 3.35)."""
+    out: list[AckedCommand] = []
+    c = COMMANDS.c
+    for ack in acks:
+        row = conn.execute(
+            update(COMMANDS)
+            .where(c.id == ack.id, c.run_id == run_id, c.status == "pending")
+            .values(
+                status=ack.status, applied_step=ack.applied_step, message=ack.message,
+                acked_at=utc_from_ts(ack.ts), ack_event_seq=event_seq,
+            )
+            .returning(c.id, c.kind, c.arm, c.value, c.steps, c.status, c.applied_step, c.message)
+        ).first()
+        if row is not None:
+            out.append(AckedCommand(*row))
+    return out
+
+
+def acked_since(conn: Connection, run_id: int, after: int) -> list[tuple[int, AckedCommand]]:
+    """The run's commands settled at live events after `after`: (event seq, command), in ack order."""
+    c = COMMANDS.c
+    rows = conn.execute(
+        select(c.ack_event_seq, c.id, c.kind, c.arm, c.value, c.steps, c.status, c.applied_step, c.message)
+        .where(c.run_id == run_id, c.ack_event_seq > after)
+        .order_by(c.acked_at)
+    )
+    return [(int(seq), AckedCommand(*rest)) for seq, *rest in rows]
+
+
+def list_commands(session: Session, run: str, limit: int) -> list[AuditEntry]:
+    """The run's audit log, newest first."""
+    r = run_row(session, run, RUNS.c.id, RUNS.c.name)
+    c = COMMANDS.c
+    q = (
+        select(c.id, c.kind, c.arm, c.value, c.steps, c.actor, c.reason, c.created_at, c.status, c.applied_step,
+               c.message, c.acked_at)
+        .where(c.run_id == r.id)
+        .order_by(c.created_at.desc())
+        .limit(limit)
+    )
+    return [
+        AuditEntry(
+            id=x.id, run=r.name, kind=x.kind, arm=x.arm, value=x.value, steps=x.steps, actor=x.actor,
+            reason=x.reason, created_at=x.created_at, status=x.status, applied_step=x.applied_step,
+            message=x.message, acked_at=x.acked_at,
+        )
+        for x in session.execute(q)
+    ]

@@ -1,0 +1,127 @@
+"""Live events: what one committed ingest batch changed in one run, as the page receives it over SSE.
+The ingest worker publishes them after commit; `events_since` rebuilds them from SQL for a client that
+resumes.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, select
+
+from server.store.commands import AckedCommand, acked_since
+from server.store.sql import ARM_STEPS, ARMS, RUN_STEPS, RUNS, run_row
+from server.wire import Step
+
+
+@dataclass(frozen=True, slots=True)
+class LiveEvent:
+    """What one committed batch changed in one run; published on the run's live channel."""
+
+    run: str
+    seq: int
+    payload: dict[str, Any]
+
+
+def step_entry(raw: bytes, m: Step) -> Any:
+    if raw:
+        # The step message itself (validated); it has step, ts, metrics and arms with every field.
+        return orjson.Fragment(raw)
+    return {"step": m.step, "ts": m.ts, "metrics": m.metrics, "arms": m.arms}
+
+
+def ack_entry(c: AckedCommand) -> dict[str, Any]:
+    return {"id": c.id, "status": c.status, "applied_step": c.applied_step, "message": c.message}
+
+
+def status_entry(conn: Connection, run_id: int) -> dict[str, Any]:
+    r = conn.execute(
+        select(RUNS.c.status, RUNS.c.started_at, RUNS.c.ended_at, RUNS.c.last_step).where(RUNS.c.id == run_id)
+    ).one()
+    return {
+        "status": r.status,
+        "started_at": r.started_at.isoformat() if r.started_at else None,
+        "ended_at": r.ended_at.isoformat() if r.ended_at else None,
+        "last_step": r.last_step,
+    }
+
+
+def event_seq(conn: Connection, run: str) -> int:
+    """The run's latest live event seq (RunNotFound for an unknown run)."""
+    return int(run_row(conn, run, RUNS.c.event_seq).event_seq)
+
+
+def events_since(conn: Connection, run: str, after: int, limit: int) -> tuple[int, list[LiveEvent]] | None:
+    """Rebuild from SQL the live events of `run` with seq > `after`, for an SSE client resuming.
+
+    Returns (current event seq, events), or None when more than `limit` events were missed (the
+    client should reload instead).
+    """
+    r = run_row(conn, run, RUNS.c.id, RUNS.c.event_seq, RUNS.c.status_event_seq)
+    run_id, current, status_seq = int(r.id), int(r.event_seq), int(r.status_event_seq)
+    after = max(after, 0)
+    if current <= after:
+        return current, []
+    if current - after > limit:
+        return None
+    payloads: dict[int, dict[str, Any]] = {}
+
+    def ev(seq: int) -> dict[str, Any]:
+        return payloads.setdefault(seq, {"run": run, "entry_ids": [], "seq": seq})
+
+    steps = conn.execute(
+        select(RUN_STEPS.c.step, RUN_STEPS.c.ts, RUN_STEPS.c.metrics, RUN_STEPS.c.event_seq, RUN_STEPS.c.entry_id)
+        .where(RUN_STEPS.c.run_id == run_id, RUN_STEPS.c.event_seq > after)
+        .order_by(RUN_STEPS.c.step)
+    ).all()
+    if steps:
+        arm_rows = _arm_entries(conn, run_id, [s.step for s in steps])
+        for s in steps:
+            e = ev(s.event_seq)
+            e["entry_ids"].append(s.entry_id)
+            e.setdefault("steps", []).append(
+                {"step": s.step, "ts": s.ts, "metrics": s.metrics, "arms": arm_rows[s.step]}
+            )
+    for seq, c in acked_since(conn, run_id, after):
+        ev(seq).setdefault("acks", []).append(ack_entry(c))
+    if status_seq > after:
+        # Only the latest status is kept; earlier status changes in the gap are superseded by it.
+        ev(status_seq)["status"] = status_entry(conn, run_id)
+    # Events whose only change was superseded still get an (empty) event so seqs stay gapless.
+    for seq in range(after + 1, current + 1):
+        ev(seq)
+    return current, [LiveEvent(run, seq, payloads[seq]) for seq in sorted(payloads)]
+
+
+def _arm_entries(conn: Connection, run_id: int, step_nums: list[int]) -> dict[int, list[dict[str, Any]]]:
+    """The arms' records of each of `step_nums`, as stored."""
+    arm_state = {
+        a.id: a for a in conn.execute(
+            select(ARMS.c.id, ARMS.c.name, ARMS.c.state, ARMS.c.pin, ARMS.c.boost).where(ARMS.c.run_id == run_id)
+        )
+    }
+    q = (
+        select(ARM_STEPS)
+        .where(
+            ARM_STEPS.c.run_id == run_id,
+            ARM_STEPS.c.arm_id.in_(list(arm_state)),
+            ARM_STEPS.c.step.between(min(step_nums), max(step_nums)),
+        )
+        .order_by(ARM_STEPS.c.step, ARM_STEPS.c.arm_id)
+    )
+    wanted = set(step_nums)
+    out: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for a in conn.execute(q):
+        if a.step not in wanted:
+            continue
+        st = arm_state[a.arm_id]
+        # Per-step state/pin/boost are not stored; the arm's current ones stand in for them.
+        out[a.step].append({
+            "arm": st.name, "p": a.probability, "score": a.score, "parts": a.parts, "n_step": a.n_step,
+            "n_total": a.n_total, "mean_abs_adv": a.mean_abs_adv, "mean_reward": a.mean_reward,
+            "accuracy": a.accuracy, "state": st.state, "pin": st.pin, "boost": st.boost,
+        })
+    return out
