@@ -5,8 +5,9 @@ committed in between is lost; the browser's automatic reconnects send `Last-Even
 
 Event types: `ready` (sent first; its id is the run's current event seq, so a client that has
 seen nothing yet still gets a resume point), `update` (one committed ingest batch: new steps with
-every arm field, command acks, status changes; id = the run's event seq), `reset` (more events
-were missed than the server replays; reload the page's data).
+every arm field, command acks with what each command was, status changes; id = the run's event
+seq), `reset` (more events were missed than the server replays; reload the page's data). Every
+field is documented in docs/sse.md.
 """
 
 from __future__ import annotations

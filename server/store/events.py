@@ -1,6 +1,9 @@
-"""Live events: what one committed ingest batch changed in one run, as the page receives it over SSE.
-The ingest worker publishes them after commit; `events_since` rebuilds them from SQL for a client that
-resumes.
+"""Live events: what one committed ingest batch changed in one run, as the page receives it over SSE
+(docs/sse.md). The ingest worker publishes them after commit; `events_since` rebuilds them from SQL
+for a client that resumes.
+
+The documents are built here from the stored (or validated) values, never relayed from the wire, so a
+change of the wire protocol does not reach the browser.
 """
 
 from __future__ import annotations
@@ -9,12 +12,21 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from sqlalchemy import Connection, select
 
-from server.store.commands import AckedCommand, acked_since
+from server.store.commands import AckedCommand, acked_since, command_label
 from server.store.sql import ARM_STEPS, ARMS, RUN_STEPS, RUNS, run_row
-from server.wire import Step
+from server.wire import ArmRecord, Step
+
+# Every field of an arm's record in a step entry, in the order documented in docs/sse.md.
+ARM_FIELDS = (
+    "arm", "p", "score", "parts", "n_step", "n_total", "mean_abs_adv", "mean_reward", "accuracy", "state", "pin",
+    "boost",
+)
+_ARM_DEFAULTS: dict[str, Any] = {
+    "score": None, "parts": {}, "mean_abs_adv": None, "mean_reward": None, "accuracy": None, "state": "active",
+    "pin": None, "boost": None,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,15 +38,35 @@ class LiveEvent:
     payload: dict[str, Any]
 
 
-def step_entry(raw: bytes, m: Step) -> Any:
-    if raw:
-        # The step message itself (validated); it has step, ts, metrics and arms with every field.
-        return orjson.Fragment(raw)
-    return {"step": m.step, "ts": m.ts, "metrics": m.metrics, "arms": m.arms}
+# Validation keeps only ArmRecord's keys. While those are the fields above, a validated record that has
+# all of them (what the agent sends) is an arm record of this contract already, and is reused as it is.
+_WIRE_KEYS_ARE_FIELDS = ArmRecord.__required_keys__ | ArmRecord.__optional_keys__ == frozenset(ARM_FIELDS)
+
+
+def step_entry(m: Step) -> dict[str, Any]:
+    """A validated step message as a step entry of an `update` event: step, ts, metrics, and arms with
+    every field of ARM_FIELDS (the wire's optional keys filled with their defaults). Built from the
+    validated values, not relayed: a non-finite number goes out as null, never as invalid JSON."""
+    n = len(ARM_FIELDS)
+    if _WIRE_KEYS_ARE_FIELDS and all(len(r) == n for r in m.arms):
+        arms: list[Any] = m.arms
+    else:
+        arms = [_full_arm(r) for r in m.arms]
+    return {"step": m.step, "ts": m.ts, "metrics": m.metrics, "arms": arms}
+
+
+def _full_arm(r: ArmRecord) -> dict[str, Any]:
+    return {k: r.get(k, _ARM_DEFAULTS.get(k)) for k in ARM_FIELDS}
 
 
 def ack_entry(c: AckedCommand) -> dict[str, Any]:
-    return {"id": c.id, "status": c.status, "applied_step": c.applied_step, "message": c.message}
+    """An ack of an `update` event: the command (what the page shows for it, `label` included) and its
+    outcome."""
+    return {
+        "id": c.id, "kind": c.kind, "arm": c.arm, "value": c.value, "steps": c.steps, "status": c.status,
+        "applied_step": c.applied_step, "message": c.message,
+        "label": command_label(c.kind, c.arm, c.value, c.steps),
+    }
 
 
 def status_entry(conn: Connection, run_id: int) -> dict[str, Any]:

@@ -29,7 +29,7 @@ class Entry:
 
     entry_id: str
     msg: AnyMessage
-    raw: bytes = b""  # the validated JSON document, relayed as-is in live events
+    raw: bytes = b""  # the JSON document as received (kept for dead-lettering it)
 
 
 def entry_time(entry_id: str) -> dt.datetime:
@@ -101,7 +101,7 @@ def apply_ingest(conn: Connection, entries: Sequence[Entry]) -> list[LiveEvent]:
         changed = False
         steps = new_steps.get(acc.run_id, [])
         if steps:
-            payload["steps"] = [step_entry(e.raw, m) for e, m in steps]
+            payload["steps"] = [step_entry(m) for _, m in steps]
             changed = True
         acks = record_acks(conn, acc.run_id, acc.acks, seq) if acc.acks else []
         if acks:

@@ -96,7 +96,10 @@ def test_live_then_resume_without_gaps_or_duplicates(
         assert [(e["event"], e["id"]) for e in got] == [("update", str(base + i)) for i in (2, 3, 4)]
         assert [s["step"] for s in got[0]["data"]["steps"]] == [2]
         assert got[0]["data"]["steps"][0]["arms"] == step_msg(run, 4, 2, ARMS)["arms"]
-        assert got[1]["data"]["acks"] == [{"id": cid, "status": "applied", "applied_step": 2, "message": ""}]
+        assert got[1]["data"]["acks"] == [{
+            "id": cid, "kind": "boost", "arm": "b", "value": 3.0, "steps": None, "status": "applied",
+            "applied_step": 2, "message": "", "label": "boost b×3",
+        }]
         assert [s["step"] for s in got[2]["data"]["steps"]] == [3]
         # Then live again, continuing the sequence.
         push_step(app_server, rds, settings, run, 4)
