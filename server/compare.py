@@ -158,7 +158,7 @@ def compare(
         seen = np.flatnonzero(~np.isnan(smooth))
         final = run_store.final_accuracy(session, rid)
         summaries.append(ComparedRun(
-            run=d.name, scheduler=d.scheduler, status="stale" if d.stale else d.status, last_step=d.last_step,
+            run=d.name, scheduler=d.scheduler, status=run_store.shown_status(d.status, d.stale), last_step=d.last_step,
             final_overall=float(smooth[seen[-1]]) if seen.size else None,
             steps_to_target=int(steps[hit[0]]) if hit.size else None,
             final_by_arm={a: final.get(a) for a in arms},

@@ -30,6 +30,11 @@ def is_stale(status: str, last_seen: dt.datetime | None, stale_seconds: float, n
     return ((now or utcnow()) - last_seen).total_seconds() > stale_seconds
 
 
+def shown_status(status: str, stale: bool) -> str:
+    """The status the pages show: as reported, or "stale" for a stale run."""
+    return "stale" if stale else status
+
+
 @dataclass(frozen=True, slots=True)
 class RunOverview:
     """A run as listed: what it is, where it stands, and its latest live event."""
@@ -174,7 +179,7 @@ def dashboard_runs(
     now = utcnow()
     out: list[RunRow] = []
     for x in session.execute(q):
-        shown = "stale" if is_stale(x.status, x.last_seen, stale_seconds, now) else x.status
+        shown = shown_status(x.status, is_stale(x.status, x.last_seen, stale_seconds, now))
         if status is not None and shown != status:
             continue
         out.append(RunRow(
