@@ -150,6 +150,29 @@ class RunStep(Base):
     correct: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
 
 
+class Eval(Base):
+    """One arm's accuracy in one evaluation (eval set `name`, at `step`), as the trainer reported it.
+
+    `arm` is the trainer's name, not a key into `arms`: an eval set's arms need not be training arms.
+    The first write wins (ingest inserts with ON CONFLICT DO NOTHING), like arm_steps.
+    """
+
+    __tablename__ = "evals"
+    __table_args__ = (
+        PrimaryKeyConstraint("run_id", "name", "arm", "step", name="pk_evals"),
+        {"sqlite_with_rowid": False},
+    )
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(64))
+    step: Mapped[int] = mapped_column(Integer)
+    arm: Mapped[str] = mapped_column(String(256))
+    accuracy: Mapped[float] = mapped_column(Float)
+    correct: Mapped[float | None] = mapped_column(Float)
+    total: Mapped[int | None] = mapped_column(BigInteger)
+    ts: Mapped[float] = mapped_column(Float)
+
+
 class SentCommand(Base):
     """The audit log: every command the server sent, and what the agent answered."""
 

@@ -1,0 +1,43 @@
+"""Create evals: a run's evaluations (the held-out accuracy per eval set, step and arm).
+
+An evaluation's arms are named by the trainer and need not be training arms (a held-out set may be
+split differently), so `arm` is text, not a key into `arms`. Keyed (run_id, name, arm, step): ingest
+inserts with ON CONFLICT DO NOTHING, so a re-delivered message changes nothing (the first write wins,
+as for arm_steps), and a chart reads one eval set's points in key order.
+
+Revision ID: e1a2b3c4d5f6
+Revises: 2d6c8e4f1a95
+Create Date: 2026-12-01
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "e1a2b3c4d5f6"
+down_revision: str | Sequence[str] | None = "2d6c8e4f1a95"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "evals",
+        sa.Column("run_id", sa.Integer, sa.ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+        sa.Column("name", sa.String(64), nullable=False),
+        sa.Column("step", sa.Integer, nullable=False),
+        sa.Column("arm", sa.String(256), nullable=False),
+        sa.Column("accuracy", sa.Float, nullable=False),
+        sa.Column("correct", sa.Float, nullable=True),
+        sa.Column("total", sa.BigInteger, nullable=True),
+        sa.Column("ts", sa.Float, nullable=False),
+        sa.PrimaryKeyConstraint("run_id", "name", "arm", "step", name="pk_evals"),
+        sqlite_with_rowid=False,
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("evals")
