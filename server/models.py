@@ -170,7 +170,9 @@ class Eval(Base):
     accuracy: Mapped[float] = mapped_column(Float)
     correct: Mapped[float | None] = mapped_column(Float)
     total: Mapped[int | None] = mapped_column(BigInteger)
-    ts: Mapped[float] = mapped_column(Float)
+    ts: Mapped[float] = mapped_column(Float)  # the message's, unix seconds (the trainer's clock)
+    # The run's live event that first carried this row (rebuilt for resuming SSE clients).
+    event_seq: Mapped[int] = mapped_column(BigInteger)
 
 
 class SentCommand(Base):
