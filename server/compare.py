@@ -20,6 +20,7 @@ from tsdownsample import MinMaxDownsampler
 
 from server.errors import InvalidRequest
 from server.models import Metric
+from server.store import compare as compare_store
 from server.store import runs as run_store
 from server.store import series as series_store
 from server.store.sql import run_id
@@ -152,11 +153,11 @@ def compare(
     summaries: list[ComparedRun] = []
     for d in details:
         rid = run_id(session, d.name)
-        steps, overall = run_store.graded_steps(session, rid)
+        steps, overall = compare_store.graded_steps(session, rid)
         smooth = trailing_mean(overall)
         hit = np.flatnonzero(smooth >= target)
         seen = np.flatnonzero(~np.isnan(smooth))
-        final = run_store.final_accuracy(session, rid)
+        final = compare_store.final_accuracy(session, rid)
         summaries.append(ComparedRun(
             run=d.name, scheduler=d.scheduler, status=run_store.shown_status(d.status, d.stale), last_step=d.last_step,
             final_overall=float(smooth[seen[-1]]) if seen.size else None,

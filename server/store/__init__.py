@@ -5,7 +5,8 @@
 - `ingest`: ingest writes (`apply_ingest`); `rollups`: the rollups ingest keeps.
 - `events`: live events (docs/sse.md), published after ingest and replayed by `events_since`.
 - `series`: chart series (downsampled), step metrics and times.
-- `runs`: the run list, a run in full, the runs table, compare data; the stale rule (`is_stale`).
+- `runs`: the run list, a run in full, the runs table; the stale rule (`is_stale`).
+- `compare`: what comparing runs reads (per-step accuracy, final accuracy per arm).
 - `commands`: the audit log (steering's view, commands, acks); `exports`: CSV reads; `users`: logins.
 
 Nothing here knows the web layer: no FastAPI, no response models (the routes own those).
