@@ -150,7 +150,7 @@ class RunStep(Base):
     correct: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
 
 
-class Eval(Base):
+class RunEval(Base):
     """One arm's accuracy in one evaluation (eval set `name`, at `step`), as the trainer reported it.
 
     `arm` is the trainer's name, not a key into `arms`: an eval set's arms need not be training arms.
@@ -173,6 +173,11 @@ class Eval(Base):
     ts: Mapped[float] = mapped_column(Float)  # the message's, unix seconds (the trainer's clock)
     # The run's live event that first carried this row (rebuilt for resuming SSE clients).
     event_seq: Mapped[int] = mapped_column(BigInteger)
+
+
+# Its first name, which server/store/manage.py (run management, in progress) imports: the wire message
+# is server.wire.Eval. To go once that module reads the table as server.store.sql.EVALS.
+Eval = RunEval
 
 
 class SentCommand(Base):

@@ -93,6 +93,21 @@ class StepTimes(BaseModel):
     ts: list[float] = Field(description="unix seconds of each step in `steps`")
 
 
+class EvalPoint(BaseModel):
+    name: str = Field(description="the evaluation set, e.g. greedy, heldout, aime24")
+    step: int
+    arm: str = Field(description="as the trainer named it; need not be a training arm")
+    accuracy: float
+    correct: float | None
+    total: int | None
+
+
+class Evals(BaseModel):
+    run: str
+    names: list[str] = Field(description="every evaluation name of the run, whichever `name` was asked for")
+    evals: list[EvalPoint] = Field(description="ordered by name, step, arm")
+
+
 class CommandIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, NotRequired
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 from typing_extensions import TypedDict
 
 from trainer_agent.protocol import (
@@ -18,6 +18,7 @@ from trainer_agent.protocol import (
     ArmState,
     RunEndStatus,
     arm_name_problem,
+    eval_name_problem,
     run_name_problem,
 )
 
@@ -34,6 +35,7 @@ def _rule(problem_of: Any) -> AfterValidator:
 
 RunName = Annotated[str, _rule(run_name_problem)]
 ArmName = Annotated[str, _rule(arm_name_problem)]
+EvalName = Annotated[str, _rule(eval_name_problem)]
 # Integers are bounded by the SQL columns they land in (a 32-bit INTEGER, a 64-bit BIGINT).
 Int32 = Annotated[int, Field(ge=0, le=2**31 - 1)]
 Int64 = Annotated[int, Field(ge=0, le=2**63 - 1)]
@@ -123,5 +125,42 @@ class RunEnd(_Msg):
     step: StepNo
 
 
-IngestMessage = Annotated[RunStart | Step | CommandAck | Heartbeat | RunEnd, Field(discriminator="type")]
-INGEST_ADAPTER: TypeAdapter[RunStart | Step | CommandAck | Heartbeat | RunEnd] = TypeAdapter(IngestMessage)
+class EvalRecord(BaseModel):
+    """One arm's result in an `eval` message: its accuracy, and the counts behind it when known."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    arm: ArmName
+    accuracy: float = Field(ge=0.0, le=1.0, allow_inf_nan=False)
+    correct: float | None = Field(None, ge=0.0, allow_inf_nan=False)
+    total: int | None = Field(None, ge=1, le=2**63 - 1)
+
+    @model_validator(mode="after")
+    def _counts(self) -> EvalRecord:
+        if self.correct is not None:
+            if self.total is None:
+                raise ValueError(f"arm {self.arm!r}: correct is given without total")
+            if self.correct > self.total:
+                raise ValueError(f"arm {self.arm!r}: correct ({self.correct}) is more than total ({self.total})")
+        return self
+
+
+class Eval(_Msg):
+    type: Literal["eval"]
+    name: EvalName
+    step: int = Field(ge=0, le=MAX_STEP)
+    arms: list[EvalRecord] = Field(min_length=1)
+
+    @field_validator("arms")
+    @classmethod
+    def _one_record_per_arm(cls, arms: list[EvalRecord]) -> list[EvalRecord]:
+        names = [a.arm for a in arms]
+        if len(set(names)) != len(names):
+            dup = next(n for n in names if names.count(n) > 1)
+            raise ValueError(f"arm {dup!r} appears more than once")
+        return arms
+
+
+AnyMessage = RunStart | Step | CommandAck | Heartbeat | RunEnd | Eval
+IngestMessage = Annotated[AnyMessage, Field(discriminator="type")]
+INGEST_ADAPTER: TypeAdapter[AnyMessage] = TypeAdapter(IngestMessage)

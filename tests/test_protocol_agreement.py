@@ -1,4 +1,4 @@
-"""The agent and the server agree: on names (one table, both sides) and on commands (a property test).
+"""The agent and the server agree: on names (one table per kind of name, both sides) and on commands (a property test).
 
 The server decides a command by replaying the run's reported overrides and its pending commands onto
 the agent's own `Overrides` (server.steering.decide). Here a real agent runs beside that decision:
@@ -24,7 +24,13 @@ from server.wire import INGEST_ADAPTER
 from trainer_agent import CurriculumAgent
 from trainer_agent.errors import ConfigError
 from trainer_agent.overrides import Command
-from trainer_agent.protocol import NAME_MAX_CHARS, arm_name_problem, run_name_problem
+from trainer_agent.protocol import (
+    EVAL_NAME_MAX_CHARS,
+    NAME_MAX_CHARS,
+    arm_name_problem,
+    eval_name_problem,
+    run_name_problem,
+)
 
 # (name, valid as a run name, valid as an arm name)
 NAMES: list[tuple[str, bool, bool]] = [
@@ -82,6 +88,48 @@ def test_names_are_accepted_or_refused_alike_on_both_sides(name: str, run_ok: bo
     assert _server_accepts_run(name) is run_ok
     assert _agent_accepts("r", [name]) is arm_ok
     assert _server_accepts_arm(name) is arm_ok
+
+
+# (name, valid as an evaluation name): the arm-name rules, at most EVAL_NAME_MAX_CHARS characters.
+EVAL_NAMES: list[tuple[str, bool]] = [
+    ("greedy", True),
+    ("aime24 / pass@1", True),
+    ("a{b}", True),
+    ("x" * EVAL_NAME_MAX_CHARS, True),
+    ("x" * (EVAL_NAME_MAX_CHARS + 1), False),
+    ("", False),
+    ("  ", False),
+    ("new\nline", False),
+    ("zero\u200bwidth", False),
+]
+
+
+def _agent_accepts_eval(name: str) -> bool:
+    agent = CurriculumAgent("r", ["a"], redis_url=None)
+    try:
+        agent.log_eval({"a": 0.5}, name=name)
+    except ConfigError:
+        return False
+    finally:
+        agent.close()
+    return True
+
+
+def _server_accepts_eval(name: str) -> bool:
+    doc = {"v": 1, "type": "eval", "run": "r", "seq": 1, "ts": 0.0, "name": name, "step": 0,
+           "arms": [{"arm": "a", "accuracy": 0.5, "correct": None, "total": None}]}
+    try:
+        INGEST_ADAPTER.validate_python(doc)
+    except ValidationError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(("name", "ok"), EVAL_NAMES, ids=[repr(n[0])[:30] for n in EVAL_NAMES])
+def test_eval_names_are_accepted_or_refused_alike_on_both_sides(name: str, ok: bool) -> None:
+    assert (eval_name_problem(name) is None) is ok
+    assert _agent_accepts_eval(name) is ok
+    assert _server_accepts_eval(name) is ok
 
 
 ARMS = ["a", "b", "c"]

@@ -19,11 +19,11 @@ from .distributed import DistContext
 from .errors import CommandError, ConfigError, ObservationError
 from .overrides import Ack, Command, Overrides, check_static
 from .protocol import (
-    EVAL_NAME_MAX_CHARS,
     MAX_STEP,
     RunEndStatus,
     arm_name_problem,
     eval_message,
+    eval_name_problem,
     run_name_problem,
     run_start_message,
 )
@@ -279,7 +279,7 @@ class CurriculumAgent:
             >>> agent.log_eval({"easy": 0.9, "hard": (3, 10)}, n=100, name="heldout")
             {'easy': 0.9, 'hard': 0.3}
         """
-        if (problem := _name_problem(name, EVAL_NAME_MAX_CHARS)) is not None:
+        if (problem := eval_name_problem(name)) is not None:
             raise ConfigError(problem)
         step = self.step if step is None else step
         if not _is_step(step):
@@ -526,13 +526,6 @@ def _generator_from_state(saved: Any, bitgen_type: type[np.random.BitGenerator])
     except (KeyError, TypeError, ValueError) as e:
         raise ConfigError(f"{where}: malformed generator state ({e})") from e
     return np.random.Generator(bitgen)
-
-
-def _name_problem(name: object, max_chars: int) -> str | None:
-    if isinstance(name, str) and len(name) > max_chars:
-        return f"an evaluation name has at most {max_chars} characters, got {len(name)}"
-    problem = arm_name_problem(name)
-    return None if problem is None else problem.replace("arm name", "evaluation name")
 
 
 def _eval_value(arm: str, value: Any, count: Any) -> tuple[float, float | None, int | None]:

@@ -6,7 +6,7 @@ Pure: no network, no numpy, no pydantic. The transport encodes with it, the serv
 - the version and the message types of the ingest stream;
 - the command kinds of the control stream;
 - the Redis key layout, with the run name as a Redis Cluster hash tag (`{run}`);
-- the run- and arm-name rules;
+- the run-, arm- and evaluation-name rules;
 - the fields of the per-arm record of a `step` message;
 - the encoders of every message the agent sends and of the commands the server sends.
 """
@@ -163,6 +163,14 @@ def command_ack_message(command_id: str, status: AckStatus, applied_step: int | 
 
 # An evaluation's name ("heldout", "aime24"...) follows the arm-name rules, shorter.
 EVAL_NAME_MAX_CHARS: Final = 64
+
+
+def eval_name_problem(name: object) -> str | None:
+    """Why `name` cannot name an evaluation set, or None: the arm-name rules, at most 64 characters."""
+    if isinstance(name, str) and len(name) > EVAL_NAME_MAX_CHARS:
+        return f"an evaluation name has at most {EVAL_NAME_MAX_CHARS} characters, got {len(name)}"
+    problem = arm_name_problem(name)
+    return None if problem is None else problem.replace("arm name", "evaluation name")
 
 
 def eval_message(name: str, step: int, arms: list[dict[str, Any]]) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""CSV export of a run: per-arm series or the audit log, streamed."""
+"""CSV export of a run: per-arm series, per-step trainer metrics, evaluations or the audit log, streamed."""
 
 from __future__ import annotations
 
@@ -49,13 +49,18 @@ def export_csv(
     session: SessionDep,
     maker: SessionMakerDep,
     what: Annotated[
-        Literal["arms", "commands"], Query(description="arms: per-arm series; commands: the audit log")
+        Literal["arms", "steps", "evals", "commands"],
+        Query(description="arms: per-arm series; steps: trainer metrics; evals: evaluations; commands: the audit log"),
     ] = "arms",
 ) -> StreamingResponse:
     """A run as CSV. `arms`: one row per (step, arm) with every metric and score part
-    (`part_<name>`); `commands`: the audit log, oldest first."""
+    (`part_<name>`); `steps`: one row per step, `step, ts` and one column per trainer metric (empty
+    where a step lacks it); `evals`: one row per (name, step, arm) evaluated; `commands`: the audit
+    log, oldest first."""
     rid = run_id(session, run)  # 404 before the stream starts
-    parts = part_names(session.connection(), rid) if what == "arms" else []
+    conn = session.connection()
+    parts = part_names(conn, rid) if what == "arms" else []
+    metrics = export_store.metric_names(conn, rid) if what == "steps" else []
 
     def body() -> Iterator[str]:
         # The stream outlives the request's session: it reads with its own.
@@ -63,6 +68,11 @@ def export_csv(
             if what == "arms":
                 header = [*export_store.ARM_COLUMNS, *(f"part_{p}" for p in parts)]
                 yield from _csv_lines(header, export_store.iter_arm_rows(s, rid, parts))
+            elif what == "steps":
+                header = [*export_store.STEP_COLUMNS, *metrics]
+                yield from _csv_lines(header, export_store.iter_step_rows(s, rid, metrics))
+            elif what == "evals":
+                yield from _csv_lines(export_store.EVAL_COLUMNS, export_store.iter_eval_rows(s, rid))
             else:
                 yield from _csv_lines(export_store.COMMAND_COLUMNS, export_store.iter_command_rows(s, rid))
 

@@ -1,4 +1,4 @@
-"""Runs, their arms, per-arm series and per-step trainer metrics."""
+"""Runs, their arms, per-arm series, per-step trainer metrics and evaluations."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from server.models import Metric
 from server.schemas import (
     ArmSeries,
     ErrorResponse,
+    EvalPoint,
+    Evals,
     Parts,
     PartSeries,
     RunDetail,
@@ -20,6 +22,7 @@ from server.schemas import (
     StepRow,
     StepTimes,
 )
+from server.store import evals as eval_store
 from server.store import runs as run_store
 from server.store import series as series_store
 
@@ -101,3 +104,17 @@ def get_step_times(run: str, session: SessionDep) -> StepTimes:
     """The wall time of every step, as two arrays (steps, ts): what a chart's time axis needs, without
     the per-step metrics of `/steps`."""
     return StepTimes.model_validate(series_store.step_times(session, run), from_attributes=True)
+
+
+@router.get("/{run}/evals", response_model=Evals, responses=_404)
+def get_evals(
+    run: str,
+    session: SessionDep,
+    name: Annotated[str | None, Query(description="one evaluation set; every one if omitted")] = None,
+) -> Evals:
+    """The run's evaluations (`agent.log_eval`): per evaluation name, step and arm, the accuracy and
+    the counts behind it when the trainer sent them."""
+    got = eval_store.run_evals(session, run, name)
+    return Evals(
+        run=got.run, names=got.names, evals=[EvalPoint.model_validate(p, from_attributes=True) for p in got.evals]
+    )

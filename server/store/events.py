@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from server.store.commands import AckedCommand, acked_since, command_label
+from server.store.evals import evals_since
 from server.store.sql import ARM_STEPS, ARMS, RUN_STEPS, RUNS, run_row
 from server.wire import ArmRecord, Step
 
@@ -119,6 +120,8 @@ def events_since(conn: Connection, run: str, after: int, limit: int) -> tuple[in
             )
     for seq, c in acked_since(conn, run_id, after):
         ev(seq).setdefault("acks", []).append(ack_entry(c))
+    for seq, p in evals_since(conn, run_id, after):
+        ev(seq).setdefault("evals", []).append(p.entry())
     if status_seq > after:
         # Only the latest status is kept; earlier status changes in the gap are superseded by it.
         ev(status_seq)["status"] = status_entry(conn, run_id)

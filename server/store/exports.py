@@ -1,18 +1,21 @@
-"""CSV exports of a run, read in chunks: every (step, arm) row, and the audit log."""
+"""CSV exports of a run, read in chunks: every (step, arm) row, the trainer metrics of every step, the
+evaluations, and the audit log."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import and_, select
+from sqlalchemy import Connection, and_, select, text
 from sqlalchemy.orm import Session
 
-from server.store.sql import ARM_STEPS, ARMS, COMMANDS, RUN_STEPS
+from server.store.sql import ARM_STEPS, ARMS, COMMANDS, EVALS, RUN_STEPS
 
 ARM_COLUMNS = (
     "step", "ts", "arm", "probability", "score", "n_step", "n_total", "mean_abs_adv", "mean_reward", "accuracy",
 )
+STEP_COLUMNS = ("step", "ts")  # then one column per trainer metric
+EVAL_COLUMNS = ("name", "step", "arm", "accuracy", "correct", "total", "ts")
 COMMAND_COLUMNS = (
     "created_at", "id", "actor", "kind", "arm", "value", "steps", "reason", "status", "applied_step",
     "message", "acked_at",
@@ -44,6 +47,36 @@ def iter_command_rows(session: Session, rid: int, chunk: int = 1000) -> Iterator
         select(*(COMMANDS.c[name] for name in COMMAND_COLUMNS))
         .where(COMMANDS.c.run_id == rid)
         .order_by(COMMANDS.c.created_at)
+        .execution_options(yield_per=chunk)
+    )
+    for row in session.execute(q):
+        yield list(row)
+
+
+def metric_names(conn: Connection, rid: int) -> list[str]:
+    """Every trainer metric name the run's steps carry (a step may lack some), sorted."""
+    if conn.dialect.name == "postgresql":
+        q = text("SELECT DISTINCT json_object_keys(metrics) FROM run_steps WHERE run_id = :rid")
+    else:
+        q = text("SELECT DISTINCT j.key FROM run_steps AS s, json_each(s.metrics) AS j WHERE s.run_id = :rid")
+    return sorted(str(n) for n in conn.execute(q, {"rid": rid}).scalars())
+
+
+def iter_step_rows(session: Session, rid: int, metrics: Sequence[str], chunk: int = 2000) -> Iterator[list[Any]]:
+    """Every step of a run: STEP_COLUMNS then the value of each of `metrics` (None where the step has none)."""
+    t = RUN_STEPS.c
+    q = select(t.step, t.ts, t.metrics).where(t.run_id == rid).order_by(t.step).execution_options(yield_per=chunk)
+    for step, ts, got in session.execute(q):
+        values: dict[str, Any] = got or {}
+        yield [step, ts, *(values.get(m) for m in metrics)]
+
+
+def iter_eval_rows(session: Session, rid: int, chunk: int = 2000) -> Iterator[list[Any]]:
+    """The run's evaluations by name, step and arm, in EVAL_COLUMNS order."""
+    q = (
+        select(*(EVALS.c[name] for name in EVAL_COLUMNS))
+        .where(EVALS.c.run_id == rid)
+        .order_by(EVALS.c.name, EVALS.c.step, EVALS.c.arm)
         .execution_options(yield_per=chunk)
     )
     for row in session.execute(q):

@@ -1,6 +1,6 @@
 """Ingest writes: a batch of validated wire messages into runs, arms, run_steps, arm_steps, the
-rollups and the audit log, in the caller's transaction, idempotently; returns the live events to
-publish once it has committed."""
+rollups, the evaluations and the audit log, in the caller's transaction, idempotently; returns the live
+events to publish once it has committed."""
 
 from __future__ import annotations
 
@@ -15,12 +15,11 @@ import orjson
 from sqlalchemy import Connection, bindparam, select, update
 
 from server.store.commands import record_acks
+from server.store.evals import insert_evals
 from server.store.events import LiveEvent, ack_entry, status_entry, step_entry
 from server.store.rollups import NUMERIC_COLS, merge_rollups
 from server.store.sql import ARMS, RUN_STEPS, RUNS, insert, utc_from_ts
-from server.wire import ArmRecord, CommandAck, Heartbeat, RunEnd, RunStart, Step
-
-AnyMessage = RunStart | Step | CommandAck | Heartbeat | RunEnd
+from server.wire import AnyMessage, ArmRecord, CommandAck, Eval, Heartbeat, RunEnd, RunStart, Step
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +53,7 @@ class _RunAcc:
     status: tuple[int, str, dt.datetime | None] | None = None  # (seq, status, ended_at)
     steps: list[tuple[Entry, Step]] = field(default_factory=list)
     acks: list[CommandAck] = field(default_factory=list)
+    evals: list[Eval] = field(default_factory=list)
 
 
 def apply_ingest(conn: Connection, entries: Sequence[Entry]) -> list[LiveEvent]:
@@ -89,6 +89,9 @@ def apply_ingest(conn: Connection, entries: Sequence[Entry]) -> list[LiveEvent]:
                 acc.status = (m.seq, m.status, utc_from_ts(m.ts))
         elif isinstance(m, Heartbeat):
             acc.last_step = max(acc.last_step, m.step)
+        elif isinstance(m, Eval):
+            # An evaluation's step is not the run's progress (step 0 is the baseline before training).
+            acc.evals.append(m)
         else:
             acc.acks.append(m)
 
@@ -106,6 +109,10 @@ def apply_ingest(conn: Connection, entries: Sequence[Entry]) -> list[LiveEvent]:
         acks = record_acks(conn, acc.run_id, acc.acks, seq) if acc.acks else []
         if acks:
             payload["acks"] = [ack_entry(c) for c in acks]
+            changed = True
+        evals = insert_evals(conn, acc.run_id, acc.evals, seq) if acc.evals else []
+        if evals:
+            payload["evals"] = [p.entry() for p in evals]
             changed = True
         values: dict[str, Any] = {
             "last_seq": acc.last_seq,

@@ -13,13 +13,14 @@ from sqlalchemy.orm import Session
 
 from server.db import BINARY_ROWS
 from server.errors import RunNotFound
-from server.models import Arm, ArmStep, Run, RunStep, SentCommand
+from server.models import Arm, ArmStep, Run, RunEval, RunStep, SentCommand
 
 RUNS = cast(Table, Run.__table__)
 ARMS = cast(Table, Arm.__table__)
 ARM_STEPS = cast(Table, ArmStep.__table__)
 RUN_STEPS = cast(Table, RunStep.__table__)
 COMMANDS = cast(Table, SentCommand.__table__)
+EVALS = cast(Table, RunEval.__table__)
 
 
 def utcnow() -> dt.datetime:
