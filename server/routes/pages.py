@@ -213,22 +213,29 @@ def compare_page(
     settings: SettingsDep,
     principal: PrincipalDep,
     runs: Annotated[list[str], Query()] = [],  # noqa: B006 (FastAPI copies query defaults)
-    metric: Annotated[str, Query()] = "overall_accuracy",
-    arm: Annotated[str | None, Query()] = None,
-    target: Annotated[float, Query(ge=0, le=1)] = 0.8,
+    metric: Annotated[str, Query()] = "",
+    arm: Annotated[str, Query()] = "",
+    target: Annotated[str, Query()] = "",
+    smoothing: Annotated[str, Query()] = "",
 ) -> HTMLResponse:
-    names = comparing.parse_runs(runs)
-    if metric not in comparing.METRICS:
-        raise InvalidRequest(f"metric must be one of {', '.join(comparing.METRICS)}, got {metric!r}")
-    result = None
-    if len(names) >= 2:
-        result = comparing.compare(session, names, metric, arm or None, target, settings.stale_seconds)
+    """Compare runs; every parameter lives in the URL. The parameters come as text, so a bad one (a target
+    of 1.5, an unknown run or metric, more than MAX_RUNS runs) is answered with 400 and the form, its
+    message next to the field, rather than FastAPI's 422."""
+    typed = {"metric": metric, "arm": arm, "target": target, "smoothing": smoothing}
+    selected = comparing.selected_runs(runs)
+    result: comparing.Comparison | None = None
+    errors: dict[str, str] = {}
+    try:
+        query = comparing.parse_query(runs, metric, arm, target, smoothing)
+        comparing.check_runs(session, query.runs)
+        if len(query.runs) >= 2:
+            result = comparing.compare(session, query, settings.stale_seconds)
+    except InvalidRequest as e:
+        errors = e.details.get("fields") or {"form": e.message}
     ctx = {
-        "selected": names, "metric": metric, "arm": arm or "", "target": target, "result": result,
-        "metrics": comparing.METRICS, "metric_labels": comparing.METRIC_LABELS,
-        "window": comparing.SMOOTH_WINDOW,
+        "selected": selected, "form": comparing.form_values(result, typed, errors), "errors": errors,
+        "result": result, "choices": result.choices if result else comparing.metric_choices([]),
+        "max_runs": comparing.MAX_RUNS, "all_runs": run_store.run_names(session),
     }
-    if is_htmx(request):
-        return render(request, "_compare_result.html", principal, ctx)
-    ctx["all_runs"] = run_store.run_names(session)
-    return render(request, "compare.html", principal, ctx)
+    template = "_compare_view.html" if is_htmx(request) else "compare.html"
+    return render(request, template, principal, ctx, 400 if errors else 200)

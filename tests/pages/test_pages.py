@@ -270,53 +270,6 @@ def test_login_logout_viewer_and_anonymous(app_server: LiveServer, rds: redis.Re
     assert soup(r).select_one("input[name=next]")["value"] == "/runs/pg-auth"
 
 
-def test_compare_page(app_server: LiveServer, rds: redis.Redis, settings: Settings) -> None:
-    start_run(app_server, rds, settings, "pg-cmp-a", steps=12, params={"c": 1.0, "window": 300},
-              config={"lr": 1e-6, "tags": ["x"]})
-    start_run(app_server, rds, settings, "pg-cmp-b", steps=8, params={"c": 2.0, "window": 300},
-              config={"lr": 1e-6, "tags": ["x"]})
-    r = app_server.client.get("/compare", params={"runs": "pg-cmp-a,pg-cmp-b", "metric": "overall_accuracy",
-                                                  "target": "0.5"})
-    assert r.status_code == 200
-    page = soup(r)
-    data = orjson.loads(page.select_one("#compare-data").text)
-    assert [t["run"] for t in data["overlay"]] == ["pg-cmp-a", "pg-cmp-b"]
-    assert [len(t["steps"]) for t in data["overlay"]] == [12, 8]
-    # Overall accuracy = completion-weighted mean over arms (the conftest's deterministic records).
-    step = 5
-    recs = step_msg("x", 0, step, ARMS)["arms"]
-    n = sum(rec["n_step"] for rec in recs if rec["n_step"] > 0)
-    expect = sum(rec["accuracy"] * rec["n_step"] for rec in recs if rec["n_step"] > 0) / n
-    assert abs(data["overlay"][0]["values"][step] - expect) < 1e-12
-    assert sorted(data["arms"]) == sorted(ARMS)
-    assert [len(data["arms"]["kk3"]), len(page.select(".small-plot"))] == [2, len(ARMS)]
-    diff = {tr["data-key"]: [td.text for td in tr.select("td")] for tr in page.select("#diff-table tbody tr")}
-    assert diff == {"params.c": ["1.0", "2.0"]}
-    assert len(page.select("details table.all-keys tbody tr")) == len(
-        ["scheduler", "project", "params.c", "params.window", "config.lr", "config.tags"])
-    summary = {tr["data-run"]: tr for tr in page.select("table.summary tbody tr")}
-    assert list(summary) == ["pg-cmp-a", "pg-cmp-b"]
-    assert summary["pg-cmp-a"].select("td")[2].text == "11"
-    # The form reproduces the view.
-    assert [i["value"] for i in page.select("input[name=runs][checked]")] == ["pg-cmp-b", "pg-cmp-a"]  # newest first
-    assert page.select_one("input[name=target]")["value"] == "0.5"
-
-    frag = app_server.client.get("/compare", params={"runs": ["pg-cmp-a", "pg-cmp-b"], "metric": "probability",
-                                                     "arm": "kk4"}, headers=HX)
-    assert frag.status_code == 200
-    fpage = soup(frag)
-    assert fpage.find("html") is None and fpage.select_one("#compare-result") is not None
-    fdata = orjson.loads(fpage.select_one("#compare-data").text)
-    assert (fdata["metric"], fdata["arm"]) == ("probability", "kk4")
-    assert fdata["overlay"][1]["values"] == [0.25] * 8
-
-    empty = soup(app_server.client.get("/compare", params={"runs": "pg-cmp-a"}))
-    assert empty.select_one("#compare-data") is None and empty.select_one("#compare-result .hint") is not None
-    assert app_server.client.get("/compare", params={"runs": "pg-cmp-a,nope"}).status_code == 404
-    bad = app_server.client.get("/compare", params={"runs": "pg-cmp-a,pg-cmp-b", "metric": "accuracy", "arm": "zz"})
-    assert bad.status_code == 422
-
-
 def test_csv_export(app_server: LiveServer, rds: redis.Redis, settings: Settings) -> None:
     start_run(app_server, rds, settings, "pg-csv", steps=3)
     r = app_server.client.get("/api/runs/pg-csv/export.csv", params={"what": "arms"})
