@@ -47,8 +47,8 @@ def stream_run(srv: LiveServer, settings: Settings, spool: Path, run: str, sched
     try:
         wait_for(lambda: srv.client.get(f"/api/runs/{run}").status_code == 200)
         if pin_easy:
-            cid = srv.client.post(f"/api/runs/{run}/commands",
-                                  json={"kind": "pin", "arm": EASY, "value": 0.95, "reason": "easy diet"}).json()["id"]
+            pin = {"kind": "pin", "arm": EASY, "value": 0.95, "reason": "easy diet"}
+            assert srv.client.post(f"/api/runs/{run}/commands", json=pin).status_code == 202
 
             def applied() -> bool:
                 one_step()
@@ -73,7 +73,8 @@ def no_sideways_scroll(page: Page) -> bool:
 
 def overlay_ready(page: Page, traces: int) -> None:
     page.wait_for_function(
-        f"() => {{ const el = document.getElementById('chart-overlay'); return el && el.data && el.data.length === {traces}; }}",
+        "n => { const el = document.getElementById('chart-overlay'); return el && el.data && el.data.length === n; }",
+        arg=traces,
         timeout=WAIT_MS,
     )
 

@@ -198,11 +198,12 @@ def test_bad_parameters_come_back_as_form_errors(app_server: LiveServer, rds: re
         ({**ok, "smoothing": "1"}, "smoothing", "smoothing must be a number from 0 to 0.99, got '1'"),
         ({"runs": "cmp-a,nope"}, "runs", "no run named 'nope'"),
         ({"runs": ",".join(f"r{i}" for i in range(11))}, "runs", "compare at most 10 runs at once; 11 are selected"),
-        ({**ok, "metric": "loss"}, "metric",
-         "unknown metric 'loss': choose train_mean, train_weighted, accuracy, probability or an evaluation (eval:NAME)"),
+        ({**ok, "metric": "loss"}, "metric", "unknown metric 'loss': choose train_mean, train_weighted, accuracy, "
+                                             "probability or an evaluation (eval:NAME)"),
         ({**ok, "metric": "eval:aime"}, "metric",
          "none of these runs has an evaluation 'aime' (their evaluations: heldout)"),
-        ({**ok, "metric": "accuracy", "arm": "zz"}, "arm", "none of these runs has an arm 'zz'; their arms: easy, hard"),
+        ({**ok, "metric": "accuracy", "arm": "zz"}, "arm",
+         "none of these runs has an arm 'zz'; their arms: easy, hard"),
     ]
     for params, field, message in cases:
         for headers in ({}, HX):
