@@ -32,7 +32,7 @@ from server.errors import (
     Unauthorized,
 )
 from server.live import LiveHub
-from server.routes import assets, commands, events, exports, health, login, pages, runs
+from server.routes import assets, commands, events, exports, health, login, manage, manage_pages, pages, runs
 from server.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -182,7 +182,7 @@ def create_app(settings: Settings | None = None, ingest: bool = False) -> FastAP
         same_site="lax",
         https_only=settings.session_https_only,
     )
-    for module in (runs, commands, events, exports, health, assets, login, pages):
+    for module in (runs, manage, commands, events, exports, health, assets, login, pages, manage_pages):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=web.STATIC_DIR, check_dir=False), name="static")
     return app

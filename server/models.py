@@ -32,6 +32,8 @@ METRICS: tuple[str, ...] = get_args(Metric)
 # migration that rebuilds arm_rollups.
 ROLLUP_WIDTHS: tuple[int, ...] = (64, 256, 1024, 4096)
 ROLLUP_BUCKET = ROLLUP_WIDTHS[0]
+# Longest tag kept in run_tags (longer agent tags are cut; people's are refused).
+TAG_MAX = 64
 
 
 class UTCDateTime(TypeDecorator[dt.datetime]):
@@ -85,6 +87,10 @@ class Run(Base):
     # The seq of the message that last set status: a re-delivered older run_end never overrides a
     # newer run_start (XAUTOCLAIM can hand old entries to a worker after newer ones were committed).
     status_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Set by people, never by ingest (server.store.manage): hidden from the default runs list while
+    # archived_at is set; a free-text note.
+    archived_at: Mapped[dt.datetime | None]
+    note: Mapped[str | None] = mapped_column(Text)
 
 
 class Arm(Base):
@@ -231,6 +237,41 @@ class ApiToken(Base):
     name: Mapped[str] = mapped_column(String(128))
     token_hash: Mapped[str] = mapped_column(String(64))
     role: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[dt.datetime]
+
+
+class RunTag(Base):
+    """A tag of a run: from the agent (`config["tags"]`, replaced at each run_start) or added by a person.
+
+    `position` orders a run's chips: the agent's in their config order, then people's as added.
+    """
+
+    __tablename__ = "run_tags"
+    __table_args__ = (
+        PrimaryKeyConstraint("run_id", "tag", name="pk_run_tags"),
+        Index("ix_run_tags_tag", "tag"),
+    )
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    tag: Mapped[str] = mapped_column(String(TAG_MAX))
+    source: Mapped[str] = mapped_column(String(8))  # agent | user
+    position: Mapped[int] = mapped_column(Integer)
+
+
+class RunAction(Base):
+    """The audit log of run management (archive, unarchive, tag, untag, note, delete): who, what, when.
+
+    Keyed by the run's name, not its id: the row of a deletion outlives the run.
+    """
+
+    __tablename__ = "run_actions"
+    __table_args__ = (Index("ix_run_actions_run_created", "run", "created_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run: Mapped[str] = mapped_column(String(256))
+    action: Mapped[str] = mapped_column(String(16))
+    detail: Mapped[str] = mapped_column(Text, default="")
+    actor: Mapped[str] = mapped_column(String(256))
     created_at: Mapped[dt.datetime]
 
 

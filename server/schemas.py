@@ -54,6 +54,61 @@ class RunDetail(RunSummary):
     arms: list[ArmState]
 
 
+class TagOut(BaseModel):
+    tag: str
+    source: Literal["agent", "user"] = Field(
+        description="agent: from the run's config['tags'] (replaced at each run_start, not removable here); "
+        "user: added by a person"
+    )
+
+
+class RunListItem(RunSummary):
+    shown_status: str = Field(description="what the pages show: `status`, or stale for a stale running run")
+    arms: int
+    steps: int = Field(description="steps reached: last_step + 1")
+    duration_s: float | None = Field(description="from the start to the end, or to the last message while running")
+    overrides: int = Field(description="commands the run applied")
+    eval_name: str | None = Field(description="the evaluation set of the run's latest evaluation")
+    final_eval: float | None = Field(description="mean accuracy over arms of the run's latest evaluation")
+    best_eval: float | None = Field(description="the best such mean of the same evaluation set")
+    tags: list[TagOut] = Field(description="the agent's first, in config order, then people's as added")
+    note: str | None
+    archived_at: dt.datetime | None = Field(description="set while the run is archived")
+
+
+class RunPatch(BaseModel):
+    """Changes to what people set on a run; fields left out stay as they are."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    add_tags: list[str] = Field(default_factory=list, max_length=50)
+    remove_tags: list[str] = Field(default_factory=list, max_length=50,
+                                   description="people's tags only (the agent's come from the run's config)")
+    note: str | None = Field(None, max_length=10_000, description='free text; "" clears it')
+    archived: bool | None = Field(None, description="archived runs are hidden from the default runs list")
+
+
+class RunManaged(BaseModel):
+    name: str
+    archived_at: dt.datetime | None
+    tags: list[TagOut]
+    note: str | None
+
+
+class RunDeleted(BaseModel):
+    run: str
+    rows: dict[str, int] = Field(description="rows removed, per kind (arm step rows, steps, commands, ...)")
+    redis_keys: int = Field(description="Redis keys of the run removed (its control stream and applied marker)")
+
+
+class RunActionRecord(BaseModel):
+    run: str
+    action: Literal["archive", "unarchive", "tag", "untag", "note", "delete"]
+    detail: str = Field(description="the tag, the new note, or what a deletion removed")
+    actor: str
+    created_at: dt.datetime
+
+
 class ArmSeries(BaseModel):
     arm: str
     steps: list[int]

@@ -69,6 +69,18 @@ def _when(value: dt.datetime | None) -> str:
     return "" if value is None else value.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} d"
+
+
 def _num(value: float | None, digits: int = 3) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
@@ -80,7 +92,7 @@ def _json_script(value: Any) -> Markup:
 
 
 templates = Jinja2Templates(directory=TEMPLATES_DIR)
-templates.env.filters.update(ago=_ago, when=_when, num=_num, json_script=_json_script)
+templates.env.filters.update(ago=_ago, when=_when, num=_num, duration=_duration, json_script=_json_script)
 templates.env.globals.update(plotly_url=PLOTLY_URL, csrf_field=auth.CSRF_FIELD)
 
 

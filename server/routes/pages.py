@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -20,7 +21,9 @@ from server.deps import PageOperator, PrincipalDep, RedisDep, SessionDep, Settin
 from server.errors import CommandConflict, InvalidCommand, InvalidRequest
 from server.schemas import CommandIn
 from server.store import commands as command_store
+from server.store import manage as manage_store
 from server.store import runs as run_store
+from server.store import runs_table
 from server.store.commands import AuditEntry
 from server.web import is_htmx, render
 
@@ -55,6 +58,32 @@ def _commands_ctx(commands: list[AuditEntry]) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------------------------------------------
 
 
+# The runs table's columns: (sort key, header, CSS class, what the header's title says).
+RUN_COLUMNS = (
+    ("run", "Run", "", ""),
+    ("status", "Status", "", "running, stale (running but silent), finished, failed, interrupted"),
+    ("project", "Project", "", ""),
+    ("scheduler", "Scheduler", "", ""),
+    ("arms", "Arms", "num", ""),
+    ("steps", "Steps", "num", "steps reached"),
+    ("duration", "Duration", "num", "start to end, or to the last message while running"),
+    ("overrides", "Overrides", "num", "commands applied"),
+    ("final", "Final eval", "num", "mean accuracy over arms of the latest evaluation"),
+    ("best", "Best eval", "num", "the best such mean of the same evaluation set"),
+    ("tags", "Tags", "", ""),
+    ("note", "Note", "", ""),
+    ("last_seen", "Last seen", "", ""),
+)
+
+
+def runs_url(params: dict[str, Any], **changes: Any) -> str:
+    """The runs page's URL for `params` (filters, sort, order, page) with `changes`; empty values and
+    page 1 are left out, so the URL says only what differs from the default."""
+    merged = {**params, **changes}
+    kept = {k: v for k, v in merged.items() if v not in (None, "") and not (k == "page" and v == 1)}
+    return "/" + ("?" + urlencode(kept) if kept else "")
+
+
 @router.get("/", response_class=HTMLResponse)
 def runs_page(
     request: Request,
@@ -64,16 +93,29 @@ def runs_page(
     status: Annotated[str | None, Query()] = None,
     project: Annotated[str | None, Query()] = None,
     q: Annotated[str | None, Query(max_length=200)] = None,
+    tag: Annotated[str | None, Query(max_length=200)] = None,
+    archived: Annotated[str | None, Query(description="hide (default), only or all")] = None,
+    sort: Annotated[str | None, Query()] = None,
+    order: Annotated[str | None, Query()] = None,
+    page: Annotated[int, Query(ge=1)] = 1,
+    deleted: Annotated[str | None, Query(max_length=300, description="a run just deleted (named in a notice)")] = None,
     runs: Annotated[list[str], Query(description="runs ticked for comparing (kept across refreshes)")] = [],  # noqa: B006
 ) -> HTMLResponse:
-    status = status or None
-    rows = run_store.dashboard_runs(session, settings.stale_seconds, status=status, project=project or None,
-                                  search=q or None)
-    ctx = {"runs": rows, "status": status or "", "project": project or "", "q": q or "",
-           "statuses": run_store.STATUSES, "selected": set(runs)}
+    query = runs_table.RunsQuery(
+        status=status or None, project=project or None, search=q or None, tag=tag or None,
+        archived=archived or "hide", sort=sort or None, order=order or runs_table.SORTS.get(sort or "", "desc"),
+        page=page,
+    )
+    got = runs_table.runs_table(session, settings.stale_seconds, query)
+    params = {"status": query.status, "project": query.project, "q": query.search, "tag": query.tag,
+              "archived": "" if query.archived == "hide" else query.archived, "sort": query.sort,
+              "order": query.order if query.sort else None, "page": query.page}
+    ctx = {"runs": got.rows, "got": got, "query": query, "params": params, "runs_url": runs_url,
+           "columns": RUN_COLUMNS, "sorts": runs_table.SORTS, "statuses": run_store.STATUSES, "selected": set(runs),
+           "filtered": bool(query.status or query.project or query.search or query.tag or query.archived != "hide")}
     if is_htmx(request):
         return render(request, "_runs_table.html", principal, ctx)
-    ctx["projects"] = run_store.projects(session)
+    ctx.update(projects=run_store.projects(session), tags=manage_store.tag_names(session), deleted=deleted)
     return render(request, "runs.html", principal, ctx)
 
 
@@ -88,7 +130,8 @@ def run_page(
 ) -> HTMLResponse:
     detail = run_store.get_run(session, run, settings.stale_seconds)
     if is_htmx(request):
-        return render(request, "_run_header.html", principal, {"run": detail})
+        return render(request, "_run_header.html", principal,
+                      {"run": detail, "labels": manage_store.labels(session, run)})
     return render(request, "run.html", principal, _run_ctx(session, detail))
 
 
@@ -109,7 +152,7 @@ def _run_ctx(
     }
     return {
         "run": detail, "run_name": detail.name, "commands": _commands_ctx(commands), "page": page, "kinds": KINDS,
-        "forms": forms or {}, "confirm": _CONFIRM, "tags": run_store.tags_of(detail.config),
+        "forms": forms or {}, "confirm": _CONFIRM, "labels": manage_store.labels(session, detail.name), "manage": {},
     }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 
 from server.deps import SessionDep, SettingsDep
 from server.errors import InvalidRequest
@@ -17,30 +17,54 @@ from server.schemas import (
     Parts,
     PartSeries,
     RunDetail,
-    RunSummary,
+    RunListItem,
     Series,
     StepRow,
     StepTimes,
+    TagOut,
 )
 from server.store import evals as eval_store
 from server.store import runs as run_store
+from server.store import runs_table
 from server.store import series as series_store
 
 router = APIRouter(prefix="/api/runs", tags=["runs"])
 _404: dict[int | str, dict[str, Any]] = {404: {"model": ErrorResponse, "description": "no such run"}}
 
 
-@router.get("", response_model=list[RunSummary])
+@router.get("", response_model=list[RunListItem], responses={422: {"model": ErrorResponse}})
 def list_runs(
+    response: Response,
     session: SessionDep,
     settings: SettingsDep,
     project: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
-) -> list[RunSummary]:
-    """Runs, newest first."""
+    status: Annotated[str | None, Query(description=f"one of {', '.join(run_store.STATUSES)}")] = None,
+    tag: str | None = None,
+    q: Annotated[str | None, Query(max_length=200, description="a part of the run name")] = None,
+    archived: Annotated[str, Query(description="hide (default), only or all")] = "hide",
+    sort: Annotated[str | None, Query(description=f"one of {', '.join(runs_table.SORTS)}; newest first if omitted")]
+    = None,
+    order: Annotated[str | None, Query(description="asc or desc (default: the column's own)")] = None,
+    page: Annotated[int, Query(ge=1)] = 1,
+    limit: Annotated[int, Query(ge=1, le=1000, description="runs per page")] = 200,
+) -> list[RunListItem]:
+    """Runs with their summaries, newest first or sorted by a column; X-Total-Count says how many match."""
+    query = runs_table.RunsQuery(
+        status=status or None, project=project or None, search=q or None, tag=tag or None, archived=archived,
+        sort=sort or None, order=order or runs_table.SORTS.get(sort or "", "desc"), page=page, per_page=limit,
+    )
+    got = runs_table.runs_table(session, settings.stale_seconds, query)
+    response.headers["X-Total-Count"] = str(got.total)
     return [
-        RunSummary.model_validate(r, from_attributes=True)
-        for r in run_store.list_runs(session, settings.stale_seconds, project=project, limit=limit)
+        RunListItem(
+            name=r.name, project=r.project, scheduler=r.scheduler, status=r.reported_status, stale=r.stale,
+            shown_status=r.status, started_at=r.started_at, ended_at=r.ended_at, last_seen=r.last_seen,
+            last_step=r.last_step, dropped=r.dropped, event_seq=r.event_seq, arms=r.arms, steps=r.steps,
+            duration_s=r.duration_s, overrides=r.overrides, eval_name=r.eval_name, final_eval=r.final_eval,
+            best_eval=r.best_eval, tags=[TagOut.model_validate(t, from_attributes=True) for t in r.tags],
+            note=r.note, archived_at=r.archived_at,
+        )
+        for r in got.rows
     ]
 
 

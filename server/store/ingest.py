@@ -17,6 +17,7 @@ from sqlalchemy import Connection, bindparam, select, update
 from server.store.commands import record_acks
 from server.store.evals import insert_evals
 from server.store.events import LiveEvent, ack_entry, status_entry, step_entry
+from server.store.manage import sync_agent_tags
 from server.store.rollups import NUMERIC_COLS, merge_rollups
 from server.store.sql import ARMS, RUN_STEPS, RUNS, insert, utc_from_ts
 from server.wire import AnyMessage, ArmRecord, CommandAck, Eval, Heartbeat, RunEnd, RunStart, Step
@@ -142,6 +143,7 @@ def apply_ingest(conn: Connection, entries: Sequence[Entry]) -> list[LiveEvent]:
                 .where(RUNS.c.id == acc.run_id, RUNS.c.started_at.is_(None))
                 .values(started_at=utc_from_ts(acc.start.ts))
             )
+            sync_agent_tags(conn, acc.run_id, acc.start.config)
         if changed:
             if acc.status is not None:
                 payload["status"] = status_entry(conn, acc.run_id)

@@ -37,8 +37,10 @@ def test_runs_page_full_fragment_and_filters(app_server: LiveServer, rds: redis.
     a = rows["pg-runs-a"]
     assert a.select_one(".badge").text == "running"
     assert [t.text for t in a.select(".tag")] == ["kk", "ablation"]
-    cells = [td.text.strip() for td in a.select("td")]
-    assert cells[3:8] == ["logic", "kkablation", "dump", "4", "2"]
+    keys = [th["data-sort"] for th in page.select("#runs-table thead th[data-sort]")]
+    cells = dict(zip(keys, [td.text.strip() for td in a.select("td")[1:]], strict=True))
+    assert {k: cells[k] for k in ("project", "tags", "scheduler", "arms", "steps")} == {
+        "project": "logic", "tags": "kkablation", "scheduler": "dump", "arms": "4", "steps": "3"}
     assert rows["pg-runs-b"].select_one(".badge").text == "finished"
     # The table refreshes itself every few seconds and keeps the filters.
     table = page.select_one("#runs-table")
