@@ -181,11 +181,6 @@ class RunEval(Base):
     event_seq: Mapped[int] = mapped_column(BigInteger)
 
 
-# Its first name, which server/store/manage.py (run management, in progress) imports: the wire message
-# is server.wire.Eval. To go once that module reads the table as server.store.sql.EVALS.
-Eval = RunEval
-
-
 class SentCommand(Base):
     """The audit log: every command the server sent, and what the agent answered."""
 
