@@ -151,12 +151,12 @@ def db_current(database_url: str | None) -> None:
 
 
 @contextmanager
-def _auth_session(database_url: str | None) -> Iterator[Any]:
+def _auth_session(database_url: str | None, settings: Any = None) -> Iterator[Any]:
     """A session on a current schema, with ServerErrors shown as one line."""
     from server.db import make_engine, make_sessionmaker, require_current_schema
     from server.errors import ServerError
 
-    settings = _settings(database_url=database_url)
+    settings = settings or _settings(database_url=database_url)
     with _friendly_errors(settings):
         engine = make_engine(settings.database_url)
         try:
@@ -264,6 +264,75 @@ def token_revoke(name: str, database_url: str | None) -> None:
         if not users.remove_token(session, name):
             raise click.ClickException(f"no token named {name!r}")
     click.echo(f"token {name} revoked")
+
+
+# ---------------------------------------------------------------------------------------------------
+# steerboard runs ...
+# ---------------------------------------------------------------------------------------------------
+
+
+@main.group()
+def runs() -> None:
+    """The runs in the database: list them, delete one."""
+
+
+@runs.command("list")
+@click.option("--project", help="only this project's runs")
+@click.option("--status", help="running, stale, finished, failed or interrupted")
+@click.option("--tag", help="only runs with this tag")
+@click.option("--archived", type=click.Choice(["hide", "only", "all"]), default="all", show_default=True)
+@click.option("--database-url", help="defaults to STEERBOARD_DATABASE_URL")
+def runs_list(project: str | None, status: str | None, tag: str | None, archived: str,
+              database_url: str | None) -> None:
+    """Runs, newest first: name, status, project, scheduler, steps, tags, archived (tab-separated)."""
+    from server.store import runs_table
+
+    settings = _settings(database_url=database_url)
+    with _auth_session(database_url, settings) as session:
+        page = 1
+        while True:
+            query = runs_table.RunsQuery(status=status, project=project, tag=tag, archived=archived, page=page,
+                                         per_page=500)
+            got = runs_table.runs_table(session, settings.stale_seconds, query)
+            for r in got.rows:
+                tags = ",".join(t.tag for t in r.tags)
+                click.echo("\t".join([r.name, r.status, r.project, r.scheduler, str(r.steps), tags,
+                                      "archived" if r.archived_at else ""]))
+            if page >= got.pages:
+                break
+            page += 1
+
+
+@runs.command("delete")
+@click.argument("name")
+@click.option("--yes", is_flag=True, help="do not ask for confirmation")
+@click.option("--database-url", help="defaults to STEERBOARD_DATABASE_URL")
+@click.option("--redis-url", help="defaults to STEERBOARD_REDIS_URL")
+def runs_delete(name: str, yes: bool, database_url: str | None, redis_url: str | None) -> None:
+    """Delete a run: every row of it in the database and its Redis keys (audited)."""
+    import redis
+
+    from server import managing
+    from server.store import manage
+
+    settings = _settings(database_url=database_url, redis_url=redis_url)
+    with _auth_session(database_url, settings) as session:
+        preview = manage.deletion_preview(session, name, settings.stale_seconds)
+        what = ", ".join(f"{n} {label}" for label, n in preview.rows.items())
+        click.echo(f"run {name} ({preview.status}, {preview.last_step + 1} steps): {what}; and its Redis keys")
+        if preview.status in ("running", "stale"):
+            click.echo(f"warning: run {name} is {preview.status}; if its trainer keeps sending, the run comes back "
+                       "from its next message (without this history)", err=True)
+        if not yes:
+            click.confirm(f"Delete run {name} for good?", abort=True)
+        client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5)
+        try:
+            with _friendly_errors(settings):
+                actor = f"cli:{os.environ.get('USER') or os.environ.get('USERNAME') or 'unknown'}"
+                gone = managing.delete_run(session, client, settings, name, actor)
+        finally:
+            client.close()
+    click.echo(f"run {name} deleted ({sum(gone.rows.values())} rows, {gone.redis_keys} Redis keys)")
 
 
 # ---------------------------------------------------------------------------------------------------
