@@ -69,7 +69,7 @@ function draw(view) {
     Plotly.newPlot(div, lines(doc.arms[arm] || [], weight, color, 1.4), SB.layout({
       height: 200, uirevision: "compare", showlegend: false, margin: {l: 40, r: 8, t: 6, b: 30},
       xaxis: {gridcolor: "#e5e9f0"}, yaxis: {range: YRANGE, gridcolor: "#e5e9f0"}, shapes: markerShapes(own, color),
-    }), SB.config);
+    }), Object.assign({}, SB.config, {displayModeBar: false}));
   }
 
   // Dragging the slider re-smooths here at once; letting go submits the form (the table of steps to the
