@@ -1,4 +1,4 @@
-"""SQLAlchemy 2.0 typed models (DESIGN.md §3). The schema itself changes only through migrations/."""
+"""SQLAlchemy 2.0 typed models (docs/architecture.md). The schema itself changes only through migrations/."""
 
 from __future__ import annotations
 
