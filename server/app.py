@@ -15,6 +15,7 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import OperationalError
 from starlette.middleware.sessions import SessionMiddleware
 
+import trainer_agent
 from server import auth, web
 from server.db import make_engine, make_sessionmaker, require_current_schema
 from server.errors import (
@@ -170,7 +171,7 @@ def create_app(settings: Settings | None = None, ingest: bool = False) -> FastAP
     app = FastAPI(
         title="Steerboard",
         summary="See and steer the data curriculum of GRPO-style RL post-training, live.",
-        version="0.1.0",
+        version=trainer_agent.__version__,
         lifespan=lifespan,
     )
     install_error_handlers(app)

@@ -136,7 +136,7 @@ def _pending(settings: Settings) -> int:
 
     client = redis.Redis.from_url(settings.redis_url)
     try:
-        groups = client.xinfo_groups(settings.ingest_key)
+        groups = client.xinfo_groups(settings.keys.ingest)
     except redis.ResponseError:
         return 0
     finally:

@@ -140,7 +140,7 @@ class IngestWorker:
         self.engine = engine
         self.redis = client
         self.consumer = consumer or consumer_name()
-        self.stream = settings.ingest_key
+        self.stream = settings.keys.ingest
         self.group = settings.ingest_group
         self._last_claim = 0.0
         self.committed = 0  # entries written and acked (counting dead letters)
@@ -331,17 +331,17 @@ class IngestWorker:
         for d in dead:
             log.warning("ingest: dead-lettered entry %s: %s", d.entry_id, d.reason)
             pipe.xadd(
-                self.settings.dead_key,
+                self.settings.keys.dead,
                 {"m": d.raw[:DEAD_PAYLOAD_LIMIT], "reason": d.reason, "entry_id": d.entry_id, "ts": repr(now)},
                 maxlen=self.settings.dead_maxlen,
                 approximate=True,
             )
         if dead:
-            pipe.incrby(self.settings.dead_count_key, len(dead))
+            pipe.incrby(self.settings.keys.dead_count, len(dead))
         if ids:
             pipe.xack(self.stream, self.group, *ids)
         for ev in events:
-            pipe.publish(self.settings.live_channel(ev.run), orjson.dumps(ev.payload))
+            pipe.publish(self.settings.keys.live(ev.run), orjson.dumps(ev.payload))
         pipe.execute()
         self.committed += len(ids)
         self.dead += len(dead)
@@ -399,9 +399,9 @@ def start_thread(settings: Settings, engine: Engine) -> tuple[threading.Thread, 
 def read_dead_letters(client: redis.Redis, settings: Settings, limit: int) -> tuple[int, int, list[dict[str, Any]]]:
     """(total ever dead-lettered, entries still retained, the `limit` most recent, newest first)."""
     pipe = client.pipeline(transaction=False)
-    pipe.get(settings.dead_count_key)
-    pipe.xlen(settings.dead_key)
-    pipe.xrevrange(settings.dead_key, count=limit)
+    pipe.get(settings.keys.dead_count)
+    pipe.xlen(settings.keys.dead)
+    pipe.xrevrange(settings.keys.dead, count=limit)
     count, retained, entries = pipe.execute()
     out = []
     for eid, fields in entries:

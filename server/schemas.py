@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from server.models import Metric
-from server.wire import CommandKind
+from trainer_agent.protocol import CommandKind
 
 
 class ErrorBody(BaseModel):

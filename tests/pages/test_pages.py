@@ -144,7 +144,7 @@ def test_invalid_pin_is_answered_inline(app_server: LiveServer, rds: redis.Redis
     r = c.post("/runs/pg-pin/commands", data={**form, "arm": "zz", "value": "0.2"}, headers=HX)
     assert r.status_code == 400
     assert soup(r).select_one(".form-error").text.startswith("run 'pg-pin' has no arm 'zz'")
-    assert rds.xlen(settings.control_key("pg-pin")) == 0
+    assert rds.xlen(settings.keys.control("pg-pin")) == 0
     assert c.get("/api/runs/pg-pin/commands").json() == []
 
     # Without htmx: the whole page comes back with that form's error.
@@ -167,7 +167,7 @@ def test_invalid_pin_is_answered_inline(app_server: LiveServer, rds: redis.Redis
     audit = page.select_one("#audit")
     assert audit["hx-swap-oob"] == "true"
     assert [td.text for td in audit.select(f'td.cmd-status[data-command-id="{log[0]["id"]}"]')] == ["pending"]
-    wire = orjson.loads(rds.xrange(settings.control_key("pg-pin"))[0][1][b"m"])
+    wire = orjson.loads(rds.xrange(settings.keys.control("pg-pin"))[0][1][b"m"])
     assert (wire["id"], wire["kind"], wire["arm"], wire["value"], wire["actor"]) == (log[0]["id"], "pin", "kk4", 0.5,
                                                                                      "local")
     # Without htmx a valid command redirects back to the run page.

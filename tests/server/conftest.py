@@ -173,7 +173,7 @@ def xadd(r: redis.Redis, settings: Settings, *msgs: dict[str, Any] | bytes) -> l
     ids = []
     for m in msgs:
         raw = m if isinstance(m, bytes) else orjson.dumps(m)
-        ids.append(r.xadd(settings.ingest_key, {"m": raw}).decode())
+        ids.append(r.xadd(settings.keys.ingest, {"m": raw}).decode())
     return ids
 
 

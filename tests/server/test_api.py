@@ -124,7 +124,7 @@ def test_command_validation(app_server: LiveServer, rds: redis.Redis, settings: 
         assert message in r.json()["error"]["message"], (body, r.text)
     # Nothing invalid reached the audit log or the control stream.
     assert app_server.client.get("/api/runs/api-3/commands").json() == []
-    assert rds.xlen(settings.control_key("api-3")) == 0
+    assert rds.xlen(settings.keys.control("api-3")) == 0
 
     # Retiring down to the last active arm, counting pending retires: kk3, kk4 ok; kk5 is the last.
     assert post(app_server, "api-3", {"kind": "retire", "arm": "kk3"}).status_code == 202
@@ -148,7 +148,7 @@ def test_command_roundtrip(app_server: LiveServer, rds: redis.Redis, settings: S
     log = app_server.client.get("/api/runs/api-4/commands").json()
     assert [(c["id"], c["status"], c["kind"], c["arm"], c["value"], c["steps"], c["actor"], c["reason"])
             for c in log] == [(cid, "pending", "boost", "kk4", 2.0, 10, "api", "too easy")]
-    entries = rds.xrange(settings.control_key("api-4"))
+    entries = rds.xrange(settings.keys.control("api-4"))
     assert len(entries) == 1
     wire = orjson.loads(entries[0][1][b"m"])
     assert {k: wire[k] for k in ("v", "id", "kind", "arm", "value", "steps", "actor", "reason")} == {

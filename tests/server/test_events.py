@@ -157,7 +157,7 @@ def test_a_lost_live_message_is_filled_from_sql(
             worker.read_once()
         finally:
             worker._finish = finish  # type: ignore[method-assign]
-        assert rds.xpending(settings.ingest_key, "ingest")["pending"] == 0  # committed and acked
+        assert rds.xpending(settings.keys.ingest, "ingest")["pending"] == 0  # committed and acked
         xadd(rds, settings, step_msg(run, 3, 1, ARMS))
         worker.read_once()
         got = [ev.next(), ev.next()]

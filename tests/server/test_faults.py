@@ -50,7 +50,7 @@ def count(engine: Engine, sql: str) -> int:
 
 def group_state(rds: redis.Redis, settings: Settings) -> tuple[int, int]:
     """(entries delivered to the group, entries pending)."""
-    for g in rds.xinfo_groups(settings.ingest_key):
+    for g in rds.xinfo_groups(settings.keys.ingest):
         if g["name"] == b"ingest":
             return int(g["entries-read"] or 0), int(g["pending"])
     return 0, 0
@@ -62,9 +62,9 @@ def test_kill_9_mid_run_loses_and_duplicates_nothing(
     steps = 1500
     total = steps * len(ARMS)
     pipe = rds.pipeline(transaction=False)
-    pipe.xadd(settings.ingest_key, {"m": orjson.dumps(run_start("fault-1", 1, ARMS))})
+    pipe.xadd(settings.keys.ingest, {"m": orjson.dumps(run_start("fault-1", 1, ARMS))})
     for s in range(steps):
-        pipe.xadd(settings.ingest_key, {"m": orjson.dumps(step_msg("fault-1", s + 2, s, ARMS))})
+        pipe.xadd(settings.keys.ingest, {"m": orjson.dumps(step_msg("fault-1", s + 2, s, ARMS))})
     pipe.execute()
     fast_claim = {"STEERBOARD_INGEST_CLAIM_IDLE_MS": "500", "STEERBOARD_INGEST_CLAIM_INTERVAL_S": "0.2"}
 
@@ -93,7 +93,7 @@ def test_kill_9_mid_run_loses_and_duplicates_nothing(
 
 
 def test_poison_entries_and_a_dead_consumer(settings: Settings, engine: Engine, rds: redis.Redis) -> None:
-    key = settings.ingest_key
+    key = settings.keys.ingest
     rds.xgroup_create(key, "ingest", id="0", mkstream=True)
     rds.xadd(key, {"m": orjson.dumps(run_start("fault-2", 1, ARMS))})
     for s in range(10):
@@ -118,11 +118,11 @@ def test_poison_entries_and_a_dead_consumer(settings: Settings, engine: Engine, 
         wait_for(lambda: count(engine, "SELECT count(*) FROM arm_steps") == 20 * len(ARMS), timeout=30)
         wait_for(lambda: group_state(rds, settings)[1] == 0, timeout=10)
         assert proc.poll() is None  # it went on
-    dead = {f[b"entry_id"].decode(): f[b"reason"].decode() for _, f in rds.xrange(settings.dead_key)}
+    dead = {f[b"entry_id"].decode(): f[b"reason"].decode() for _, f in rds.xrange(settings.keys.dead)}
     assert set(dead) == set(bad)
     for eid, reason in bad.items():
         assert dead[eid].startswith(reason), (dead[eid], reason)
-    assert int(rds.get(settings.dead_count_key)) == 4
+    assert int(rds.get(settings.keys.dead_count)) == 4
     assert count(engine, "SELECT count(*) FROM run_steps") == 20
     # The crashed consumer's entries were claimed by the worker, not left pending.
     assert rds.xpending_range(key, "ingest", min="-", max="+", count=10, consumername="crashed-worker") == []
@@ -132,10 +132,10 @@ def test_two_workers_share_the_group(settings: Settings, engine: Engine, rds: re
     runs, steps = ["multi-a", "multi-b", "multi-c"], 300
     pipe = rds.pipeline(transaction=False)
     for run in runs:
-        pipe.xadd(settings.ingest_key, {"m": orjson.dumps(run_start(run, 1, ARMS))})
+        pipe.xadd(settings.keys.ingest, {"m": orjson.dumps(run_start(run, 1, ARMS))})
     for s in range(steps):  # the runs interleaved, as several trainers would send them
         for run in runs:
-            pipe.xadd(settings.ingest_key, {"m": orjson.dumps(step_msg(run, s + 2, s, ARMS))})
+            pipe.xadd(settings.keys.ingest, {"m": orjson.dumps(step_msg(run, s + 2, s, ARMS))})
     pipe.execute()
     total = len(runs) * (steps + 1)
     with worker_process(settings, STEERBOARD_INGEST_BATCH="25") as a, worker_process(
@@ -143,7 +143,7 @@ def test_two_workers_share_the_group(settings: Settings, engine: Engine, rds: re
     ) as b:
         wait_for(lambda: group_state(rds, settings) == (total, 0), timeout=90, interval=0.1)
         assert a.poll() is None and b.poll() is None
-        assert len(rds.xinfo_consumers(settings.ingest_key, "ingest")) == 2
+        assert len(rds.xinfo_consumers(settings.keys.ingest, "ingest")) == 2
     assert count(engine, "SELECT count(*) FROM arm_steps") == len(runs) * steps * len(ARMS)
     assert count(engine, "SELECT sum(n_rows) FROM arm_rollups WHERE width = 64") == len(runs) * steps * len(ARMS)
     # Each run's live events stayed one gapless sequence across both workers' commits: every event

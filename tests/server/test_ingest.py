@@ -68,7 +68,7 @@ def test_run_start_and_steps_are_stored(settings: Settings, engine: Engine, rds:
             first.accuracy) == (exp["score"], exp["parts"], exp["n_step"], exp["n_total"], exp["mean_abs_adv"],
                                 exp["mean_reward"], exp["accuracy"])
     assert q(engine, "SELECT step, metrics FROM run_steps ORDER BY step")[4].step == 4
-    pending = rds.xpending(settings.ingest_key, "ingest")
+    pending = rds.xpending(settings.keys.ingest, "ingest")
     assert pending["pending"] == 0
 
 
@@ -167,7 +167,7 @@ def test_ack_end_resume_and_heartbeat(settings: Settings, engine: Engine, rds: r
 
 def test_live_event_published_after_commit(settings: Settings, engine: Engine, rds: redis.Redis) -> None:
     ps = rds.pubsub()
-    ps.subscribe(settings.live_channel("r5"))
+    ps.subscribe(settings.keys.live("r5"))
     assert ps.get_message(timeout=2)["type"] == "subscribe"
     worker = IngestWorker(settings, engine, rds)
     ids = xadd(rds, settings, run_start("r5", 1, ARMS), step_msg("r5", 2, 0, ARMS), step_msg("r5", 3, 1, ARMS))
@@ -192,11 +192,11 @@ def test_bad_entries_are_dead_lettered(settings: Settings, engine: Engine, rds: 
     xadd(rds, s, run_start("r6", 1, ARMS))
     bad_ids = xadd(rds, s, b"{not json", {"v": 1, "type": "teleport", "run": "r6", "seq": 9, "ts": 1.0},
                    {"v": 1, "type": "step", "run": "r6", "seq": 10, "ts": 1.0, "step": -3, "arms": []}, big)
-    no_m = rds.xadd(s.ingest_key, {"x": b"1"}).decode()
+    no_m = rds.xadd(s.keys.ingest, {"x": b"1"}).decode()
     xadd(rds, s, good)
     worker = IngestWorker(s, engine, rds)
     drain(worker)
-    dead = rds.xrange(s.dead_key)
+    dead = rds.xrange(s.keys.dead)
     reasons = {f[b"entry_id"].decode(): f[b"reason"].decode() for _, f in dead}
     assert set(reasons) == {*bad_ids, no_m}
     assert reasons[bad_ids[0]].startswith("invalid JSON")
@@ -204,8 +204,8 @@ def test_bad_entries_are_dead_lettered(settings: Settings, engine: Engine, rds: 
     assert reasons[bad_ids[2]].startswith("validation failed: step.step")
     assert reasons[bad_ids[3]].startswith("oversized: ")
     assert reasons[no_m] == "entry has no field 'm'"
-    assert int(rds.get(s.dead_count_key)) == 5
-    assert rds.xpending(s.ingest_key, "ingest")["pending"] == 0
+    assert int(rds.get(s.keys.dead_count)) == 5
+    assert rds.xpending(s.keys.ingest, "ingest")["pending"] == 0
     assert len(arm_rows(engine, "r6")) == 3  # the good step after them landed
 
 
@@ -217,12 +217,12 @@ def test_xautoclaim_takes_over_a_dead_consumers_entries(
     worker = IngestWorker(s, engine, rds)
     worker.ensure_group()
     # A consumer that reads and then dies without acking.
-    got = rds.xreadgroup("ingest", "ghost", {s.ingest_key: ">"}, count=100)
+    got = rds.xreadgroup("ingest", "ghost", {s.keys.ingest: ">"}, count=100)
     assert len(got[0][1]) == 5
     assert worker.read_once() == 0  # nothing new for the group
     time.sleep(0.15)
     assert worker.claim_once() == 5
-    assert rds.xpending(s.ingest_key, "ingest")["pending"] == 0
+    assert rds.xpending(s.keys.ingest, "ingest")["pending"] == 0
     assert len(arm_rows(engine, "r7")) == 12
 
 
@@ -239,7 +239,7 @@ def test_worker_thread_runs_until_stopped(settings: Settings, engine: Engine, rd
         t.join(10)
     assert not t.is_alive()
     # A clean stop leaves the group (it held no entries).
-    assert worker.consumer.encode() not in {c["name"] for c in rds.xinfo_consumers(settings.ingest_key, "ingest")}
+    assert worker.consumer.encode() not in {c["name"] for c in rds.xinfo_consumers(settings.keys.ingest, "ingest")}
 
 
 def test_an_entry_the_database_refuses_is_isolated(
@@ -261,10 +261,10 @@ def test_an_entry_the_database_refuses_is_isolated(
     worker = IngestWorker(settings, engine, rds)
     drain(worker)
     assert outages == []
-    dead = rds.xrange(settings.dead_key)
+    dead = rds.xrange(settings.keys.dead)
     assert [(f[b"entry_id"].decode(), f[b"reason"].decode()) for _, f in dead] == [
         (ids[1], "database rejected: violates check constraint")
     ]
     assert orjson.loads(dead[0][1][b"m"])["run"] == "poison"
     assert len(arm_rows(engine, "r9")) == 3
-    assert rds.xpending(settings.ingest_key, "ingest")["pending"] == 0
+    assert rds.xpending(settings.keys.ingest, "ingest")["pending"] == 0
