@@ -3,7 +3,7 @@
 The ingest worker publishes on `{prefix}{run}:live` after each commit a JSON document with `seq`,
 the run's gapless event sequence number. Every SSE connection tracks the last seq it sent; on a
 gap (a slow consumer's queue overflowed, Redis reconnected, two workers published out of order)
-it rebuilds the missing events from SQL (server.store.events_since), so a page never misses or
+it rebuilds the missing events from SQL (server.store.events.events_since), so a page never misses or
 repeats an event, including when it reconnects with `Last-Event-ID`.
 """
 

@@ -137,7 +137,6 @@ def test_the_cycle_check_sees_a_cycle() -> None:
     assert _cycles({"a": {"b"}, "b": set()}) == []
 
 
-@pytest.mark.xfail(strict=False, reason="trainer_agent: agent <-> sampler <-> transport import loop, being removed")
 def test_no_import_cycles() -> None:
     assert _cycles(_import_graph()) == []
 
