@@ -48,9 +48,10 @@ def mean_arm_accuracy(session: Session, rid: int, last_step: int, max_points: in
     the scheduler chose does not move it, only what each arm has reached).
 
     A run of at most `max_points` steps: one point per step with a graded arm, from arm_steps. Longer:
-    one point per rollup bucket (the finest of ROLLUP_WIDTHS that gives at most `max_points`), each arm
-    counting with its mean accuracy over the bucket, placed at the bucket's last step; a 100,000-step
-    run of 64 arms reads about 100,000 rollup rows, no arm_steps.
+    one point per rollup bucket, each arm counting with its mean accuracy over the bucket, placed at the
+    bucket's last step, from the finest of ROLLUP_WIDTHS that gives at most `max_points // 4` buckets (a
+    mean over arms and steps is smooth; it needs fewer points than one noisy series' min/max envelope):
+    a 100,000-step run of 64 arms reads 25,000 rollup rows (256-step buckets), no arm_steps.
     """
     span = last_step + 1
     if span <= 0:
@@ -61,7 +62,7 @@ def mean_arm_accuracy(session: Session, rid: int, last_step: int, max_points: in
         rows = fetch_array(conn, select(s.step, s.arm_id, s.accuracy)
                            .where(s.run_id == rid, s.accuracy.is_not(None)).order_by(s.step, s.arm_id), 3)
         return _carried_mean(rows[:, 0].astype(np.int64), rows[:, 1], rows[:, 2], None)
-    width = next((w for w in ROLLUP_WIDTHS if -(-span // w) <= max_points), ROLLUP_WIDTHS[-1])
+    width = next((w for w in ROLLUP_WIDTHS if -(-span // w) <= max(1, max_points // 4)), ROLLUP_WIDTHS[-1])
     t = arm_rollups.c
     rows = fetch_array(conn, select(t.bucket, t.arm_id, t.accuracy_sum / t.accuracy_n)
                        .where(t.run_id == rid, t.width == width, t.accuracy_n > 0), 3)

@@ -304,6 +304,8 @@ def test_long_runs_read_per_step_totals_and_rollups(engine: Engine) -> None:
         m = compare.compare(session, compare.parse_query(runs, "train_mean", "", "0.8", ""), 60.0, max_points=200)
         exact = compare.compare(session, compare.parse_query(runs, "train_mean", "", "0.8", ""), 60.0,
                                 max_points=STEPS)
+        coarse = compare.compare(session, compare.parse_query(runs, "train_mean", "", "0.8", ""), 60.0,
+                                 max_points=100)
         arm = compare.compare(session, compare.parse_query(runs, "accuracy", "a", "0.8", ""), 60.0, max_points=200)
     # Weighted: per-step totals, downsampled keeping each bucket's min and max.
     for t in w.overlay:
@@ -315,10 +317,13 @@ def test_long_runs_read_per_step_totals_and_rollups(engine: Engine) -> None:
     # Unweighted, whole run within the chart's points: every step, each arm carrying its last accuracy.
     assert exact.bucket is None
     assert np.allclose(exact.overlay[0].values, carried_mean(per_arm), atol=1e-12)
-    # Unweighted, longer than the chart: one point per 64-step rollup bucket at its last step, each arm
-    # counting with its mean over the bucket (arm c, silent after step 2000, carries its last bucket's).
+    # Unweighted, longer than the chart: one point per 64-step rollup bucket at its last step (47 buckets,
+    # at most 200 / 4), each arm counting with its mean over the bucket (arm c, silent after step 2000,
+    # carries its last bucket's).
     width = ROLLUP_WIDTHS[0]
     assert m.bucket == width
+    # With 100 points: at most 25 buckets, so 256-step ones (12).
+    assert coarse.bucket == ROLLUP_WIDTHS[1] and len(coarse.overlay[0].steps) == -(-STEPS // ROLLUP_WIDTHS[1])
     buckets = -(-STEPS // width)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # arm c's empty buckets: NaN, as wanted
