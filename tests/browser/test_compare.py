@@ -128,6 +128,7 @@ def test_compare_ranks_by_evaluation_by_default(
     data = page.evaluate("() => JSON.parse(document.getElementById('compare-data').textContent).overlay")
     drawn = page.evaluate("() => document.getElementById('chart-overlay').data.slice(0, 2).map(t => t.y)")
     assert drawn == [compare.ema(t["values"], 0.6) for t in data]
+    page.screenshot(path=str(SCREENSHOTS / "compare_weighted_1440x900.png"), full_page=True)
     page.locator("#smoothing").fill("0.9")
     page.wait_for_function("() => location.search.includes('smoothing=0.9')", timeout=WAIT_MS)
     overlay_ready(page, 3)
