@@ -270,6 +270,11 @@ class RunAction(Base):
     created_at: Mapped[dt.datetime]
 
 
+# For the runs table's evaluation columns (store/runs_table.eval_summaries): one scan in this order groups
+# each evaluation's arms without a sort (the key puts arm before step), covering what it reads.
+Index("ix_evals_run_name_step", RunEval.run_id, RunEval.name, RunEval.step, RunEval.accuracy, RunEval.ts)
+
+
 def _rollup_columns() -> list[Column[Any]]:
     cols: list[Column[Any]] = []
     for m in METRICS:

@@ -7,6 +7,8 @@
   stored configs, so filtering and sorting by tag read one table.
 - `run_actions`: who archived, unarchived, tagged, untagged, noted or deleted which run, and when. Keyed
   by the run's name, without a foreign key: the row of a deletion outlives the run.
+- `ix_evals_run_name_step` on evals (run_id, name, step, accuracy, ts): the runs table's final and best
+  evaluation read one row per evaluation, grouped in index order.
 
 Revision ID: f7e8d9c0b1a2
 Revises: e1a2b3c4d5f6
@@ -71,6 +73,8 @@ def upgrade() -> None:
         sa.Column("created_at", _TS, nullable=False),
     )
     op.create_index("ix_run_actions_run_created", "run_actions", ["run", "created_at"])
+    # The runs table's evaluation columns group each evaluation's arms: in this order, without a sort.
+    op.create_index("ix_evals_run_name_step", "evals", ["run_id", "name", "step", "accuracy", "ts"])
 
     conn = op.get_bind()
     runs = sa.table("runs", sa.column("id", sa.Integer), sa.column("config", sa.JSON))
@@ -84,6 +88,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("ix_evals_run_name_step", table_name="evals")
     op.drop_index("ix_run_actions_run_created", table_name="run_actions")
     op.drop_table("run_actions")
     op.drop_index("ix_run_tags_tag", table_name="run_tags")

@@ -3,13 +3,15 @@ pages, and each run's summary (arms, overrides applied, duration, final and best
 note).
 
 Four queries whatever the page: the page's runs with the total (a window count), then for those runs
-only their counts, their evaluations and their tags. Sorting by a summary column joins that column
-aggregated over every run, so it costs more than sorting by a column of `runs` (bench/runs_list.py).
+only their counts, their evaluations and their tags. Sorting by a count or the tags joins that column
+aggregated over every run; sorting by an evaluation reads every run's evaluations (one grouped scan)
+and orders the matching ids in Python (bench/runs_list.py times each).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -120,22 +122,31 @@ def _duration_sql(dialect: str) -> ColumnElement[Any]:
     return case((d < 0, 0.0), else_=d)
 
 
-def _eval_summary(run_ids: Sequence[int] | None) -> Subquery:
-    """Per run: the eval set of its latest evaluation (highest step, then latest), that evaluation's
-    mean accuracy over arms (final) and the best mean of that eval set (best)."""
+@dataclass(frozen=True, slots=True)
+class EvalSummary:
+    name: str  # the eval set of the run's latest evaluation (highest step, then latest sent, then name)
+    final: float  # that evaluation's mean accuracy over arms
+    best: float  # the best such mean of that eval set
+
+
+def eval_summaries(session: Session, run_ids: Sequence[int] | None) -> dict[int, EvalSummary]:
+    """Each run's latest evaluation and the best of its eval set, from one row per evaluation (its mean
+    over arms, averaged in SQL). Reduced here rather than in SQL: SQLite joins a windowed subquery to
+    `runs` by scanning it once per run (seconds for 5,000 runs), and this is one grouped scan."""
     e = EVALS.c
-    per_eval = select(e.run_id, e.name, e.step, func.avg(e.accuracy).label("mean"), func.max(e.ts).label("ts"))
+    q = select(e.run_id, e.name, e.step, func.avg(e.accuracy), func.max(e.ts)).group_by(e.run_id, e.name, e.step)
     if run_ids is not None:
-        per_eval = per_eval.where(e.run_id.in_(list(run_ids)))
-    ev = per_eval.group_by(e.run_id, e.name, e.step).subquery("ev")
-    ranked = select(
-        ev.c.run_id, ev.c.name, ev.c.mean.label("final"),
-        func.max(ev.c.mean).over(partition_by=[ev.c.run_id, ev.c.name]).label("best"),
-        func.row_number().over(partition_by=ev.c.run_id, order_by=[ev.c.step.desc(), ev.c.ts.desc(), ev.c.name])
-        .label("rn"),
-    ).subquery("ranked")
-    return (select(ranked.c.run_id, ranked.c.name, ranked.c.final, ranked.c.best)
-            .where(ranked.c.rn == 1).subquery("evsum"))
+        q = q.where(e.run_id.in_(list(run_ids)))
+    latest: dict[int, tuple[int, float, str, float]] = {}
+    best: dict[tuple[int, str], float] = {}
+    for rid, name, step, mean, ts in session.execute(q):
+        mean, ts = float(mean), float(ts)
+        had = latest.get(rid)
+        if had is None or (step, ts) > (had[0], had[1]) or ((step, ts) == (had[0], had[1]) and name < had[2]):
+            latest[rid] = (step, ts, name, mean)
+        if mean > best.get((rid, name), -math.inf):
+            best[(rid, name)] = mean
+    return {rid: EvalSummary(name, mean, best[(rid, name)]) for rid, (_, _, name, mean) in latest.items()}
 
 
 def _arm_counts() -> Subquery:
@@ -174,7 +185,8 @@ def _filtered(q: Select[Any], query: RunsQuery, stale: ColumnElement[bool]) -> S
 
 
 def _sorted(q: Select[Any], query: RunsQuery, stale: ColumnElement[bool], dialect: str) -> Select[Any]:
-    """`q` ordered by the query's column (empty values last either way), then newest first."""
+    """`q` ordered by the query's column (empty values last either way), then newest first; not for the
+    evaluation columns (_by_evaluation)."""
     r = RUNS.c
     if query.sort is None:
         return q.order_by(r.id.desc())
@@ -184,10 +196,6 @@ def _sorted(q: Select[Any], query: RunsQuery, stale: ColumnElement[bool], dialec
         sub = {"arms": _arm_counts, "overrides": _applied_counts, "tags": _first_tags}[query.sort]()
         source = source.outerjoin(sub, sub.c.run_id == r.id)
         key = sub.c.tag if query.sort == "tags" else func.coalesce(sub.c.n, 0)
-    elif query.sort in ("final", "best"):
-        ev = _eval_summary(None)
-        source = source.outerjoin(ev, ev.c.run_id == r.id)
-        key = ev.c[query.sort]
     else:
         key = {
             "run": r.name, "project": r.project, "scheduler": r.scheduler, "steps": r.last_step,
@@ -200,25 +208,44 @@ def _sorted(q: Select[Any], query: RunsQuery, stale: ColumnElement[bool], dialec
     return q.select_from(source).order_by(case((key.is_(None), 1), else_=0), ordered, r.id.desc())
 
 
+def _by_evaluation(
+    session: Session, query: RunsQuery, stale: ColumnElement[bool], cols: tuple[Any, ...]
+) -> tuple[list[Any], int, dict[int, EvalSummary]]:
+    """A page sorted by final or best evaluation: the matching ids newest first from SQL, ordered here by
+    their summaries (runs without an evaluation last), then that page's rows."""
+    r = RUNS.c
+    ids = [rid for (rid,) in session.execute(_filtered(select(r.id), query, stale).order_by(r.id.desc()))]
+    summaries = eval_summaries(session, None)  # every run's: one grouped scan, cheaper than 5,000 ids in IN
+    with_eval = [rid for rid in ids if rid in summaries]
+    with_eval.sort(key=lambda rid: getattr(summaries[rid], query.sort or ""), reverse=query.order == "desc")
+    ordered = with_eval + [rid for rid in ids if rid not in summaries]  # the sort is stable: ties newest first
+    start = (query.page - 1) * query.per_page
+    page_ids = ordered[start:start + query.per_page]
+    got = {x.id: x for x in session.execute(select(*cols).where(r.id.in_(page_ids)))} if page_ids else {}
+    return [got[rid] for rid in page_ids], len(ids), summaries
+
+
 def runs_table(session: Session, stale_seconds: float, query: RunsQuery) -> RunsPage:
     """One page of runs with their summaries; InvalidRequest for a filter or sort that does not exist."""
     query.check()
-    dialect = session.get_bind().dialect.name
     now = utcnow()
     stale = stale_clause(stale_seconds, now)
     r = RUNS.c
     cols = (r.id, r.name, r.project, r.scheduler, r.status, stale.label("stale"), r.started_at, r.ended_at,
             r.last_seen, r.last_step, r.dropped, r.event_seq, r.note, r.archived_at)
-    q = _filtered(select(*cols, func.count().over().label("total")), query, stale)
-    q = _sorted(q, query, stale, dialect).limit(query.per_page).offset((query.page - 1) * query.per_page)
-    runs = session.execute(q).all()
-    if runs:
-        total = int(runs[0].total)
-    else:  # past the last page (or nothing matches): the window count had no row to ride on
-        total = int(session.scalar(_filtered(select(func.count()).select_from(RUNS), query, stale)) or 0)
+    evals: dict[int, EvalSummary] | None = None
+    if query.sort in ("final", "best"):
+        runs, total, evals = _by_evaluation(session, query, stale, cols)
+    else:
+        q = _filtered(select(*cols, func.count().over().label("total")), query, stale)
+        q = _sorted(q, query, stale, session.get_bind().dialect.name)
+        runs = list(session.execute(q.limit(query.per_page).offset((query.page - 1) * query.per_page)))
+        if runs:
+            total = int(runs[0].total)
+        else:  # past the last page (or nothing matches): the window count had no row to ride on
+            total = int(session.scalar(_filtered(select(func.count()).select_from(RUNS), query, stale)) or 0)
     ids = [x.id for x in runs]
     counts: dict[int, tuple[int, int]] = {}
-    evals: dict[int, Any] = {}
     tags: dict[int, list[TagChip]] = {}
     if ids:
         c = COMMANDS.c
@@ -229,13 +256,13 @@ def runs_table(session: Session, stale_seconds: float, query: RunsQuery) -> Runs
                 select(func.count()).where(c.run_id == r.id, c.status == "applied").scalar_subquery(),
             ).where(r.id.in_(ids)))
         }
-        ev = _eval_summary(ids)
-        evals = {x.run_id: x for x in session.execute(select(ev))}
+        if evals is None:
+            evals = eval_summaries(session, ids)
         tags = tags_of_runs(session, ids)
     rows = []
     for x in runs:
         arms, applied = counts.get(x.id, (0, 0))
-        e = evals.get(x.id)
+        e = (evals or {}).get(x.id)
         stale_now = bool(x.stale)
         rows.append(TableRow(
             name=x.name, project=x.project, scheduler=x.scheduler, reported_status=x.status, stale=stale_now,
