@@ -7,7 +7,8 @@ command form posts here and reuses `server.steering.submit`, the JSON API's vali
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any
+from dataclasses import asdict, dataclass
+from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Form, Query, Request
@@ -19,6 +20,7 @@ from server import steering
 from server.auth import Principal
 from server.deps import PageOperator, PrincipalDep, RedisDep, SessionDep, SettingsDep
 from server.errors import CommandConflict, InvalidCommand, InvalidRequest
+from server.models import Metric
 from server.schemas import CommandIn
 from server.store import commands as command_store
 from server.store import manage as manage_store
@@ -124,6 +126,56 @@ def runs_page(
 # ---------------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class ChartView:
+    """One thing a run page chart can show: a per-arm series (`/series?metric=`), or the scheduler's
+    score parts (`/parts`), kept live from `field` of the SSE step entries' arm records (docs/sse.md)."""
+
+    metric: Metric | Literal["parts"]
+    field: str
+    label: str = ""  # its radio button in the chart's caption (a chart with one view has none)
+    key: str = ""  # caption text shown with this view only (filled in by the page once data arrives)
+
+
+@dataclass(frozen=True, slots=True)
+class Chart:
+    """A chart of the run page: its figure (run.html) and how static/js/run/ loads and draws it."""
+
+    id: str
+    title: str
+    views: tuple[ChartView, ...]  # the first is the one the chart opens on; the others load when chosen
+    stacked: bool = False  # a stacked area (the probabilities sum to 1)
+    smooth: bool = False  # the EMA slider applies
+    yrange: tuple[float, float] | None = None
+    wide: bool = False  # the full width of the page
+
+
+# The run page's charts, in page order: rendered into the page's figures and sent in its data (#run-data),
+# so the page's script holds no list of its own. Five charts, so the opening views' five data requests
+# fit in the browser's six connections per host.
+RUN_CHARTS: tuple[Chart, ...] = (
+    Chart("chart-probability", "Sampling probability in force (overrides included)",
+          (ChartView("probability", "p"),), stacked=True, yrange=(0, 1), wide=True),
+    Chart("chart-mean_abs_adv", "Mean |advantage| per arm", (ChartView("mean_abs_adv", "mean_abs_adv"),), smooth=True),
+    Chart("chart-accuracy", "Accuracy per arm", (ChartView("accuracy", "accuracy"),), smooth=True, yrange=(0, 1.02)),
+    Chart("chart-counts", "Completions",
+          (ChartView("n_step", "n_step", "per step"), ChartView("n_total", "n_total", "cumulative"))),
+    Chart("chart-score", "Scheduler",
+          (ChartView("score", "score", "score"),
+           ChartView("parts", "parts", "its parts", key="e.g. DUMP: mu = exploit, bonus = explore")), smooth=True),
+)
+# Points per arm per chart: up to 1,000, fewer when there are many arms, so a chart holds about 24,000
+# points in all and the page draws in a second or two whatever the run's length.
+CHART_POINTS = 24_000
+
+
+def chart_points(n_arms: int) -> dict[str, int]:
+    """The page's points budget: per arm of a metric chart, and per trace of the parts view (a trace
+    per arm and part, DUMP's mu and bonus: half as many points each)."""
+    per_arm = max(200, min(1000, CHART_POINTS // max(1, n_arms)))
+    return {"per_arm": per_arm, "per_part": max(100, per_arm // 2)}
+
+
 @router.get("/runs/{run}", response_class=HTMLResponse)
 def run_page(
     run: str, request: Request, session: SessionDep, settings: SettingsDep, principal: PrincipalDep
@@ -149,9 +201,12 @@ def _run_ctx(
         "arms": [a.name for a in detail.arms],
         "scheduler": detail.scheduler,
         "markers": markers,
+        "charts": [asdict(c) for c in RUN_CHARTS],
+        "points": chart_points(len(detail.arms)),
     }
     return {
         "run": detail, "run_name": detail.name, "commands": _commands_ctx(commands), "page": page, "kinds": KINDS,
+        "charts": RUN_CHARTS,
         "forms": forms or {}, "confirm": _CONFIRM, "labels": manage_store.labels(session, detail.name), "manage": {},
     }
 

@@ -86,10 +86,28 @@ def test_run_page_full_and_fragment(app_server: LiveServer, rds: redis.Redis, se
     assert [d["id"] for d in page.select(".charts .plot")] == [
         "chart-probability", "chart-mean_abs_adv", "chart-accuracy", "chart-counts", "chart-score",
     ]
+    assert [c.contents[0].strip() for c in page.select(".charts figcaption")] == [
+        "Sampling probability in force (overrides included)", "Mean |advantage| per arm", "Accuracy per arm",
+        "Completions", "Scheduler",
+    ]
     # Two charts have two views each, chosen in their captions (the first checked).
     views = [(r["data-chart"], r["value"], r.has_attr("checked")) for r in page.select("input.chart-view")]
     assert views == [("chart-counts", "n_step", True), ("chart-counts", "n_total", False),
                      ("chart-score", "score", True), ("chart-score", "parts", False)]
+    assert [g["aria-label"] for g in page.select(".charts .views")] == [
+        "completions: per step or cumulative", "scheduler: score or its parts"]
+    assert page.select_one('[data-view-of="chart-score"][data-view="parts"]').has_attr("hidden")
+    # The page's script gets the same charts in the page data: what each view loads, and which field of
+    # the live step records extends it.
+    charts = [(c["id"], [(v["metric"], v["field"]) for v in c["views"]]) for c in data["charts"]]
+    assert charts == [
+        ("chart-probability", [("probability", "p")]),
+        ("chart-mean_abs_adv", [("mean_abs_adv", "mean_abs_adv")]),
+        ("chart-accuracy", [("accuracy", "accuracy")]),
+        ("chart-counts", [("n_step", "n_step"), ("n_total", "n_total")]),
+        ("chart-score", [("score", "score"), ("parts", "parts")]),
+    ]
+    assert data["points"] == {"per_arm": 1000, "per_part": 500}  # 4 arms: the most a chart shows per arm
     scripts = [s.get("src") for s in page.select("script[src]")]
     assert scripts == ["/static/vendor/htmx.min.js", "/static/js/app.js", PLOTLY_URL, "/static/js/charts.js",
                        "/static/js/run.js", "/static/js/run-prefetch.js"]
