@@ -12,7 +12,7 @@ import orjson
 import redis
 
 from server.settings import Settings
-from server.web import PLOTLY_URL
+from server.web import PLOTLY_URL, STATIC_DIR
 from tests.server.conftest import LiveServer, step_msg, wait_for, xadd
 
 from .helpers import ARMS, add_user, csrf_of, login, soup, start_run
@@ -110,11 +110,21 @@ def test_run_page_full_and_fragment(app_server: LiveServer, rds: redis.Redis, se
     assert data["points"] == {"per_arm": 1000, "per_part": 500}  # 4 arms: the most a chart shows per arm
     scripts = [s.get("src") for s in page.select("script[src]")]
     assert scripts == ["/static/vendor/htmx.min.js", "/static/js/app.js", PLOTLY_URL, "/static/js/charts.js",
-                       "/static/js/run.js", "/static/js/run-prefetch.js"]
-    # Plotly and the page's code wait for the document; the data requests start while it loads.
+                       "/static/js/run/main.js", "/static/js/run/early.js"]
+    # Plotly, SB's helpers and the page's module run after the document is parsed, in this order (a module
+    # script is deferred); early.js, a classic script, runs as the parser reaches it, right after the page
+    # data it reads: the data requests start while Plotly loads.
     assert all(page.select_one(f'script[src="{src}"]').has_attr("defer")
-               for src in (PLOTLY_URL, "/static/js/charts.js", "/static/js/run.js"))
-    assert not page.select_one('script[src="/static/js/run-prefetch.js"]').has_attr("defer")
+               for src in (PLOTLY_URL, "/static/js/charts.js"))
+    main = page.select_one('script[src="/static/js/run/main.js"]')
+    assert main["type"] == "module" and not main.has_attr("async")
+    # Every module main.js imports is requested with it.
+    modules = {f"/static/js/run/{p.name}" for p in (STATIC_DIR / "js" / "run").glob("*.js")}
+    preloads = {link["href"] for link in page.select('head link[rel="modulepreload"]')}
+    assert preloads == modules - {"/static/js/run/main.js", "/static/js/run/early.js"}
+    early = page.select_one('script[src="/static/js/run/early.js"]')
+    assert not (early.has_attr("type") or early.has_attr("defer") or early.has_attr("async"))
+    assert early.find_previous_sibling("script")["id"] == "run-data"
     assert all(not str(s).startswith("http") for s in scripts)
     # Local dev mode: no users, the loopback client is an operator, and the page says so.
     assert page.select_one(".dev-banner") is not None
@@ -339,6 +349,6 @@ def test_assets_are_local(app_server: LiveServer) -> None:
     assert r.status_code == 200
     assert r.headers["cache-control"] == "public, max-age=31536000, immutable"
     assert len(r.content) > 1_000_000
-    for path in ("/static/vendor/htmx.min.js", "/static/js/run.js", "/static/css/app.css"):
+    for path in ("/static/vendor/htmx.min.js", "/static/js/run/main.js", "/static/css/app.css"):
         assert app_server.client.get(path).status_code == 200, path
 

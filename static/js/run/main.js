@@ -1,0 +1,25 @@
+// The live run page (templates/run.html): Plotly charts of the run's per-arm series, extended from its
+// SSE stream; chart options; command acks on the audit log, the forms and the charts. A module script,
+// so it runs after Plotly.js and static/js/charts.js (deferred, in document order); the data requests
+// started before (early.js).
+import {showAcks} from "./acks.js";
+import {bindControls, syncLegend} from "./controls.js";
+import {connect, reload, setLive} from "./live.js";
+import {flash, page} from "./page.js";
+
+syncLegend();
+bindControls();
+// Fragments htmx swaps in (a form's "pending", the audit log) get the acks already received.
+document.body.addEventListener("htmx:afterSettle", showAcks);
+// The first load is drawn once the document's other DOMContentLoaded work is done (htmx processing the
+// arms' forms, a few hundred on a 64-arm run): when the data came before it and the charts were drawn
+// first, they still waited for that work to reach the screen (20-80 ms later on the 64-arm page).
+document.addEventListener("DOMContentLoaded", () => {
+  reload().then(() => {
+    performance.mark("sb:drawn");
+    connect(page.event_seq);
+  }).catch((err) => {
+    setLive("error");
+    flash(err);
+  });
+}, {once: true});
