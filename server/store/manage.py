@@ -195,7 +195,9 @@ def update_labels(
     if new:
         top = session.scalar(select(func.max(t_.position)).where(t_.run_id == r.id, t_.source == "user"))
         start = -1 if top is None else int(top)
-        session.execute(RUN_TAGS.insert(), [
+        # A tag another request added meanwhile stays as it is (no duplicate-key error).
+        add = insert(session.connection(), RUN_TAGS).on_conflict_do_nothing(index_elements=["run_id", "tag"])
+        session.execute(add, [
             {"run_id": r.id, "tag": t, "source": "user", "position": start + 1 + i} for i, t in enumerate(new)
         ])
         for t in new:
