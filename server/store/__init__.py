@@ -5,7 +5,9 @@
 - `ingest`: ingest writes (`apply_ingest`); `rollups`: the rollups ingest keeps.
 - `events`: live events (docs/sse.md), published after ingest and replayed by `events_since`.
 - `series`: chart series (downsampled), step metrics and times.
-- `runs`: the run list, a run in full, the runs table; the stale rule (`is_stale`).
+- `runs`: a run in full, project and run names; the stale rule (`is_stale`, `stale_clause` in SQL).
+- `runs_table`: the runs table and JSON list (filters, sort by any column, pages, each run's summary).
+- `manage`: tags (the agent's and people's), notes, archiving, deleting a run; their audit log.
 - `compare`: what comparing runs reads (per-step accuracy, final accuracy per arm).
 - `commands`: the audit log (steering's view, commands, acks); `exports`: CSV reads; `users`: logins.
 
