@@ -19,6 +19,31 @@ def _url() -> str:
 
 
 def _run(connection: Connection) -> None:
+    sqlite = connection.dialect.name == "sqlite"
+    if sqlite:
+        # Batch mode rebuilds a table by copy, drop and rename; with foreign keys on, dropping the old
+        # `runs` would cascade and empty every table that references it. Off for the migration
+        # (outside any transaction: SQLite ignores the pragma inside one), checked, then on again.
+        # Through the DBAPI connection, which runs in autocommit (server.db turns the sqlite3
+        # module's own transactions off): through SQLAlchemy it would land inside a BEGIN.
+        if connection.in_transaction():
+            connection.commit()
+        raw = connection.connection.dbapi_connection
+        assert raw is not None
+        raw.execute("PRAGMA foreign_keys=OFF")
+    try:
+        _migrate(connection)
+    finally:
+        if sqlite:
+            if connection.in_transaction():
+                connection.commit()
+            broken = raw.execute("PRAGMA foreign_key_check").fetchall()
+            raw.execute("PRAGMA foreign_keys=ON")
+            if broken:
+                raise RuntimeError(f"the migration left rows whose foreign keys point nowhere: {broken[:5]}")
+
+
+def _migrate(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
