@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import math
 import os
 import random
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,6 +34,8 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from _common import free_port, pct, pg_schema  # noqa: E402
+
 from server.db import alembic_config, make_engine  # noqa: E402
 from server.store import ingest as ingest_store  # noqa: E402
 from server.store.manage import RUN_ACTIONS, RUN_TAGS  # noqa: E402
@@ -45,17 +45,6 @@ from server.wire import INGEST_ADAPTER  # noqa: E402
 ARMS = [f"src{i % 4}/level{i // 4}" for i in range(8)]
 TAGS = ["qwen2.5-0.5b", "qwen2.5-1.5b", "gsm8k", "math", "ablation", "baseline", "lr-sweep", "long"]
 TARGET_MS = 300.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def pct(xs: list[float], q: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, max(0, math.ceil(q * len(xs)) - 1))]
 
 
 def run_docs(i: int, rng: random.Random, max_steps: int) -> list[dict[str, Any]]:
@@ -211,18 +200,7 @@ def main() -> None:
                     Path(f"{db_file}{suffix}").unlink(missing_ok=True)
                 exists = False
         else:
-            sep = "&" if "?" in args.pg_url else "?"
-            url = f"{args.pg_url}{sep}options=-csearch_path%3D{schema}"
-            admin = make_engine(args.pg_url)
-            with admin.begin() as conn:
-                exists = bool(conn.execute(text(
-                    "SELECT 1 FROM information_schema.schemata WHERE schema_name = :s"), {"s": schema}).first())
-                if exists and not args.keep:
-                    conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-                    exists = False
-                if not exists:
-                    conn.execute(text(f"CREATE SCHEMA {schema}"))
-            admin.dispose()
+            url, exists = pg_schema(args.pg_url, schema, args.keep)
         command.upgrade(alembic_config(url), "head")
         if not exists:
             secs = fill(url, args.runs, args.max_steps)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,17 +37,13 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from _common import free_port, pg_schema  # noqa: E402
+
 from server.db import alembic_config, make_engine  # noqa: E402
 from server.store import ingest as ingest_store  # noqa: E402
 from server.wire import INGEST_ADAPTER  # noqa: E402
 
 RUN = "bench-long"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def fill(url: str, steps: int, n_arms: int, batch: int = 250) -> float:
@@ -224,18 +219,7 @@ def main() -> None:
             url = f"sqlite:///{tmp}/series-{tag}.db"
             exists = Path(f"{tmp}/series-{tag}.db").exists()
         else:
-            sep = "&" if "?" in args.pg_url else "?"
-            url = f"{args.pg_url}{sep}options=-csearch_path%3D{schema}"
-            admin = make_engine(args.pg_url)
-            with admin.begin() as conn:
-                exists = bool(conn.execute(text(
-                    "SELECT 1 FROM information_schema.schemata WHERE schema_name = :s"), {"s": schema}).first())
-                if exists and not args.keep:
-                    conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-                    exists = False
-                if not exists:
-                    conn.execute(text(f"CREATE SCHEMA {schema}"))
-            admin.dispose()
+            url, exists = pg_schema(args.pg_url, schema, args.keep)
         if exists and not args.keep and backend == "sqlite":
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{tmp}/series-{tag}.db{suffix}").unlink(missing_ok=True)
