@@ -136,7 +136,16 @@ def test_run_page_full_and_fragment(app_server: LiveServer, rds: redis.Redis, se
         assert f["hx-post"] == "/runs/pg-run-1/commands" and f["hx-confirm"]
         assert f.select_one("input[name=csrf_token]")["value"]
     exports = [a["href"] for a in page.select(".run-links a[download]")]
-    assert exports == ["/api/runs/pg-run-1/export.csv?what=arms", "/api/runs/pg-run-1/export.csv?what=commands"]
+    assert exports == [f"/api/runs/pg-run-1/export.csv?what={w}" for w in ("arms", "steps", "evals", "commands")]
+    # The evaluation chart comes first, before the chart options; its empty state and the picker of
+    # evaluation sets stay hidden until static/js/run/evals.js has loaded the run's evaluations.
+    ev = page.select_one("figure#eval")
+    assert ev.find_next("section", class_="chart-controls") is not None
+    assert ev.select_one("#eval-empty").has_attr("hidden")
+    assert " ".join(ev.select_one("#eval-empty").text.split()) == "no evaluation yet: send one with agent.log_eval(...)"
+    assert ev.select_one("#eval-picker").has_attr("hidden")
+    target = ev.select_one("input#eval-target")
+    assert (target["type"], target["min"], target["max"], target.get("value")) == ("number", "0", "1", None)
     assert page.select_one("#audit .empty").text == "No commands yet."
 
     frag = app_server.client.get("/runs/pg-run-1", headers=HX)

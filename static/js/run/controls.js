@@ -1,6 +1,7 @@
 // The chart options above the charts and in their captions: "Arms shown" (the legend of every chart),
 // EMA smoothing, the x axis, and the views of a chart. Each changes the page state, then redraws.
 import {draw, drawAll} from "./charts.js";
+import {drawEvals} from "./evals.js";
 import {CHARTS, flash} from "./page.js";
 import {loadTimes, loadView} from "./series.js";
 import {armIndex, setEma, setView, setXmode, showArms, state} from "./state.js";
@@ -36,6 +37,7 @@ function show(arms, visible) {
     if (cb) cb.checked = visible;
   }
   if (state.drawn) drawAll();
+  drawEvals();
 }
 
 // A chart's other view: fetched afresh (the hidden view was not kept live), then drawn.

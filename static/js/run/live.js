@@ -5,6 +5,7 @@
 import {applyAcks, resync} from "./acks.js";
 import {drawAll, extend, refineZoomed} from "./charts.js";
 import {syncLegend} from "./controls.js";
+import {addEvals, loadEvals} from "./evals.js";
 import {API, CHARTS, flash} from "./page.js";
 import {loadViews} from "./series.js";
 import {
@@ -114,6 +115,7 @@ export function connect(after) {
     const d = JSON.parse(e.data);
     if (d.steps) queueSteps(d.steps);
     if (d.acks) applyAcks(d.acks);
+    if (d.evals) addEvals(d.evals);
     if (d.status) {
       const badge = document.getElementById("run-status");
       if (badge) { badge.textContent = d.status.status; badge.className = `badge status-${d.status.status}`; }
@@ -124,6 +126,7 @@ export function connect(after) {
     setLive("reloading…");
     resync();
     reload().catch(flash);
+    loadEvals().catch(flash);
   });
   es.onerror = () => setLive("reconnecting…");
 }

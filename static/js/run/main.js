@@ -4,17 +4,22 @@
 // started before (early.js).
 import {showAcks} from "./acks.js";
 import {bindControls, syncLegend} from "./controls.js";
+import {bindEvals, loadEvals} from "./evals.js";
 import {connect, reload, setLive} from "./live.js";
 import {flash, page} from "./page.js";
 
 syncLegend();
 bindControls();
+bindEvals();
 // Fragments htmx swaps in (a form's "pending", the audit log) get the acks already received.
 document.body.addEventListener("htmx:afterSettle", showAcks);
 // The first load is drawn once the document's other DOMContentLoaded work is done (htmx processing the
 // arms' forms, a few hundred on a 64-arm run): when the data came before it and the charts were drawn
 // first, they still waited for that work to reach the screen (20-80 ms later on the 64-arm page).
 document.addEventListener("DOMContentLoaded", () => {
+  // Evaluations load beside the charts: what arrives after the page was rendered is also replayed by
+  // the live stream, and setting a point twice changes nothing.
+  loadEvals().catch(flash);
   reload().then(() => {
     performance.mark("sb:drawn");
     connect(page.event_seq);
