@@ -116,6 +116,7 @@ def test_run_page_full_and_fragment(app_server: LiveServer, rds: redis.Redis, se
     # data it reads: the data requests start while Plotly loads.
     assert all(page.select_one(f'script[src="{src}"]').has_attr("defer")
                for src in (PLOTLY_URL, "/static/js/charts.js"))
+    assert page.select_one(f'script[src="{PLOTLY_URL}"]')["fetchpriority"] == "high"
     main = page.select_one('script[src="/static/js/run/main.js"]')
     assert main["type"] == "module" and not main.has_attr("async")
     # Every module main.js imports is requested with it.
