@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from tests.conftest import REDIS_URL, free_port
+from tests.pages.helpers import login
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,6 +61,11 @@ def test_serve_and_user_add_see_the_demo_runs(tmp_path: Path, key_prefix: str) -
     database = tmp_path / "steerboard-data" / "steerboard.db"
     assert f"database: sqlite:///{database}" in demo.stdout
 
+    # The banner's advice, then the server: the demo's runs are there and alice logs in.
+    add = _cli(["user", "add", "alice", "--role", "operator", "--password-stdin"], tmp_path, env,
+               stdin="a long password\n")
+    assert add.returncode == 0, add.stderr
+    assert "alice\toperator" in _cli(["user", "list"], tmp_path, env).stdout
     port = free_port()
     serve = subprocess.Popen([sys.executable, "-m", "server", "serve", "--port", str(port)], cwd=tmp_path, env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -73,11 +79,13 @@ def test_serve_and_user_add_see_the_demo_runs(tmp_path: Path, key_prefix: str) -
             except httpx.HTTPError:
                 time.sleep(0.2)
         assert [(r["scheduler"], r["status"], r["last_step"]) for r in runs] == [("dump", "finished", 1)]
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            assert login(client, "alice", "wrong password").status_code == 401
+            r = login(client, "alice", "a long password")
+            assert r.status_code == 303 and r.headers["location"] == "/"
+            page = client.get(f"/runs/{runs[0]['name']}")
+            assert page.status_code == 200 and "alice" in page.text and "form" in page.text
     finally:
         serve.terminate()
         serve.wait(15)
-    add = _cli(["user", "add", "alice", "--role", "operator", "--password-stdin"], tmp_path, env,
-               stdin="a long password\n")
-    assert add.returncode == 0, add.stderr
-    assert "alice\toperator" in _cli(["user", "list"], tmp_path, env).stdout
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*.db")) == [database.relative_to(tmp_path)]
