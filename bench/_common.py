@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import math
+import os
 import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
 
+import httpx
 from sqlalchemy import text
 
 from server.db import make_engine
@@ -40,3 +47,23 @@ def pg_schema(pg_url: str, schema: str, keep: bool) -> tuple[str, bool]:
     finally:
         admin.dispose()
     return url, exists
+
+
+def serve_web(url: str, prefix: str, cwd: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """`steerboard serve --no-ingest` on `url` and a free port, with a key prefix of its own; (process,
+    base URL) once /healthz answers."""
+    port = free_port()
+    env = {**os.environ, "STEERBOARD_DATABASE_URL": url, "STEERBOARD_PORT": str(port),
+           "STEERBOARD_KEY_PREFIX": f"{prefix}-{uuid.uuid4().hex[:6]}:", "STEERBOARD_LOG_LEVEL": "WARNING"}
+    proc = subprocess.Popen([sys.executable, "-m", "server", "serve", "--no-ingest", "--port", str(port)],
+                            env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                return proc, base
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    proc.kill()
+    raise SystemExit(f"server did not start: {proc.stderr.read().decode()[-2000:] if proc.stderr else ''}")

@@ -25,7 +25,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import httpx
@@ -37,7 +36,7 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from _common import free_port, pg_schema  # noqa: E402
+from _common import pg_schema, serve_web  # noqa: E402
 
 from server.db import alembic_config, make_engine  # noqa: E402
 from server.store import ingest as ingest_store  # noqa: E402
@@ -93,21 +92,7 @@ def fill(url: str, steps: int, n_arms: int, batch: int = 250) -> float:
 
 
 def serve(url: str) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    env = {**os.environ, "STEERBOARD_DATABASE_URL": url, "STEERBOARD_PORT": str(port),
-           "STEERBOARD_KEY_PREFIX": f"bench-series-{uuid.uuid4().hex[:6]}:"}
-    proc = subprocess.Popen([sys.executable, "-m", "server", "serve", "--no-ingest", "--port", str(port)],
-                            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                return proc, base
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    proc.kill()
-    raise SystemExit(f"server did not start: {proc.stderr.read().decode()[-2000:] if proc.stderr else ''}")
+    return serve_web(url, "bench-series", ROOT)
 
 
 def time_queries(base: str, steps: int, repeats: int) -> list[tuple[str, float, float, int]]:

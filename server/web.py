@@ -55,14 +55,7 @@ PLOTLY_URL = f"/static/vendor/plotly-{_plotly_tag()}.min.js"
 def _ago(value: dt.datetime | None) -> str:
     if value is None:
         return "never"
-    secs = max(0.0, (utcnow() - value).total_seconds())
-    if secs < 60:
-        return f"{secs:.0f} s ago"
-    if secs < 3600:
-        return f"{secs / 60:.0f} min ago"
-    if secs < 86400:
-        return f"{secs / 3600:.1f} h ago"
-    return f"{secs / 86400:.1f} d ago"
+    return f"{_duration(max(0.0, (utcnow() - value).total_seconds()))} ago"
 
 
 def _when(value: dt.datetime | None) -> str:

@@ -42,13 +42,18 @@ def has_credentials(session: Session) -> bool:
     )
 
 
-def add_user(session: Session, name: str, password_hash: str, role: str) -> None:
-    session.add(User(name=name, password_hash=password_hash, role=role, created_at=utcnow()))
+def _add_named(session: Session, row: User | ApiToken, what: str, name: str) -> None:
+    """Insert a user or a token; Conflict when the name is taken."""
+    session.add(row)
     try:
         session.flush()
     except IntegrityError as e:
         session.rollback()
-        raise Conflict(f"a user named {name!r} already exists", name=name) from e
+        raise Conflict(f"a {what} named {name!r} already exists", name=name) from e
+
+
+def add_user(session: Session, name: str, password_hash: str, role: str) -> None:
+    _add_named(session, User(name=name, password_hash=password_hash, role=role, created_at=utcnow()), "user", name)
 
 
 def set_password(session: Session, name: str, password_hash: str) -> bool:
@@ -77,12 +82,7 @@ def remove_user(session: Session, name: str) -> bool:
 
 
 def add_token(session: Session, name: str, token_hash: str, role: str) -> None:
-    session.add(ApiToken(name=name, token_hash=token_hash, role=role, created_at=utcnow()))
-    try:
-        session.flush()
-    except IntegrityError as e:
-        session.rollback()
-        raise Conflict(f"a token named {name!r} already exists", name=name) from e
+    _add_named(session, ApiToken(name=name, token_hash=token_hash, role=role, created_at=utcnow()), "token", name)
 
 
 def token_by_hash(session: Session, token_hash: str) -> TokenRow | None:
