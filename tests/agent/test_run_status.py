@@ -18,8 +18,12 @@ from tests.conftest import REDIS_URL
 
 # A training loop as users write it; `{hold}` picks how the agent is held, `{end}` how the loop ends.
 SCRIPT = """
-import sys, time
+import signal, sys, time
 from trainer_agent import CurriculumAgent
+
+# A job started in the background by a non-interactive shell (CI) inherits SIGINT ignored, and Python
+# then installs no KeyboardInterrupt handler; a training script in a terminal has it.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 def train(agent, steps):
     for step in range(steps):
