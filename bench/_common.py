@@ -49,6 +49,15 @@ def pg_schema(pg_url: str, schema: str, keep: bool) -> tuple[str, bool]:
     return url, exists
 
 
+def drop_pg_schema(pg_url: str, schema: str) -> None:
+    admin = make_engine(pg_url)
+    try:
+        with admin.begin() as conn:
+            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+    finally:
+        admin.dispose()
+
+
 def serve_web(url: str, prefix: str, cwd: Path) -> tuple[subprocess.Popen[bytes], str]:
     """`steerboard serve --no-ingest` on `url` and a free port, with a key prefix of its own; (process,
     base URL) once /healthz answers."""

@@ -36,7 +36,7 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from _common import pg_schema, serve_web  # noqa: E402
+from _common import drop_pg_schema, pg_schema, serve_web  # noqa: E402
 
 from server.db import alembic_config, make_engine  # noqa: E402
 from server.store import ingest as ingest_store  # noqa: E402
@@ -253,10 +253,7 @@ def main() -> None:
             proc.terminate()
             proc.wait(10)
         if not args.keep and backend == "postgresql":
-            admin = make_engine(args.pg_url)
-            with admin.begin() as conn:
-                conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-            admin.dispose()
+            drop_pg_schema(args.pg_url, schema)
 
 
 if __name__ == "__main__":
