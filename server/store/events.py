@@ -49,7 +49,7 @@ def step_entry(m: Step) -> dict[str, Any]:
     every field of ARM_FIELDS (the wire's optional keys filled with their defaults). Built from the
     validated values, not relayed: a non-finite number goes out as null, never as invalid JSON."""
     n = len(ARM_FIELDS)
-    if _WIRE_KEYS_ARE_FIELDS and all(len(r) == n for r in m.arms):
+    if _WIRE_KEYS_ARE_FIELDS and all(map(n.__eq__, map(len, m.arms))):  # C loops: one call per record
         arms: list[Any] = m.arms
     else:
         arms = [_full_arm(r) for r in m.arms]
