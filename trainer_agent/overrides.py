@@ -119,6 +119,12 @@ class OverrideSnapshot:
         }
 
 
+def _read_only(a: np.ndarray) -> np.ndarray:
+    c = a.copy()
+    c.flags.writeable = False
+    return c
+
+
 class Overrides:
     """Override state for a fixed arm list, plus the audit of command ids already answered."""
 
@@ -131,6 +137,7 @@ class Overrides:
         self.boost: FloatArray = np.ones(k)
         self.boost_left: list[int | None] = [None] * k
         self.answered: dict[str, Ack] = {}
+        self._snap: OverrideSnapshot | None = None  # the state's snapshot, until the state changes
 
     def set_reported(self, arm: str, state: str, pin: float | None, boost: float | None) -> None:
         """Set one arm's state as a step record reported it (`OverrideSnapshot.arm_state`).
@@ -140,6 +147,7 @@ class Overrides:
         not reported; they do not change what a command may do.
         """
         i = self.index[arm]
+        self._snap = None
         self.active[i] = state != "retired"
         self.pin[i] = np.nan if pin is None else pin
         self.boost[i] = 1.0 if boost is None else boost
@@ -151,8 +159,16 @@ class Overrides:
         return ~np.isnan(self.pin)
 
     def snapshot(self) -> OverrideSnapshot:
-        """A copy of the state, cheap to take every step (records are built from it lazily)."""
-        return OverrideSnapshot(self.active.copy(), self.pin.copy(), self.boost.copy(), tuple(self.boost_left))
+        """A read-only copy of the state, taken every step (records are built from it lazily).
+
+        Overrides change rarely: the copy is made once per change and shared by the steps between.
+        """
+        snap = self._snap
+        if snap is None:
+            snap = self._snap = OverrideSnapshot(
+                _read_only(self.active), _read_only(self.pin), _read_only(self.boost), tuple(self.boost_left)
+            )
+        return snap
 
     # -- saved state -----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -205,6 +221,7 @@ class Overrides:
                 str(a.get("message", "")),
             )
         self.active, self.pin, self.boost, self.boost_left, self.answered = active, pin, boost, boost_left, answered
+        self._snap = None
 
     # -- commands ------------------------------------------------------------------------------
     def apply(self, cmd: Command, step: int) -> Ack:
@@ -213,6 +230,7 @@ class Overrides:
             return self.answered[cmd.id]
         try:
             check_static(cmd, self.arms)
+            self._snap = None
             message = self._apply(cmd)
             ack = Ack(cmd.id, "applied", step, message)
         except CommandError as e:
@@ -305,7 +323,10 @@ class Overrides:
 
     def tick(self) -> list[str]:
         """Count one step off every bounded boost; returns the arms whose boost expired."""
-        expired = []
+        expired: list[str] = []
+        if self.boost_left.count(None) == len(self.boost_left):
+            return expired
+        self._snap = None
         for i, left in enumerate(self.boost_left):
             if left is None:
                 continue

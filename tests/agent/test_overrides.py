@@ -31,6 +31,33 @@ def test_boost_then_renormalise_and_expiry():
     assert ov.resolve(np.array([0.25, 0.75]))[0] == 0.25
 
 
+def test_snapshot_is_shared_until_the_state_changes_and_never_changes_itself():
+    ov = Overrides(["a", "b", "c"])
+    s0 = ov.snapshot()
+    assert ov.snapshot() is s0  # no change, no copy
+    with pytest.raises(ValueError):
+        s0.pin[0] = 0.5  # read-only: steps sharing it cannot alter each other's record
+    ov.apply(Command("pin", "a", 0.5), 0)
+    s1 = ov.snapshot()
+    assert s1.arm_state(0)["pin"] == 0.5 and s0.arm_state(0)["pin"] is None
+    ov.apply(Command("boost", "b", 2.0, steps=2), 1)
+    s2 = ov.snapshot()
+    assert s2.boost_left == (None, 2, None) and s1.arm_state(1)["boost"] is None
+    ov.tick()
+    s3 = ov.snapshot()
+    assert s3 is not s2 and s3.boost_left == (None, 1, None) and s2.boost_left == (None, 2, None)
+    ov.tick()
+    assert ov.snapshot().arm_state(1)["boost"] is None and s3.arm_state(1)["boost"] == 2.0
+    ov.apply(Command("retire", "c"), 3)
+    assert ov.snapshot().arm_state(2)["state"] == "retired" and s3.arm_state(2)["state"] == "active"
+    rejected = ov.apply(Command("retire", "c", id="again"), 4)
+    assert rejected.status == "rejected" and ov.snapshot().arm_state(2)["state"] == "retired"
+    ov.set_reported("c", "active", None, None)
+    assert ov.snapshot().arm_state(2)["state"] == "active"
+    ov.load_state_dict(Overrides(["a", "b", "c"]).state_dict())
+    assert ov.snapshot().arm_state(0)["pin"] is None
+
+
 def test_retire_is_exact_zero_and_last_arm_rejected():
     ov = Overrides(["a", "b"])
     assert ov.apply(Command("retire", "a"), 3).applied_step == 3
