@@ -2,24 +2,41 @@
 
 One step = observe(1,024 completions over 64 arms, GRPO groups of 8) + end_step() + sample(128),
 with the DUMP scheduler. Prints median and p99 microseconds per step (targets: <= 250 us, <= 1 ms).
+Cases: advantages given; advantages from group ids (which also gives each arm's zero-variance share);
+and group ids plus prompt ids (the pass-rate profile too; prompts drawn from 2,000 per arm).
 
     python bench/agent_overhead.py [--steps 5000] [--arms 64] [--completions 1024] [--scheduler dump]
+    python bench/agent_overhead.py --vs REV [--rounds 4]   # this tree against git REV, alternating
+
+`--vs` runs each case in a fresh process, alternating the tree's `trainer_agent` with the one of git
+revision REV (its files extracted to a temporary directory), `--rounds` times, and prints both medians
+per round and the ratio of the medians of rounds: the machine's speed drifts, so only figures measured
+side by side are compared. The prompts case does not exist before the pass-rate profile; with `--vs`
+it is compared with REV's from-groups case (the cost of the profile on top of everything).
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
 from trainer_agent import CurriculumAgent, available_schedulers
 
 
+CASES = ("given", "from groups", "prompts")
+
+
 def run(scheduler: str, n_arms: int, n_completions: int, n_sample: int, steps: int, warmup: int,
-        group: int, with_groups: bool) -> list[float]:
+        group: int, case: str) -> list[float]:
     arms = [f"arm{i:02d}" for i in range(n_arms)]
     agent = CurriculumAgent(f"bench-{scheduler}", arms, scheduler=scheduler, redis_url=None, seed=0)
     rng = np.random.default_rng(0)
@@ -31,14 +48,17 @@ def run(scheduler: str, n_arms: int, n_completions: int, n_sample: int, steps: i
         comp_arms = [arms[i] for i in np.repeat(prompt_arms, group)]
         rewards = (rng.random(n_completions) < 0.5).astype(np.float64)
         adv = rng.standard_normal(n_completions)
-        inputs.append((comp_arms, rewards, adv))
+        prompt_ids = np.repeat(prompt_arms * 2000 + rng.integers(0, 2000, n_prompts), group)
+        inputs.append((comp_arms, rewards, adv, prompt_ids))
     groups = np.repeat(np.arange(n_prompts), group)
     times = []
     gc.collect()
     for i in range(warmup + steps):
-        comp_arms, rewards, adv = inputs[i % len(inputs)]
+        comp_arms, rewards, adv, prompt_ids = inputs[i % len(inputs)]
         t0 = time.perf_counter_ns()
-        if with_groups:
+        if case == "prompts":
+            agent.observe(comp_arms, rewards, groups=groups, prompts=prompt_ids)
+        elif case == "from groups":
             agent.observe(comp_arms, rewards, groups=groups)
         else:
             agent.observe(comp_arms, rewards, advantages=adv)
@@ -51,6 +71,41 @@ def run(scheduler: str, n_arms: int, n_completions: int, n_sample: int, steps: i
     return times
 
 
+def _child(args: argparse.Namespace, case: str) -> float:
+    t = run(args.scheduler, args.arms, args.completions, args.sample, args.steps, args.warmup, args.group, case)
+    return statistics.median(t)
+
+
+def compare(args: argparse.Namespace) -> None:
+    """This tree's trainer_agent against git revision `args.vs`, in alternating fresh processes."""
+    root = Path(__file__).resolve().parent.parent
+    with tempfile.TemporaryDirectory() as old:
+        archive = subprocess.run(["git", "-C", str(root), "archive", args.vs, "trainer_agent"], check=True,
+                                 capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", old], input=archive, check=True)
+        print(f"{args.arms} arms, {args.completions} completions/step, sample({args.sample}), {args.steps} timed "
+              f"steps, offline; medians in us, this tree vs {args.vs}, {args.rounds} alternating rounds")
+        print(f"{'case':<12} {'round':>5} {'new':>8} {'old':>8}")
+        for case in CASES:
+            old_case = "from groups" if case == "prompts" else case
+            new_t: list[float] = []
+            old_t: list[float] = []
+            for rnd in range(args.rounds):
+                for tree, dest, c in ((str(root), new_t, case), (old, old_t, old_case)):
+                    out = subprocess.run(
+                        [sys.executable, __file__, "--child", c, "--steps", str(args.steps), "--arms", str(args.arms),
+                         "--completions", str(args.completions), "--scheduler", args.scheduler],
+                        check=True, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": tree},
+                        cwd=tree,
+                    ).stdout
+                    dest.append(float(out.strip().splitlines()[-1]))
+                print(f"{case:<12} {rnd:>5} {new_t[-1]:>8.1f} {old_t[-1]:>8.1f}")
+            m_new, m_old = statistics.median(new_t), statistics.median(old_t)
+            label = f"{case} vs {old_case}" if old_case != case else case
+            print(f"{label:<24} median of rounds: new {m_new:.1f} us, old {m_old:.1f} us, "
+                  f"new/old {m_new / m_old:.3f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=5000)
@@ -60,20 +115,27 @@ def main() -> None:
     ap.add_argument("--sample", type=int, default=128)
     ap.add_argument("--group", type=int, default=8)
     ap.add_argument("--scheduler", default="dump", choices=[*available_schedulers(), "all"])
+    ap.add_argument("--vs", metavar="REV", help="compare with git revision REV, alternating fresh processes")
+    ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--child", choices=CASES, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.child:
+        print(_child(args, args.child))
+        return
+    if args.vs:
+        compare(args)
+        return
     names = ["uniform", "fixed", "dump", "sec", "learning_progress", "balanced"] if args.scheduler == "all" \
         else [args.scheduler]
     print(f"{args.arms} arms, {args.completions} completions/step, sample({args.sample}), "
           f"{args.steps} timed steps, offline")
     print(f"{'scheduler':<18} {'advantages':<11} {'median us':>10} {'p99 us':>10} {'max us':>10}")
     for name in names:
-        for with_groups in (False, True):
-            t = run(name, args.arms, args.completions, args.sample, args.steps, args.warmup, args.group,
-                    with_groups)
+        for case in CASES:
+            t = run(name, args.arms, args.completions, args.sample, args.steps, args.warmup, args.group, case)
             t.sort()
             p99 = t[min(len(t) - 1, int(0.99 * len(t)))]
-            label = "from groups" if with_groups else "given"
-            print(f"{name:<18} {label:<11} {statistics.median(t):>10.1f} {p99:>10.1f} {t[-1]:>10.1f}")
+            print(f"{name:<18} {case:<11} {statistics.median(t):>10.1f} {p99:>10.1f} {t[-1]:>10.1f}")
     print("targets (dump): median <= 250 us, p99 <= 1000 us")
 
 

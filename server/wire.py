@@ -14,6 +14,7 @@ from typing_extensions import TypedDict
 
 from trainer_agent.protocol import (
     MAX_STEP,
+    PASS_HIST_BINS,
     AckStatus,
     ArmState,
     RunEndStatus,
@@ -48,6 +49,8 @@ EvalName = Annotated[str, _rule(eval_name_problem)]
 Int32 = Annotated[int, Field(ge=0, le=2**31 - 1)]
 Int64 = Annotated[int, Field(ge=0, le=2**63 - 1)]
 StepNo = Annotated[int, Field(ge=-1, le=MAX_STEP)]
+# An arm's prompts by pass rate, one count per bin of trainer_agent.protocol.PASS_HIST_BINS.
+PassHist = Annotated[list[Int32], Field(min_length=len(PASS_HIST_BINS), max_length=len(PASS_HIST_BINS))]
 
 
 class _Msg(BaseModel):
@@ -95,6 +98,9 @@ class ArmRecord(TypedDict):
     state: NotRequired[ArmState]
     pin: NotRequired[float | None]
     boost: NotRequired[float | None]
+    n_groups: NotRequired[Int32 | None]
+    zero_var: NotRequired[Annotated[float, Field(ge=0.0, le=1.0)] | None]
+    pass_hist: NotRequired[PassHist | None]
 
 
 class Step(_Msg):

@@ -29,7 +29,8 @@ from .protocol import (
 )
 from .run_status import current_status, status_of
 from .schedulers import Scheduler, make_scheduler
-from .stats import FloatArray, ObservationBuffer, StepObservations, grpo_advantages, index_arms, to_numpy
+from .signals import GroupRecords, prompt_keys
+from .stats import FloatArray, ObservationBuffer, StepObservations, grpo_groups, index_arms, to_numpy
 from .step_stats import StepStats
 
 if TYPE_CHECKING:
@@ -66,6 +67,7 @@ class CurriculumAgent:
         start_step: the number of the first step this agent reports. A job resuming a run passes
             the step it resumes at, so that its steps do not reuse numbers the server already holds
             (it keeps the first write of each step). `load_state_dict` sets the step too, and wins.
+        prompt_window: steps over which the pass-rate profile of prompts is kept (`observe(prompts=)`).
 
     Example:
         >>> agent = CurriculumAgent(run="doc", arms=["easy", "hard"], scheduler="dump", redis_url=None)
@@ -102,6 +104,7 @@ class CurriculumAgent:
         close_timeout: float = 5.0,
         distributed: bool | None = None,
         start_step: int = 0,
+        prompt_window: int = 50,
     ) -> None:
         problem = run_name_problem(run)
         if problem is not None:
@@ -140,7 +143,9 @@ class CurriculumAgent:
         self.step = int(start_step)
         self.threshold = float(threshold)
         self._rng = np.random.default_rng(self.seed)
-        self._buffer = ObservationBuffer(len(self.arms), self.threshold)
+        if not isinstance(prompt_window, int) or prompt_window < 1:
+            raise ConfigError(f"prompt_window must be an integer >= 1, got {prompt_window!r}")
+        self._buffer = ObservationBuffer(len(self.arms), self.threshold, prompt_window)
         self._overrides = Overrides(self.arms)
         self._local_commands: collections.deque[Command] = collections.deque()
         self._set_p(self._overrides.resolve(self.scheduler.probabilities(self._overrides.active)))
@@ -172,7 +177,8 @@ class CurriculumAgent:
         arms = self.arms
         return [arms[i] for i in idx.tolist()]
 
-    def observe(self, arms: Any, rewards: Any, advantages: Any = None, groups: Any = None) -> None:
+    def observe(self, arms: Any, rewards: Any, advantages: Any = None, groups: Any = None,
+                prompts: Any = None) -> None:
         """Record completions of this step: one arm, reward (and advantage or group id) each.
 
         Args:
@@ -180,24 +186,36 @@ class CurriculumAgent:
             rewards: reward of each completion (list, numpy array or torch tensor).
             advantages: advantage of each completion; when None, GRPO advantages are computed from
                 `rewards` and `groups`.
-            groups: group (prompt) id of each completion, used when `advantages` is None.
+            groups: group (prompt) id of each completion: the GRPO advantages when `advantages` is
+                None, and each arm's share of zero-variance groups (all rewards equal) either way.
+            prompts: the prompt (dataset item) id of each completion, ints or strings: each arm's
+                pass-rate profile of the prompts seen in the last `prompt_window` steps. Without
+                `groups`, the completions of one prompt in this call are its group.
         """
         idx = index_arms(arms, self._index)
         r = to_numpy(rewards, np.float64)
         if r.size != idx.size:
             raise ObservationError(f"{idx.size} arms but {r.size} rewards")
+        keys = g = summary = None
+        if prompts is not None:
+            pr = to_numpy(prompts)
+            if pr.size != idx.size:
+                raise ObservationError(f"{idx.size} arms but {pr.size} prompt ids")
+            keys = prompt_keys(pr)
+        if groups is not None or keys is not None:
+            g = to_numpy(groups) if groups is not None else keys
+            assert g is not None
+            if g.size != idx.size:
+                raise ObservationError(f"{idx.size} arms but {g.size} group ids")
         if advantages is not None:
             adv = to_numpy(advantages, np.float64)
             if adv.size != idx.size:
                 raise ObservationError(f"{idx.size} arms but {adv.size} advantages")
-        elif groups is not None:
-            g = to_numpy(groups)
-            if g.size != idx.size:
-                raise ObservationError(f"{idx.size} arms but {g.size} group ids")
-            adv = grpo_advantages(r, g)
+        elif g is not None:
+            adv, summary = grpo_groups(r, g)
         else:
             raise ObservationError("give advantages, or group ids to compute GRPO advantages from")
-        self._buffer.add(idx, r, adv)
+        self._buffer.add(idx, r, adv, g, summary, keys)
 
     def end_step(self, metrics: Mapping[str, Any] | None = None) -> StepStats:
         """Close the step: update the scheduler, apply pending commands, stream, return the stats.
@@ -217,7 +235,7 @@ class CurriculumAgent:
 
     def _end_step_distributed(self, metrics: Mapping[str, Any] | None) -> StepStats:
         assert self._dist is not None
-        local = (*self._buffer.take(), self._buffer.n_invalid)
+        local = (*self._buffer.take(), self._buffer.n_invalid, self._buffer.take_groups())
         self._buffer.n_invalid = 0
         gathered = self._dist.gather_to_main(local)
         stats: StepStats | None = None
@@ -225,7 +243,8 @@ class CurriculumAgent:
             arms = np.concatenate([g[0] for g in gathered])
             rewards = np.concatenate([g[1] for g in gathered])
             abs_adv = np.concatenate([g[2] for g in gathered])
-            obs = self._buffer.reduce_arrays(arms, rewards, abs_adv)
+            groups = GroupRecords.concat([g[4] for g in gathered if g[4] is not None])
+            obs = self._buffer.reduce_arrays(arms, rewards, abs_adv, groups)
             stats = self._decide(obs, sum(int(g[3]) for g in gathered), metrics)
             if self._transport is not None:
                 self._transport.send_step(stats)

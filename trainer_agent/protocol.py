@@ -34,11 +34,15 @@ RUN_END_STATUSES: Final[tuple[str, ...]] = get_args(RunEndStatus)
 AckStatus = Literal["applied", "rejected"]
 
 # The per-arm record of a `step` message, in wire order. `arm`, `p`, `n_step`, `n_total` are always
-# present; the statistics are null for arms not observed during the step.
+# present; the statistics are null for arms not observed during the step. `n_groups` and `zero_var`
+# are null unless the trainer gave group (or prompt) ids; `pass_hist` is null unless it gave prompt ids.
 ARM_RECORD_FIELDS: Final[tuple[str, ...]] = (
     "arm", "p", "n_step", "n_total", "score", "parts", "mean_abs_adv", "mean_reward", "accuracy",
-    "state", "pin", "boost",
+    "state", "pin", "boost", "n_groups", "zero_var", "pass_hist",
 )
+# `pass_hist`: the arm's distinct prompts seen in the agent's prompt window, counted by pass rate in
+# these bins (never solved, (0, 1/3), [1/3, 2/3), [2/3, 1), always solved).
+PASS_HIST_BINS: Final[tuple[str, ...]] = ("never", "low", "mid", "high", "always")
 ArmState = Literal["active", "retired"]
 
 # Names: a run name is part of every per-run Redis key and of URLs; an arm name is shown everywhere.

@@ -59,6 +59,19 @@ class StepStats:
         return self._as_dict(self.obs.mean_reward)
 
     @property
+    def zero_var(self) -> dict[str, float | None]:
+        """Share of each arm's groups whose rewards were all equal (None: no group ids, or no group)."""
+        zv = self.obs.zero_var
+        return dict.fromkeys(self.arms) if zv is None else self._as_dict(zv)
+
+    @property
+    def pass_hist(self) -> dict[str, list[int]] | None:
+        """Per arm, its distinct prompts in the prompt window by pass rate (protocol.PASS_HIST_BINS);
+        None until prompt ids were given."""
+        h = self.obs.pass_hist
+        return None if h is None else dict(zip(self.arms, h.tolist(), strict=True))
+
+    @property
     def n_step(self) -> dict[str, int]:
         return dict(zip(self.arms, self.obs.n_step.tolist(), strict=True))
 
@@ -79,6 +92,11 @@ class StepStats:
             "mean_reward": obs.mean_reward.tolist(),
             "accuracy": obs.accuracy.tolist(),
         }
+        k_none: list[Any] = [None] * k
+        zero_var = obs.zero_var
+        columns["n_groups"] = k_none if obs.n_groups is None else obs.n_groups.astype(np.int64).tolist()
+        columns["zero_var"] = k_none if zero_var is None else zero_var.tolist()
+        columns["pass_hist"] = k_none if obs.pass_hist is None else obs.pass_hist.tolist()
         parts = {name: values.tolist() for name, values in self.parts.items()}
         out = []
         for i, arm in enumerate(self.arms):
