@@ -6,18 +6,21 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import quote
 
 import redis
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import OperationalError
 from starlette.middleware.sessions import SessionMiddleware
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 import trainer_agent
-from server import auth, web
+from server import auth, security, web
 from server.db import make_engine, make_sessionmaker, require_current_schema
+from server.deps import get_reader, reject_invalid_bearer
 from server.errors import (
     CommandConflict,
     Conflict,
@@ -30,9 +33,11 @@ from server.errors import (
     SchemaOutOfDate,
     ServerError,
     ServiceUnavailable,
+    TooManyRequests,
     Unauthorized,
 )
 from server.live import LiveHub
+from server.logsafe import printable
 from server.routes import assets, commands, events, exports, health, login, manage, manage_pages, pages, runs
 from server.settings import Settings, get_settings
 
@@ -51,6 +56,7 @@ STATUS: dict[str, int] = {
     Conflict.code: 409,
     ServiceUnavailable.code: 503,
     SchemaOutOfDate.code: 503,
+    TooManyRequests.code: 429,
 }
 
 
@@ -74,9 +80,14 @@ def _error(
     return JSONResponse(body, status_code=status)
 
 
+def _retry_after(details: dict[str, Any] | None) -> dict[str, str] | None:
+    wait = (details or {}).get("retry_after")
+    return {"Retry-After": str(int(wait))} if isinstance(wait, int | float) else None
+
+
 def _page_error(request: Request, status: int, code: str, message: str) -> Response:
     if status == 401 and request.method == "GET" and not web.is_htmx(request):
-        return RedirectResponse(f"/login?next={request.url.path}", status_code=303)
+        return RedirectResponse(f"/login?next={quote(request.url.path)}", status_code=303)
     # No database access here: the error may be that the database is down.
     principal = auth.ANONYMOUS if status >= 500 else _principal_or_anonymous(request)
     template = "_error.html" if web.is_htmx(request) else "error.html"
@@ -105,7 +116,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ServerError)
     def _server_error(request: Request, exc: ServerError) -> Response:
-        return _error(http_status(exc), exc.code, exc.message, exc.details, request)
+        response = _error(http_status(exc), exc.code, exc.message, exc.details, request)
+        response.headers.update(_retry_after(exc.details) or {})
+        return response
 
     @app.exception_handler(RequestValidationError)
     def _invalid(request: Request, exc: RequestValidationError) -> Response:
@@ -117,12 +130,12 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(OperationalError)
     def _db_down(request: Request, exc: OperationalError) -> Response:
         # Connection lost, server down, lock timeout: transient, unlike other database errors.
-        log.warning("database unavailable: %s", exc)
+        log.warning("database unavailable: %s", printable(exc))
         return _error(503, "service_unavailable", "the database is unavailable; try again shortly", None, request)
 
     @app.exception_handler(redis.RedisError)
     def _redis_down(request: Request, exc: redis.RedisError) -> Response:
-        log.warning("redis error: %s", exc)
+        log.warning("redis error: %s", printable(exc))
         return _error(503, "service_unavailable", "Redis is unavailable; try again shortly", None, request)
 
 
@@ -148,11 +161,7 @@ def create_app(settings: Settings | None = None, ingest: bool = False) -> FastAP
         app.state.hub = hub
         await hub.start()
         with app.state.sessionmaker() as session:
-            if not auth.auth_configured(session, settings):
-                log.warning(
-                    "no user, no API token: local dev mode, anyone on 127.0.0.1 may steer "
-                    "(`steerboard user add NAME --role operator` turns logins on)"
-                )
+            _log_auth_mode(session, settings)
         stop = thread = None
         if ingest:
             from server.ingest import start_thread
@@ -173,8 +182,11 @@ def create_app(settings: Settings | None = None, ingest: bool = False) -> FastAP
         summary="See and steer the data curriculum of GRPO-style RL post-training, live.",
         version=trainer_agent.__version__,
         lifespan=lifespan,
+        dependencies=[Depends(reject_invalid_bearer)],
     )
     install_error_handlers(app)
+    # Last added runs first: forwarded headers (trusted proxies only), then the Host check and security
+    # headers, then the session cookie.
     app.add_middleware(
         SessionMiddleware,
         secret_key=auth.session_secret(settings),
@@ -183,7 +195,38 @@ def create_app(settings: Settings | None = None, ingest: bool = False) -> FastAP
         same_site="lax",
         https_only=settings.session_https_only,
     )
-    for module in (runs, manage, commands, events, exports, health, assets, login, pages, manage_pages):
+    app.add_middleware(
+        security.SecurityMiddleware, hosts=security.allowed_hosts(settings.host, settings.allowed_hosts)
+    )
+    if settings.forwarded_allow_ips.strip():
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.forwarded_allow_ips)
+    readers = [Depends(get_reader)]
+    for module in (runs, manage, commands, events, exports, pages, manage_pages):
+        app.include_router(module.router, dependencies=readers)
+    for module in (health, assets, login):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=web.STATIC_DIR, check_dir=False), name="static")
     return app
+
+
+def _log_auth_mode(session: Any, settings: Settings) -> None:
+    """Say at start who may do what without a login (server.auth)."""
+    if settings.api_token is not None:
+        from server.store import users
+
+        users.mark_credentials_seen(session, "STEERBOARD_API_TOKEN")
+        session.commit()
+    if auth.dev_mode(session, settings):
+        why = "STEERBOARD_DEV_MODE=on" if settings.dev_mode == "on" else "this server has never had a user or token"
+        log.warning(
+            "local dev mode (%s): anyone on 127.0.0.1 may steer without a login; `steerboard user add NAME "
+            "--role operator` ends it for good", why,
+        )
+    elif auth.logins_in_force(session, settings):
+        from server.store import users
+
+        if not users.has_credentials(session) and settings.api_token is None:
+            log.warning("every user and token has been removed: nobody can steer or view until "
+                        "`steerboard user add NAME --role operator` (dev mode stays off)")
+    if settings.public_read:
+        log.warning("STEERBOARD_PUBLIC_READ: anyone who reaches this server may view every run")

@@ -194,32 +194,129 @@ def user_add(name: str, role: str, password_stdin: bool, database_url: str | Non
     else:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
     with _auth_session(database_url) as session:
-        users.add_user(session, name, auth.hash_password(password), auth.check_role(role))
+        users.add_user(session, auth.check_name(name, "user"), auth.hash_password(password), auth.check_role(role))
     click.echo(f"user {name} added ({role})")
 
 
 @user.command("list")
 @click.option("--database-url", help="defaults to STEERBOARD_DATABASE_URL")
 def user_list(database_url: str | None) -> None:
-    """List users and their roles."""
+    """List users: name, role, created, and `disabled` for disabled ones."""
     from server.store import users
 
     with _auth_session(database_url) as session:
         for u in users.list_users(session):
-            click.echo(f"{u.name}\t{u.role}\t{u.created_at:%Y-%m-%d}")
+            click.echo(f"{u.name}\t{u.role}\t{u.created_at:%Y-%m-%d}" + ("\tdisabled" if u.disabled_at else ""))
+
+
+def _no_user(name: str) -> click.ClickException:
+    return click.ClickException(f"no user named {name!r}")
 
 
 @user.command("remove")
 @click.argument("name")
 @click.option("--database-url", help="defaults to STEERBOARD_DATABASE_URL")
 def user_remove(name: str, database_url: str | None) -> None:
-    """Remove a user (their sessions end at their next request)."""
+    """Remove a user (their sessions end at once)."""
     from server.store import users
 
     with _auth_session(database_url) as session:
         if not users.remove_user(session, name):
-            raise click.ClickException(f"no user named {name!r}")
+            raise _no_user(name)
     click.echo(f"user {name} removed")
+
+
+@user.command("passwd")
+@click.argument("name")
+@click.option("--password-stdin", is_flag=True, help="read the password from stdin instead of prompting")
+@click.option("--database-url", help="defaults to STEERBOARD_DATABASE_URL")
+def user_passwd(name: str, password_stdin: bool, database_url: str | None) -> None:
+    """Set a user's password; every session of theirs ends."""
+    from server import auth
+    from server.store import users
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("New password", hide_input=True, confirmation_prompt=True)
+    with _auth_session(database_url) as session:
+        if not users.set_password(session, name, auth.hash_password(password)):
+            raise _no_user(name)
+    click.echo(f"password of {name} changed; their sessions ended")
+
+
+@user.command("role")
+@click.argument("name")
+@click.argument("role", type=_ROLE)
+@click.option("--database-url", help="defaults to STEERBOARD_DATABASE_URL")
+def user_role(name: str, role: str, database_url: str | None) -> None:
+    """Change a user's role (effective at their next request)."""
+    from server import auth
+    from server.store import users
+
+    with _auth_session(database_url) as session:
+        if not users.set_role(session, name, auth.check_role(role)):
+            raise _no_user(name)
+    click.echo(f"user {name} is now {role}")
+
+
+@user.command("disable")
+@click.argument("name")
+@click.option("--database-url", help="defaults to STEERBOARD_DATABASE_URL")
+def user_disable(name: str, database_url: str | None) -> None:
+    """Stop a user logging in; every session of theirs ends (`enable` undoes it)."""
+    from server.store import users
+
+    with _auth_session(database_url) as session:
+        if not users.set_disabled(session, name, True):
+            raise _no_user(name)
+    click.echo(f"user {name} disabled; their sessions ended")
+
+
+@user.command("enable")
+@click.argument("name")
+@click.option("--database-url", help="defaults to STEERBOARD_DATABASE_URL")
+def user_enable(name: str, database_url: str | None) -> None:
+    """Let a disabled user log in again."""
+    from server.store import users
+
+    with _auth_session(database_url) as session:
+        if not users.set_disabled(session, name, False):
+            raise _no_user(name)
+    click.echo(f"user {name} enabled")
+
+
+@user.command("sessions")
+@click.argument("name", required=False)
+@click.option("--database-url", help="defaults to STEERBOARD_DATABASE_URL")
+def user_sessions(name: str | None, database_url: str | None) -> None:
+    """Live logins, newest first: id, user, started, last seen, expires, address, browser (tab-separated)."""
+    from server.logsafe import printable
+    from server.store import users
+
+    with _auth_session(database_url) as session:
+        for r in users.list_sessions(session, name):
+            click.echo("\t".join([
+                str(r.id), r.user, f"{r.created_at:%Y-%m-%d %H:%M}", f"{r.last_seen_at:%Y-%m-%d %H:%M}",
+                f"{r.expires_at:%Y-%m-%d %H:%M}", printable(r.address or ""), printable(r.user_agent or "", 80),
+            ]))
+
+
+@user.command("logout")
+@click.argument("name")
+@click.option("--session", "session_id", type=int, help="only this session (an id from `steerboard user sessions`)")
+@click.option("--database-url", help="defaults to STEERBOARD_DATABASE_URL")
+def user_logout(name: str, session_id: int | None, database_url: str | None) -> None:
+    """End a user's sessions (all of them, or one): their cookies stop working at once."""
+    from server.store import users
+
+    with _auth_session(database_url) as session:
+        if users.get_user(session, name) is None:
+            raise _no_user(name)
+        n = users.end_user_sessions(session, name, session_id)
+        if session_id is not None and n == 0:
+            raise click.ClickException(f"{name} has no session {session_id}")
+    click.echo(f"{n} session{'s' if n != 1 else ''} of {name} ended")
 
 
 @main.group()
@@ -238,7 +335,7 @@ def token_create(name: str, role: str, database_url: str | None) -> None:
 
     secret, digest = auth.new_token()
     with _auth_session(database_url) as session:
-        users.add_token(session, name, digest, auth.check_role(role))
+        users.add_token(session, auth.check_name(name, "token"), digest, auth.check_role(role))
     click.echo(secret)
 
 
@@ -257,7 +354,7 @@ def token_list(database_url: str | None) -> None:
 @click.argument("name")
 @click.option("--database-url", help="defaults to STEERBOARD_DATABASE_URL")
 def token_revoke(name: str, database_url: str | None) -> None:
-    """Revoke a token."""
+    """Revoke a token (at once). Revoking the last credential does not turn local dev mode back on."""
     from server.store import users
 
     with _auth_session(database_url) as session:
@@ -359,7 +456,9 @@ def serve(
     with _friendly_errors(settings):
         _preflight(settings).dispose()
     app = create_app(settings, ingest=not no_ingest)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower())
+    # Forwarded headers are the app's (STEERBOARD_FORWARDED_ALLOW_IPS), not uvicorn's default trust of 127.0.0.1.
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
+                proxy_headers=False)
 
 
 @main.command()

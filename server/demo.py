@@ -111,7 +111,8 @@ class _Server:
         from server.app import create_app
 
         app = create_app(settings, ingest=True)
-        config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", lifespan="on")
+        config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", lifespan="on",
+                                proxy_headers=False)
         self.server = uvicorn.Server(config)
         # uvicorn installs signal handlers only in the main thread: Ctrl-C stays the demo's, which
         # stops the server itself once ingest has drained.

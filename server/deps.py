@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from server import auth
 from server.auth import Principal
+from server.errors import Unauthorized
 from server.live import LiveHub
 from server.settings import Settings
 
@@ -67,6 +68,27 @@ def get_principal(
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def reject_invalid_bearer(request: Request, session: SessionDep, settings: SettingsDep) -> None:
+    """On every route: an Authorization header must be a valid bearer token (401 otherwise), never
+    ignored and taken as anonymous. Requests without one touch no database here."""
+    header = request.headers.get("authorization")
+    if header is None:
+        return
+    scheme, _, token = header.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("the Authorization header must be `Bearer <token>`")
+    auth.bearer_principal(session, settings, token.strip())
+
+
+def get_reader(request: Request, principal: PrincipalDep, session: SessionDep, settings: SettingsDep) -> Principal:
+    """Someone allowed to view: a viewer or operator once logins are in force (server.auth)."""
+    auth.require_reader(request, principal, session, settings)
+    return principal
+
+
+Reader = Annotated[Principal, Depends(get_reader)]
 
 
 def get_operator(request: Request, principal: PrincipalDep) -> str:

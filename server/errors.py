@@ -72,3 +72,9 @@ class SchemaOutOfDate(ServerError):
     """The database schema is not at the revision this code needs."""
 
     code = "schema_out_of_date"
+
+
+class TooManyRequests(ServerError):
+    """Too many attempts (failed logins); `details["retry_after"]` says how many seconds to wait."""
+
+    code = "too_many_requests"

@@ -217,6 +217,40 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(256))  # argon2id, PHC string
     role: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[dt.datetime]
+    # Set while the user may not log in (`steerboard user disable`); their sessions are deleted.
+    disabled_at: Mapped[dt.datetime | None]
+
+
+class UserSession(Base):
+    """A login, held on the server: the cookie carries a random token, this row its SHA-256.
+
+    Logging out, `steerboard user logout`, a password change, disabling or removing the user delete
+    rows here, which ends those logins at the next request. The role is read from `users` on every
+    request, so a role change takes effect at once too.
+    """
+
+    __tablename__ = "user_sessions"
+    __table_args__ = (UniqueConstraint("token_hash", name="uq_user_sessions_hash"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    token_hash: Mapped[str] = mapped_column(String(64))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[dt.datetime]
+    last_seen_at: Mapped[dt.datetime]
+    expires_at: Mapped[dt.datetime]
+    address: Mapped[str | None] = mapped_column(String(64))
+    user_agent: Mapped[str | None] = mapped_column(String(256))
+
+
+class ServerState(Base):
+    """Facts the server keeps about itself, by key. `credentials_seen`: a user or token has existed,
+    so local dev mode never comes back on its own (server.auth)."""
+
+    __tablename__ = "server_state"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text, default="")
+    updated_at: Mapped[dt.datetime]
 
 
 class ApiToken(Base):

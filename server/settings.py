@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from trainer_agent.protocol import Keys
 
@@ -47,8 +48,35 @@ class Settings(BaseSettings):
     # Signs the session cookie of people who log in. Unset: a random key per process (dev only:
     # sessions end when the process restarts and are not shared between web processes).
     secret_key: SecretStr | None = None
-    session_max_age_s: int = Field(14 * 24 * 3600, ge=60, description="how long a login lasts")
-    session_https_only: bool = Field(False, description="mark the session cookie Secure (behind TLS)")
+    session_max_age_s: int = Field(14 * 24 * 3600, ge=60, le=366 * 24 * 3600, description="how long a login lasts")
+    session_https_only: bool = Field(
+        False, description="always mark the session cookie Secure (it is whenever the request is https anyway)"
+    )
+
+    # Who may do what without a login (server.auth).
+    dev_mode: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="local dev mode, where loopback clients steer without a login: auto = only while the server "
+        "has never had a user or token; on = always (logins still work); off = never",
+    )
+    public_read: bool = Field(
+        False, description="anyone who can reach the server may view runs (not steer) without a login"
+    )
+    # Host headers answered (DNS rebinding): localhost names, the bind address, and these ("*": any).
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="extra Host names, comma-separated"
+    )
+    # Proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (comma-separated IPs or networks, "*":
+    # any). Empty: none, so a client cannot claim another address or https.
+    forwarded_allow_ips: str = ""
+
+    # Logins: failed attempts allowed per user name and per client address within login_window_s; past
+    # either, the login answers 429 with Retry-After until the window ends. Password hashes checked at once.
+    login_failures_per_user: int = Field(5, ge=1, le=10_000)
+    login_failures_per_address: int = Field(20, ge=1, le=100_000)
+    login_window_s: int = Field(300, ge=1, le=86_400)
+    password_hash_concurrency: int = Field(2, ge=1, le=64, description="argon2 checks at once (64 MiB each)")
+    password_hash_wait_s: float = Field(10.0, gt=0, description="a login waiting longer for a slot gets 503")
 
     # Ingest worker.
     ingest_batch: int = Field(500, ge=1, le=10_000, description="entries per XREADGROUP")
@@ -77,6 +105,13 @@ class Settings(BaseSettings):
     def _no_placeholder(cls, v: SecretStr | None) -> SecretStr | None:
         if v is not None and v.get_secret_value().strip().lower() in _PLACEHOLDER_TOKENS:
             raise ValueError("STEERBOARD_API_TOKEN is a placeholder; set a real secret or leave it unset")
+        return v
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _comma_separated(cls, v: object) -> object:
+        if isinstance(v, str):
+            return [h.strip().lower() for h in v.split(",") if h.strip()]
         return v
 
     @field_validator("secret_key")

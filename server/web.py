@@ -102,10 +102,14 @@ def render(
     headers: dict[str, str] | None = None,
 ) -> HTMLResponse:
     """Render a template with what every page needs: who is asking and the session's CSRF token."""
+    settings = getattr(request.app.state, "settings", None)
     ctx = {
         "principal": principal,
         "csrf": auth.csrf_token(request),
-        "dev_mode": principal.via == "local",
+        # Shown to everyone while dev mode is on, not only to the loopback clients it lets steer.
+        "dev_mode": principal.via == "local" or getattr(request.state, "dev_mode", False),
+        "dev_mode_forced": settings is not None and settings.dev_mode == "on",
+        "public_read": settings is not None and settings.public_read,
         **(context or {}),
     }
     return templates.TemplateResponse(request, name, ctx, status_code=status_code, headers=headers)

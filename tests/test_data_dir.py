@@ -70,19 +70,21 @@ def test_serve_and_user_add_see_the_demo_runs(tmp_path: Path, key_prefix: str) -
     serve = subprocess.Popen([sys.executable, "-m", "server", "serve", "--port", str(port)], cwd=tmp_path, env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        runs: list[dict[str, object]] = []
+        up = False
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not runs:
+        while time.monotonic() < deadline and not up:
             assert serve.poll() is None
             try:
-                runs = httpx.get(f"http://127.0.0.1:{port}/api/runs", timeout=5).json()
+                up = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
             except httpx.HTTPError:
                 time.sleep(0.2)
-        assert [(r["scheduler"], r["status"], r["last_step"]) for r in runs] == [("dump", "finished", 1)]
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            assert client.get("/api/runs").status_code == 401  # a user exists: viewing needs a login
             assert login(client, "alice", "wrong password").status_code == 401
             r = login(client, "alice", "a long password")
             assert r.status_code == 303 and r.headers["location"] == "/"
+            runs = client.get("/api/runs").json()
+            assert [(r["scheduler"], r["status"], r["last_step"]) for r in runs] == [("dump", "finished", 1)]
             page = client.get(f"/runs/{runs[0]['name']}")
             assert page.status_code == 200 and "alice" in page.text and "form" in page.text
     finally:

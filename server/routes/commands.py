@@ -15,7 +15,7 @@ router = APIRouter(prefix="/api/runs", tags=["commands"])
 
 
 @router.post(
-    "/{run}/commands",
+    "/{run:path}/commands",
     status_code=202,
     response_model=CommandAccepted,
     responses={
@@ -37,7 +37,7 @@ def post_command(
     return steering.submit(session, client, settings, run, body, actor)
 
 
-@router.get("/{run}/commands", response_model=list[CommandRecord], responses={404: {"model": ErrorResponse}})
+@router.get("/{run:path}/commands", response_model=list[CommandRecord], responses={404: {"model": ErrorResponse}})
 def list_commands(
     run: str, session: SessionDep, limit: Annotated[int, Query(ge=1, le=10_000)] = 500
 ) -> list[CommandRecord]:

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 
 @router.get(
-    "/{run}/events",
+    "/{run:path}/events",
     response_class=EventSourceResponse,
     responses={200: {"content": {"text/event-stream": {}}}, 404: {"model": ErrorResponse}},
 )

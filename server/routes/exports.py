@@ -40,7 +40,7 @@ def _csv_lines(header: Sequence[str], rows: Iterator[list[Any]], chunk: int = 50
 
 
 @router.get(
-    "/{run}/export.csv",
+    "/{run:path}/export.csv",
     response_class=StreamingResponse,
     responses={200: {"content": {"text/csv": {}}}, 404: {"model": ErrorResponse}},
 )

@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Annotated
 
 import redis
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 
-from server.deps import RedisDep, SessionDep, SettingsDep
+from server.deps import RedisDep, SessionDep, SettingsDep, get_reader
 from server.ingest import read_dead_letters
 from server.schemas import DeadLetter, DeadLetters, Health
 from server.store.sql import ping
@@ -34,7 +34,7 @@ def healthz(session: SessionDep, client: RedisDep) -> JSONResponse:
     return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
 
 
-@router.get("/api/dead-letters", response_model=DeadLetters, tags=["ingest"])
+@router.get("/api/dead-letters", response_model=DeadLetters, tags=["ingest"], dependencies=[Depends(get_reader)])
 def dead_letters(
     client: RedisDep, settings: SettingsDep, limit: Annotated[int, Query(ge=1, le=1000)] = 50
 ) -> DeadLetters:

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from server import auth
-from server.deps import PrincipalDep, SessionDep
-from server.errors import Unauthorized
+from server import auth, throttle
+from server.deps import PrincipalDep, RedisDep, SessionDep, SettingsDep
+from server.errors import TooManyRequests, Unauthorized
+from server.logsafe import printable
 from server.web import render
 
 router = APIRouter(include_in_schema=False)
+log = logging.getLogger(__name__)
 
 
 def _safe_next(target: str | None) -> str:
@@ -31,6 +34,8 @@ def login_page(request: Request, principal: PrincipalDep, next: str | None = Non
 def login(
     request: Request,
     session: SessionDep,
+    settings: SettingsDep,
+    client: RedisDep,
     principal: PrincipalDep,
     name: Annotated[str, Form(max_length=128)],
     password: Annotated[str, Form(max_length=1024)],
@@ -38,16 +43,25 @@ def login(
     next: Annotated[str | None, Form()] = None,
 ) -> Response:
     auth.check_csrf(request, csrf_token)
+    name = name.strip()
+    address = request.client.host if request.client is not None else None
+    ctx = {"next": _safe_next(next), "name": name}
     try:
-        auth.login(request, session, name.strip(), password)
+        throttle.count_attempt(client, settings, name, address)  # before any password work
+        auth.login(request, session, settings, name, password)
+    except TooManyRequests as e:
+        log.warning("login throttled: %s from %s", printable(name), printable(address or "?"))
+        headers = {"Retry-After": str(e.details["retry_after"])}
+        return render(request, "login.html", principal, {**ctx, "error": e.message}, status_code=429, headers=headers)
     except Unauthorized as e:
-        ctx = {"next": _safe_next(next), "error": e.message, "name": name}
-        return render(request, "login.html", principal, ctx, status_code=401)
+        log.info("login failed: %s from %s", printable(name), printable(address or "?"))
+        return render(request, "login.html", principal, {**ctx, "error": e.message}, status_code=401)
+    throttle.succeeded(client, settings, name, address)
     return RedirectResponse(_safe_next(next), status_code=303)
 
 
 @router.post("/logout")
-def logout(request: Request, csrf_token: Annotated[str | None, Form()] = None) -> Response:
+def logout(request: Request, session: SessionDep, csrf_token: Annotated[str | None, Form()] = None) -> Response:
     auth.check_csrf(request, csrf_token or request.headers.get(auth.CSRF_HEADER))
-    auth.logout(request)
+    auth.logout(request, session)
     return RedirectResponse("/", status_code=303)

@@ -26,14 +26,14 @@ def managed(labels: manage.RunLabels) -> RunManaged:
                       tags=[TagOut.model_validate(t, from_attributes=True) for t in labels.tags])
 
 
-@router.patch("/{run}", response_model=RunManaged, responses=_ERRORS)
+@router.patch("/{run:run}", response_model=RunManaged, responses=_ERRORS)
 def patch_run(run: str, body: RunPatch, session: SessionDep, actor: Operator) -> RunManaged:
     """Add or remove tags, set or clear the note, archive or unarchive; each change is audited."""
     labels = managing.update_run(session, run, actor, body.add_tags, body.remove_tags, body.note, body.archived)
     return managed(labels)
 
 
-@router.delete("/{run}", response_model=RunDeleted, responses={**_ERRORS, 503: {"model": ErrorResponse}})
+@router.delete("/{run:run}", response_model=RunDeleted, responses={**_ERRORS, 503: {"model": ErrorResponse}})
 def delete_run(run: str, session: SessionDep, client: RedisDep, settings: SettingsDep, actor: Operator) -> RunDeleted:
     """Delete the run: every row keyed by it and its Redis keys (audited; the audit row stays). A trainer
     that keeps sending recreates the run from its next message."""
@@ -41,7 +41,7 @@ def delete_run(run: str, session: SessionDep, client: RedisDep, settings: Settin
     return RunDeleted(run=gone.run, rows=gone.rows, redis_keys=gone.redis_keys)
 
 
-@router.get("/{run}/actions", response_model=list[RunActionRecord])
+@router.get("/{run:path}/actions", response_model=list[RunActionRecord])
 def run_actions(
     run: str, session: SessionDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100
 ) -> list[RunActionRecord]:

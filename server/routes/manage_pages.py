@@ -59,7 +59,7 @@ def _apply(
     return _respond(request, session, settings, principal, run, {"form": which, "message": "saved"})
 
 
-@router.get("/runs/{run}/manage", response_class=HTMLResponse)
+@router.get("/runs/{run:path}/manage", response_class=HTMLResponse)
 def manage_page(
     run: str, request: Request, session: SessionDep, settings: SettingsDep, principal: PrincipalDep
 ) -> Response:
@@ -69,7 +69,7 @@ def manage_page(
     return render(request, "run_manage.html", principal, ctx)
 
 
-@router.post("/runs/{run}/tags", response_class=HTMLResponse)
+@router.post("/runs/{run:path}/tags", response_class=HTMLResponse)
 def post_tags(
     run: str,
     request: Request,
@@ -92,7 +92,7 @@ def post_tags(
     raise InvalidRequest(f"action must be add or remove, got {action!r}")
 
 
-@router.post("/runs/{run}/note", response_class=HTMLResponse)
+@router.post("/runs/{run:path}/note", response_class=HTMLResponse)
 def post_note(
     run: str,
     request: Request,
@@ -105,7 +105,7 @@ def post_note(
     return _apply(request, session, settings, principal, run, "note", {"note": note}, note=note)
 
 
-@router.post("/runs/{run}/archive", response_class=HTMLResponse)
+@router.post("/runs/{run:path}/archive", response_class=HTMLResponse)
 def post_archive(
     run: str,
     request: Request,
@@ -118,7 +118,7 @@ def post_archive(
     return _apply(request, session, settings, principal, run, "archive", {}, archived=archived)
 
 
-@router.get("/runs/{run}/delete", response_class=HTMLResponse)
+@router.get("/runs/{run:path}/delete", response_class=HTMLResponse)
 def delete_page(
     run: str, request: Request, session: SessionDep, settings: SettingsDep, principal: PrincipalDep
 ) -> Response:
@@ -127,7 +127,7 @@ def delete_page(
     return render(request, "run_delete.html", principal, {"preview": preview, "run_name": run})
 
 
-@router.post("/runs/{run}/delete", response_class=HTMLResponse)
+@router.post("/runs/{run:path}/delete", response_class=HTMLResponse)
 def post_delete(
     run: str,
     request: Request,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 from typing import Annotated, Any, Literal
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -176,7 +176,7 @@ def chart_points(n_arms: int) -> dict[str, int]:
     return {"per_arm": per_arm, "per_part": max(100, per_arm // 2)}
 
 
-@router.get("/runs/{run}", response_class=HTMLResponse)
+@router.get("/runs/{run:run}", response_class=HTMLResponse)
 def run_page(
     run: str, request: Request, session: SessionDep, settings: SettingsDep, principal: PrincipalDep
 ) -> HTMLResponse:
@@ -211,7 +211,7 @@ def _run_ctx(
     }
 
 
-@router.get("/runs/{run}/commands", response_class=HTMLResponse)
+@router.get("/runs/{run:path}/commands", response_class=HTMLResponse)
 def run_commands(run: str, request: Request, session: SessionDep, principal: PrincipalDep) -> HTMLResponse:
     """The audit log table (the run page refreshes it when an ack arrives)."""
     return render(request, "_commands.html", principal,
@@ -255,7 +255,7 @@ def _command_in(kind: str, arm: str, value: str, steps: str, reason: str) -> Com
         raise InvalidCommand(f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from e
 
 
-@router.post("/runs/{run}/commands", response_class=HTMLResponse)
+@router.post("/runs/{run:path}/commands", response_class=HTMLResponse)
 def post_run_command(
     run: str,
     request: Request,
@@ -288,7 +288,7 @@ def _form_response(
 ) -> Response:
     if not is_htmx(request):
         if status < 400:
-            return RedirectResponse(f"/runs/{run}", status_code=303)
+            return RedirectResponse(f"/runs/{quote(run, safe='')}", status_code=303)
         detail = run_store.get_run(session, run, settings.stale_seconds)
         return render(request, "run.html", principal, _run_ctx(session, detail, {(arm, kind): form}), status)
     ctx = {

@@ -68,13 +68,13 @@ def list_runs(
     ]
 
 
-@router.get("/{run}", response_model=RunDetail, responses=_404)
+@router.get("/{run:run}", response_model=RunDetail, responses=_404)
 def get_run(run: str, session: SessionDep, settings: SettingsDep) -> RunDetail:
     """A run with its arms and their current state and probability."""
     return RunDetail.model_validate(run_store.get_run(session, run, settings.stale_seconds), from_attributes=True)
 
 
-@router.get("/{run}/series", response_model=Series, responses={**_404, 422: {"model": ErrorResponse}})
+@router.get("/{run:path}/series", response_model=Series, responses={**_404, 422: {"model": ErrorResponse}})
 def get_series(
     run: str,
     session: SessionDep,
@@ -92,7 +92,7 @@ def get_series(
     return Series(run=run, metric=metric, series=[ArmSeries.model_validate(p, from_attributes=True) for p in points])
 
 
-@router.get("/{run}/parts", response_model=Parts, responses={**_404, 422: {"model": ErrorResponse}})
+@router.get("/{run:path}/parts", response_model=Parts, responses={**_404, 422: {"model": ErrorResponse}})
 def get_parts(
     run: str,
     session: SessionDep,
@@ -110,7 +110,7 @@ def get_parts(
     return Parts(run=run, series=[PartSeries.model_validate(p, from_attributes=True) for p in points])
 
 
-@router.get("/{run}/steps", response_model=list[StepRow], responses=_404)
+@router.get("/{run:path}/steps", response_model=list[StepRow], responses=_404)
 def get_steps(
     run: str,
     session: SessionDep,
@@ -123,14 +123,14 @@ def get_steps(
     return [StepRow.model_validate(s, from_attributes=True) for s in rows]
 
 
-@router.get("/{run}/timestamps", response_model=StepTimes, responses=_404)
+@router.get("/{run:path}/timestamps", response_model=StepTimes, responses=_404)
 def get_step_times(run: str, session: SessionDep) -> StepTimes:
     """The wall time of every step, as two arrays (steps, ts): what a chart's time axis needs, without
     the per-step metrics of `/steps`."""
     return StepTimes.model_validate(series_store.step_times(session, run), from_attributes=True)
 
 
-@router.get("/{run}/evals", response_model=Evals, responses=_404)
+@router.get("/{run:path}/evals", response_model=Evals, responses=_404)
 def get_evals(
     run: str,
     session: SessionDep,

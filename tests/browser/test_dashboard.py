@@ -11,7 +11,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from server.settings import Settings
-from tests.pages.helpers import add_user
+from tests.pages.helpers import add_token, add_user
 from tests.server.conftest import LiveServer, wait_for
 
 from .conftest import AgentLoop, PageWatch, screenshot
@@ -248,6 +248,8 @@ def test_operator_pins_viewer_cannot(
     run = "br-steer"
     add_user(settings, "olga", "operator", "olga-password")
     add_user(settings, "vera", "viewer", "vera-password")
+    # Users exist, so the test's own reads need a credential too (a viewer token).
+    app_server.client.headers["Authorization"] = f"Bearer {add_token(settings, 'test-reader', 'viewer')}"
     loop = agents(run)
     wait_for(lambda: app_server.client.get(f"/api/runs/{run}").status_code == 200)
 

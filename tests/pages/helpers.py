@@ -31,6 +31,19 @@ def add_user(settings: Settings, name: str, role: str, password: str) -> None:
         engine.dispose()
 
 
+def add_token(settings: Settings, name: str, role: str) -> str:
+    """A bearer token made as `steerboard token create` makes it; the secret."""
+    secret, digest = auth.new_token()
+    engine = make_engine(settings.database_url)
+    try:
+        with make_sessionmaker(engine)() as session:
+            users.add_token(session, name, digest, role)
+            session.commit()
+    finally:
+        engine.dispose()
+    return secret
+
+
 def csrf_of(client: httpx.Client, path: str = "/login") -> str:
     """The session's CSRF token, as every page carries it (meta tag; forms have the same)."""
     page = soup(client.get(path))

@@ -60,7 +60,8 @@ def test_user_and_token_commands(app_server: LiveServer, rds: redis.Redis, setti
     # Bearer requests need no CSRF token.
     r = c.post("/api/runs/cli-auth/commands", json=body, headers={"Authorization": f"Bearer {op_token}"})
     assert r.status_code == 202
-    assert c.get("/api/runs/cli-auth/commands").json()[0]["actor"] == "ci-bot"
+    assert c.get("/api/runs/cli-auth/commands", headers={"Authorization": f"Bearer {view}"}).json()[0]["actor"] \
+        == "ci-bot"
 
     assert cli(["token", "revoke", "ci-bot"], settings).returncode == 0
     r = c.post("/api/runs/cli-auth/commands", json=body, headers={"Authorization": f"Bearer {op_token}"})

@@ -172,16 +172,19 @@ def test_command_roundtrip(app_server: LiveServer, rds: redis.Redis, settings: S
 def test_bearer_token(make_server: Callable[..., LiveServer], rds: redis.Redis, settings: Settings) -> None:
     s = settings.model_copy(update={"api_token": SecretStr("s3cr3t-token-for-tests"), "api_token_name": "ci-bot"})
     srv = make_server(s, ingest=True)
+    bearer = {"Authorization": "Bearer s3cr3t-token-for-tests"}
+    srv.client.headers.update(bearer)  # a credential exists: reading needs one too
     start_run(srv, rds, s, "api-5")
+    del srv.client.headers["Authorization"]
     body = {"kind": "pin", "arm": "kk3", "value": 0.2}
     r = post(srv, "api-5", body)
     assert r.status_code == 401 and "bearer token" in r.json()["error"]["message"]
     r = post(srv, "api-5", body, headers={"Authorization": "Bearer wrong"})
     assert r.status_code == 401
-    r = post(srv, "api-5", body, headers={"Authorization": "Bearer s3cr3t-token-for-tests"})
+    r = post(srv, "api-5", body, headers=bearer)
     assert r.status_code == 202
-    assert srv.client.get("/api/runs/api-5/commands").json()[0]["actor"] == "ci-bot"
-    assert srv.client.get("/api/runs/api-5").status_code == 200  # viewers need no token
+    assert srv.client.get("/api/runs/api-5/commands", headers=bearer).json()[0]["actor"] == "ci-bot"
+    assert srv.client.get("/api/runs/api-5").status_code == 401  # viewing needs a token or login too
 
 
 def test_placeholder_token_is_refused() -> None:

@@ -132,7 +132,9 @@ def test_viewers_and_anonymous_are_refused(
     assert r.status_code == 200
     listed = c.get("/api/runs", headers={"Authorization": f"Bearer {view}"}).json()
     assert [(x["name"], x["note"]) for x in listed] == [("mg-2", "by ops")]
-    assert [(a["action"], a["actor"]) for a in c.get("/api/runs/mg-2/actions").json()] == [("note", "ops-bot")]
+    actions = c.get("/api/runs/mg-2/actions", headers={"Authorization": f"Bearer {view}"}).json()
+    assert [(a["action"], a["actor"]) for a in actions] == [("note", "ops-bot")]
+    assert c.get("/api/runs/mg-2/actions").status_code == 401  # a credential exists: viewing needs one
     assert rid(engine, "mg-2") is not None
 
 
