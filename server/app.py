@@ -38,7 +38,20 @@ from server.errors import (
 )
 from server.live import LiveHub
 from server.logsafe import printable
-from server.routes import assets, commands, events, exports, health, login, manage, manage_pages, pages, runs
+from server.routes import (
+    assets,
+    commands,
+    diagnoses,
+    events,
+    exports,
+    health,
+    login,
+    manage,
+    manage_pages,
+    metrics,
+    pages,
+    runs,
+)
 from server.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -201,7 +214,7 @@ def create_app(settings: Settings | None = None, ingest: bool = False) -> FastAP
     if settings.forwarded_allow_ips.strip():
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.forwarded_allow_ips)
     readers = [Depends(get_reader)]
-    for module in (runs, manage, commands, events, exports, pages, manage_pages):
+    for module in (runs, metrics, manage, commands, diagnoses, events, exports, pages, manage_pages):
         app.include_router(module.router, dependencies=readers)
     for module in (health, assets, login):
         app.include_router(module.router)

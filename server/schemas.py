@@ -216,3 +216,16 @@ class Health(BaseModel):
     status: Literal["ok", "unavailable"]
     sql: str
     redis: str
+
+
+class MetricSeries(BaseModel):
+    name: str
+    steps: list[int]
+    values: list[float]
+    downsampled: bool = Field(description="true when each bucket kept only its min and max points")
+
+
+class Metrics(BaseModel):
+    run: str
+    names: list[str] = Field(description="every trainer metric the run sent, sorted")
+    series: list[MetricSeries] = Field(description="the metrics asked for with ?name=, in that order")

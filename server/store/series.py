@@ -182,8 +182,8 @@ def _downsampled(conn: Connection, r: _RunArms, src: _Source, ids: list[int], st
     if span // finest >= pairs // 4 or span * len(ids) > SERIES_SQL_BUCKET_ROWS:
         # The coarsest width that still gives at least half the buckets wanted: few rows, no merging.
         widths = [w for w in src.widths if w == finest or span // w >= pairs // 2]
-        return _pairs(_rollup_rows(conn, r.id, src, ids, lo, hi, pairs, widths), ids)
-    return _pairs(_bucket_rows(conn, r.id, src, ids, lo, hi, -(-span // pairs)), ids)
+        return bucket_points(_rollup_rows(conn, r.id, src, ids, lo, hi, pairs, widths), ids)
+    return bucket_points(_bucket_rows(conn, r.id, src, ids, lo, hi, -(-span // pairs)), ids)
 
 
 # Past this many raw rows in range (all chosen arms), bucketing in SQL costs more than reading rollups.
@@ -285,7 +285,7 @@ def _one_per_arm(rows: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
     return out
 
 
-def _pairs(rows: np.ndarray[Any, Any], ids: list[int]) -> dict[int, _SeriesData]:
+def bucket_points(rows: np.ndarray[Any, Any], ids: list[int]) -> dict[int, _SeriesData]:
     """(arm, group, first step, last step, min, max, mean) rows, any order -> two points per bucket."""
     order = np.lexsort((rows[:, 2], rows[:, 0]))
     arm_ids, _, first, last, vmin, vmax, mean = (rows[order, c] for c in range(7))

@@ -102,7 +102,10 @@ class AgentLoop:
                 groups = [i for i in range(len(prompts)) for _ in range(4)]
                 rewards = [float(self.rng.random() < PASS_RATE[a]) for a in arms]
                 self.agent.observe(arms, rewards, groups=groups)
-                self.agent.end_step(metrics={"loss": 1.0 / (n + 1)})
+                self.agent.end_step(metrics={
+                    "loss": 1.0 / (n + 1), "kl": 0.001 * n, "grad_norm": 1.0 + self.rng.random(),
+                    "reward_mean": sum(rewards) / len(rewards), "zero_adv_frac": self.rng.random() / 2,
+                })
                 n += 1
                 if self.hz:
                     self.stop.wait(1.0 / self.hz)

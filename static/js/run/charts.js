@@ -3,7 +3,8 @@
 // EMA are SB's (static/js/charts.js, shared with the compare page).
 import {CHARTS, flash} from "./page.js";
 import {loadRange} from "./series.js";
-import {armIndex, setDrawn, state} from "./state.js";
+import {armIndex, setDrawn, setZoom, state} from "./state.js";
+import {saveView} from "./view.js";
 
 // The parts view tells parts apart by line style, in the order the parts first arrive; there is no
 // Plotly legend on this page, so its caption (#parts-names) says which style is which part.
@@ -11,7 +12,7 @@ const DASHES = [["solid", "solid"], ["dot", "dotted"], ["dash", "dashed"], ["das
 
 const viewOf = (chart) => state.views.get(chart.id);
 
-function xOf(step) {
+export function xOf(step) {
   if (state.opts.xmode === "time") {
     const ts = state.stepTs.get(step);
     return ts === undefined ? null : new Date(ts * 1000);
@@ -32,7 +33,7 @@ function traceList(chart) {
   return state.arms.map((arm) => ({arm, name: arm, x: (byArm[arm] || {x: []}).x, y: (byArm[arm] || {y: []}).y}));
 }
 
-function hover(name, smoothed) {
+export function hover(name, smoothed) {
   return smoothed ? `${name}: %{y:.6g} (raw %{customdata:.6g})<extra></extra>` : `${name}: %{y:.6g}<extra></extra>`;
 }
 
@@ -57,7 +58,7 @@ function buildTraces(chart) {
   });
 }
 
-function markerShapes() {
+export function markerShapes() {
   const shapes = [];
   const annotations = [];
   for (const m of state.markers.values()) {
@@ -71,13 +72,20 @@ function markerShapes() {
   return {shapes, annotations};
 }
 
+// The x axis of every chart of steps: step or wall time, and the shared zoom (step axis only).
+export function xaxis() {
+  const time = state.opts.xmode === "time";
+  const zoom = !time && state.opts.zoom;
+  // Dates label themselves; a title under them would collide with the two-line tick labels.
+  return Object.assign({title: {text: time ? "" : "step"}, gridcolor: "#e5e9f0", type: time ? "date" : "linear"},
+    zoom ? {range: zoom.slice(), autorange: false} : {autorange: true});
+}
+
 function chartLayout(chart) {
   const m = markerShapes();
-  const time = state.opts.xmode === "time";
   return SB.layout({
     uirevision: state.uirevision,
-    // Dates label themselves; a title under them would collide with the two-line tick labels.
-    xaxis: {title: {text: time ? "" : "step"}, gridcolor: "#e5e9f0", type: time ? "date" : "linear"},
+    xaxis: xaxis(),
     yaxis: Object.assign({gridcolor: "#e5e9f0"}, chart.yrange ? {range: chart.yrange} : {}),
     shapes: m.shapes, annotations: m.annotations,
     // One legend for all the charts: the "Arms shown" checkboxes with their colour swatches.
@@ -99,10 +107,35 @@ export function draw(chart) {
   if (viewOf(chart).metric === "parts") labelParts();
   // uirevision stays the same across redraws: the user's zoom is kept.
   Plotly.react(el, buildTraces(chart), chartLayout(chart), SB.config);
-  if (!el.dataset.bound) {
-    el.dataset.bound = "1";
-    el.on("plotly_relayout", (ev) => refine(chart, ev["xaxis.range[0]"], ev["xaxis.range[1]"]).catch(flash));
-  }
+  onZoom(el, (a, b) => refine(chart, a, b));
+}
+
+// Charts of steps share one zoom: zooming one (or double-clicking it back) zooms the others, and the
+// view's URL keeps the range. `refine(a, b)` then loads what the chart shows at full resolution.
+export function onZoom(el, refineRange) {
+  if (el.dataset.bound) return;
+  el.dataset.bound = "1";
+  el.on("plotly_relayout", (ev) => {
+    let range;
+    if (ev["xaxis.autorange"]) range = null;
+    else if (ev["xaxis.range[0]"] !== undefined) range = [ev["xaxis.range[0]"], ev["xaxis.range[1]"]];
+    else if (Array.isArray(ev["xaxis.range"])) range = ev["xaxis.range"];
+    else return;  // not the x axis (markers, the y axis)
+    if (state.opts.xmode === "step") {
+      const zoom = range && [Math.max(0, Math.floor(range[0])), Math.ceil(range[1])];
+      const cur = state.opts.zoom;
+      if (String(zoom) !== String(cur)) {
+        setZoom(zoom);
+        saveView();
+        for (const other of document.querySelectorAll(".charts .js-plotly-plot")) {
+          if (other !== el && other.layout) {
+            Plotly.relayout(other, zoom ? {"xaxis.range": zoom.slice()} : {"xaxis.autorange": true});
+          }
+        }
+      }
+    }
+    if (range) refineRange(range[0], range[1]).catch(flash);
+  });
 }
 
 export function drawAll() {
@@ -112,9 +145,8 @@ export function drawAll() {
 
 // The markers changed: every drawn chart gets them, nothing else redrawn.
 export function drawMarkers() {
-  for (const chart of CHARTS) {
-    const el = document.getElementById(chart.id);
-    if (el && el.data) Plotly.relayout(el, markerShapes());
+  for (const el of document.querySelectorAll(".charts .js-plotly-plot")) {
+    if (el.data) Plotly.relayout(el, markerShapes());
   }
 }
 

@@ -2,9 +2,11 @@
 // EMA smoothing, the x axis, and the views of a chart. Each changes the page state, then redraws.
 import {draw, drawAll} from "./charts.js";
 import {drawEvals} from "./evals.js";
+import {drawPanels} from "./metrics.js";
 import {CHARTS, flash} from "./page.js";
 import {loadTimes, loadView} from "./series.js";
-import {armIndex, setEma, setView, setXmode, showArms, state} from "./state.js";
+import {armIndex, setEma, setView, setXmode, setZoom, showArms, state} from "./state.js";
+import {saveView} from "./view.js";
 
 const legend = () => document.getElementById("arm-toggles");
 const toggleOf = (arm) => legend().querySelector(`.arm-toggle[value="${CSS.escape(arm)}"]`);
@@ -38,6 +40,7 @@ function show(arms, visible) {
   }
   if (state.drawn) drawAll();
   drawEvals();
+  saveView();
 }
 
 // A chart's other view: fetched afresh (the hidden view was not kept live), then drawn.
@@ -45,11 +48,35 @@ async function chooseView(radio) {
   const chart = CHARTS.find((c) => c.id === radio.dataset.chart);
   if (!chart || !radio.checked) return;
   const view = setView(chart.id, radio.value);
-  document.querySelectorAll(`[data-view-of="${chart.id}"]`).forEach((el) => {
-    el.hidden = el.dataset.view !== radio.value;
-  });
+  showViewKey(chart.id, radio.value);
+  saveView();
   await loadView(view.metric);
   if (state.views.get(chart.id) === view && state.drawn) draw(chart);
+}
+
+function showViewKey(chartId, metric) {
+  document.querySelectorAll(`[data-view-of="${chartId}"]`).forEach((el) => {
+    el.hidden = el.dataset.view !== metric;
+  });
+}
+
+// The view the URL asked for (view.js initialView), set before the first load: the state and the controls.
+export function applyView(view) {
+  setEma(view.ema);
+  document.getElementById("ema").value = String(view.ema);
+  document.getElementById("ema-value").textContent = view.ema.toFixed(2);
+  if (view.xmode !== state.opts.xmode) setXmode(view.xmode);
+  document.querySelectorAll('input[name="xaxis"]').forEach((r) => { r.checked = r.value === view.xmode; });
+  const hidden = view.hidden.filter((a) => state.arms.includes(a));
+  showArms(hidden, false);
+  for (const arm of hidden) toggleOf(arm).checked = false;
+  for (const [chartId, metric] of view.views) {
+    setView(chartId, metric);
+    const radio = document.querySelector(`input.chart-view[data-chart="${CSS.escape(chartId)}"][value="${CSS.escape(metric)}"]`);
+    if (radio) radio.checked = true;
+    showViewKey(chartId, metric);
+  }
+  setZoom(view.zoom);
 }
 
 export function bindControls() {
@@ -62,13 +89,15 @@ export function bindControls() {
   ema.addEventListener("input", () => {
     setEma(Number(ema.value));
     document.getElementById("ema-value").textContent = state.opts.ema.toFixed(2);
-    if (state.drawn) drawAll();
+    if (state.drawn) { drawAll(); drawPanels(); }
+    saveView();
   });
   document.querySelectorAll('input[name="xaxis"]').forEach((r) => r.addEventListener("change", async () => {
     setXmode(r.value);
+    saveView();
     try {
       if (state.opts.xmode === "time") await loadTimes();
-      if (state.drawn) drawAll();
+      if (state.drawn) { drawAll(); drawPanels(); }
     } catch (err) { flash(err); }
   }));
   document.querySelectorAll("input.chart-view").forEach((r) => r.addEventListener("change", () => {

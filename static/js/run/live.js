@@ -6,6 +6,7 @@ import {applyAcks, resync} from "./acks.js";
 import {drawAll, extend, refineZoomed} from "./charts.js";
 import {syncLegend} from "./controls.js";
 import {addEvals, loadEvals} from "./evals.js";
+import {appendMetrics, reloadPanels} from "./metrics.js";
 import {API, CHARTS, flash} from "./page.js";
 import {loadViews} from "./series.js";
 import {
@@ -26,6 +27,7 @@ export async function reload() {
     syncLegend();
     drawAll();
     refineZoomed();
+    if (state.panels !== null) await reloadPanels();
   } finally {
     const held = endReload();
     if (held.length) appendSteps(held);
@@ -80,6 +82,7 @@ function appendSteps(steps) {
     }
   }
   if (steps.length) showStep(steps[steps.length - 1]);
+  appendMetrics(steps);
   if (state.arms.length !== arms) syncLegend();
   if (!state.drawn) return;
   if (countLive(steps.length)) {

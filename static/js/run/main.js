@@ -3,14 +3,20 @@
 // so it runs after Plotly.js and static/js/charts.js (deferred, in document order); the data requests
 // started before (early.js).
 import {showAcks} from "./acks.js";
-import {bindControls, syncLegend} from "./controls.js";
+import {applyView, bindControls, syncLegend} from "./controls.js";
 import {bindEvals, loadEvals} from "./evals.js";
 import {connect, reload, setLive} from "./live.js";
+import {bindMetrics, loadMetrics} from "./metrics.js";
 import {flash, page} from "./page.js";
+import {initialView} from "./view.js";
 
+// The view a shared link carries (smoothing, x axis, hidden arms, chart views, zoom, panels).
+const view = initialView();
+applyView(view);
 syncLegend();
 bindControls();
 bindEvals();
+bindMetrics();
 // Fragments htmx swaps in (a form's "pending", the audit log) get the acks already received.
 document.body.addEventListener("htmx:afterSettle", showAcks);
 // The first load is drawn once the document's other DOMContentLoaded work is done (htmx processing the
@@ -21,6 +27,7 @@ document.addEventListener("DOMContentLoaded", () => {
   // the live stream, and setting a point twice changes nothing.
   loadEvals().catch(flash);
   reload().then(() => {
+    loadMetrics(view).catch(flash);
     performance.mark("sb:drawn");
     connect(page.event_seq);
   }).catch((err) => {

@@ -12,7 +12,12 @@ export const state = {
   acks: new Map(),  // command id -> ack, re-applied to fragments htmx swaps in later
   // The view each chart shows: the only one loaded and kept live (another is fetched when chosen).
   views: new Map(page.charts.map((c) => [c.id, c.views[0]])),
-  opts: {xmode: "step", ema: 0, hidden: new Set()},
+  opts: {xmode: "step", ema: 0, hidden: new Set(), zoom: null},  // zoom: [first, last] step shown, or null
+  // The trainer-metric panels (metrics.js), in the order shown: [{name, log}]; null until the run's
+  // metric names have loaded. Their data: name -> {x: [steps], y: [values], downsampled}.
+  panels: null,
+  metricNames: [],
+  metricSeries: new Map(),
   uirevision: 1,  // Plotly keeps the user's zoom while this stays the same
   drawn: false,
   // Live steps appended since the series were last loaded; a reload in progress holds new ones.
@@ -52,22 +57,24 @@ export function setParts(series) {
   }
 }
 
+// {x, y} with the points of `cur` between start and end replaced by (steps, values).
+function splice(cur, start, end, steps, values) {
+  const keepL = [], keepR = [];
+  cur.x.forEach((x, i) => { if (x < start) keepL.push(i); else if (x > end) keepR.push(i); });
+  return {x: [...keepL.map((i) => cur.x[i]), ...steps, ...keepR.map((i) => cur.x[i])],
+    y: [...keepL.map((i) => cur.y[i]), ...values, ...keepR.map((i) => cur.y[i])]};
+}
+
 // A zoomed range at full resolution replaces the downsampled points between start and end.
 export function spliceRange(metric, start, end, series) {
-  const splice = (cur, steps, values) => {
-    const keepL = [], keepR = [];
-    cur.x.forEach((x, i) => { if (x < start) keepL.push(i); else if (x > end) keepR.push(i); });
-    return {x: [...keepL.map((i) => cur.x[i]), ...steps, ...keepR.map((i) => cur.x[i])],
-      y: [...keepL.map((i) => cur.y[i]), ...values, ...keepR.map((i) => cur.y[i])]};
-  };
   for (const s of series) {
     if (metric === "parts") {
       const key = partKey(s.arm, s.part);
       const cur = state.parts.get(key) || {arm: s.arm, part: s.part, x: [], y: []};
-      state.parts.set(key, Object.assign(cur, splice(cur, s.steps, s.values)));
+      state.parts.set(key, Object.assign(cur, splice(cur, start, end, s.steps, s.values)));
     } else {
       const byArm = state.series[metric] || (state.series[metric] = {});
-      byArm[s.arm] = splice(byArm[s.arm] || {x: [], y: []}, s.steps, s.values);
+      byArm[s.arm] = splice(byArm[s.arm] || {x: [], y: []}, start, end, s.steps, s.values);
     }
   }
 }
@@ -119,6 +126,55 @@ export function setEma(weight) {
 export function setXmode(mode) {
   state.opts.xmode = mode;
   state.uirevision += 1;  // a new axis: the old zoom means nothing there
+}
+
+// A zoom of the step axis shared by every chart; null: the whole run.
+export function setZoom(range) {
+  state.opts.zoom = range;
+}
+
+// --- metric panels ---------------------------------------------------------------------------------
+export function setMetricNames(names) {
+  state.metricNames = names;
+}
+
+export function setPanels(panels) {
+  state.panels = panels;
+}
+
+export function addPanel(name) {
+  if (state.panels.some((p) => p.name === name)) return false;
+  state.panels.push({name, log: false});
+  return true;
+}
+
+export function removePanel(name) {
+  state.panels = state.panels.filter((p) => p.name !== name);
+  state.metricSeries.delete(name);
+}
+
+export function setPanelLog(name, log) {
+  const panel = state.panels.find((p) => p.name === name);
+  if (panel) panel.log = log;
+}
+
+export function setMetricSeries(series) {
+  for (const s of series) state.metricSeries.set(s.name, {x: s.steps, y: s.values, downsampled: s.downsampled});
+}
+
+// A zoomed range of one metric at full resolution, in place of its points between start and end.
+export function spliceMetric(name, start, end, s) {
+  const cur = state.metricSeries.get(name);
+  if (cur) Object.assign(cur, splice(cur, start, end, s.steps, s.values));
+}
+
+// A live metric value; false when its step came with the loaded series already.
+export function appendMetric(name, step, value) {
+  const d = state.metricSeries.get(name);
+  if (!d || step <= last(d.x)) return false;
+  d.x.push(step);
+  d.y.push(value);
+  return true;
 }
 
 export function setDrawn() {

@@ -1,0 +1,38 @@
+"""The trainer's metrics of a run (loss, KL, grad norm...): their names, and chart series of them."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+
+from server.deps import SessionDep
+from server.errors import InvalidRequest
+from server.schemas import ErrorResponse, Metrics, MetricSeries
+from server.store import metrics as metric_store
+from trainer_agent.protocol import MAX_STEP
+
+router = APIRouter(prefix="/api/runs", tags=["runs"])
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorResponse, "description": "no such run"}, 422: {"model": ErrorResponse},
+}
+
+
+@router.get("/{run:path}/metrics", response_model=Metrics, responses=_ERRORS)
+def get_metrics(
+    run: str,
+    session: SessionDep,
+    name: Annotated[list[str], Query(max_length=metric_store.MAX_NAMES_PER_REQUEST,
+                                     description="metrics to chart (repeat the parameter); none: names only")] = [],  # noqa: B006
+    start: Annotated[int | None, Query(ge=0, le=MAX_STEP, description="first step (inclusive)")] = None,
+    end: Annotated[int | None, Query(ge=0, le=MAX_STEP, description="last step (inclusive)")] = None,
+    max_points: Annotated[int, Query(ge=4, le=100_000, description="per metric; min/max kept per bucket")] = 1000,
+) -> Metrics:
+    """The names of the metrics the run sent and, for each `name` asked, its values over steps, downsampled
+    to at most `max_points` (each bucket keeps its min and its max)."""
+    if start is not None and end is not None and end < start:
+        raise InvalidRequest(f"end ({end}) is before start ({start})")
+    names = metric_store.metric_names(session, run)
+    points = metric_store.metric_series(session, run, name, start, end, max_points) if name else []
+    return Metrics(run=run, names=names,
+                   series=[MetricSeries.model_validate(p, from_attributes=True) for p in points])
