@@ -400,6 +400,36 @@ def runs_list(project: str | None, status: str | None, tag: str | None, archived
             page += 1
 
 
+@runs.command("compare")
+@click.argument("names", nargs=-1, required=True)
+@click.option("--metric", default="", help="eval:NAME (default: the runs' evaluation), train_mean or train_weighted")
+@click.option("--target", default="", help="the target of 'steps to target' (default 0.8)")
+@click.option("--smoothing", default="", help="EMA weight in [0, 0.99], as on the pages (default 0)")
+@click.option("--database-url", help="defaults to STEERBOARD_DATABASE_URL")
+def runs_compare(names: tuple[str, ...], metric: str, target: str, smoothing: str, database_url: str | None) -> None:
+    """Rank runs as the compare page does: final and best value of the metric, steps to the target."""
+    from server import compare
+    from server.errors import InvalidRequest
+
+    settings = _settings(database_url=database_url)
+    with _auth_session(database_url, settings) as session:
+        try:
+            got = compare.compare(session, compare.parse_query(list(names), metric, "", target, smoothing),
+                                  settings.stale_seconds)
+        except InvalidRequest as e:
+            fields = (e.details or {}).get("fields") or {}
+            raise click.ClickException("; ".join(fields.values()) or e.message) from None
+    fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    click.echo(f"{got.metric_label}; target {got.target:g}, smoothing {got.smoothing:g}")
+    rows = [("rank", "run", "final", "best", f"steps to {got.target:g}", "points")]
+    rows += [(str(r.rank), r.run, fmt(r.final), fmt(r.best),
+              "-" if r.steps_to_target is None else str(r.steps_to_target), str(r.points)) for r in got.ranking]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:  # names left-aligned, figures right-aligned
+        cells = [c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))]
+        click.echo("  ".join(cells))
+
+
 @runs.command("delete")
 @click.argument("name")
 @click.option("--yes", is_flag=True, help="do not ask for confirmation")

@@ -5,6 +5,8 @@ Real SQLite and PostgreSQL, the real ingest, the real app over HTTP."""
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 import warnings
 from typing import Any
 
@@ -20,7 +22,7 @@ from server import compare
 from server.models import ROLLUP_WIDTHS
 from server.settings import Settings
 
-from .conftest import BACKENDS, LiveServer, ingest_docs, run_start, wait_for, xadd
+from .conftest import BACKENDS, ROOT, LiveServer, cli_env, ingest_docs, run_start, wait_for, xadd
 
 HX = {"HX-Request": "true"}
 ARMS = ["easy", "hard"]
@@ -140,6 +142,30 @@ def test_metrics_steps_to_target_and_ranking(app_server: LiveServer, rds: redis.
     assert form.select_one("input[name=smoothing]")["value"] == "0.5"
     # The selected runs first, in their order: sent again, each run keeps its colour.
     assert [i["value"] for i in form.select("input[name=runs][checked]")] == ["cmp-a", "cmp-b"]
+
+
+@pytest.mark.parametrize("empty_db", BACKENDS, indirect=True)
+def test_the_cli_ranks_as_the_page_does(app_server: LiveServer, rds: redis.Redis, settings: Settings) -> None:
+    fill_two(app_server, rds, settings)
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "server", "runs", "compare", *args], env=cli_env(settings),
+                              cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+    r = cli("cmp-a", "cmp-b", "--target", "0.85")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith("evaluation heldout") and "target 0.85" in lines[0]
+    assert lines[1].split() == ["rank", "run", "final", "best", "steps", "to", "0.85", "points"]
+    assert [ln.split() for ln in lines[2:]] == [["1", "cmp-b", "0.850", "0.850", "2", "2"],
+                                                 ["2", "cmp-a", "0.550", "0.550", "-", "2"]]
+    # The completion-weighted train accuracy ranks them the other way.
+    r = cli("cmp-a", "cmp-b", "--target", "0.85", "--metric", "train_weighted")
+    assert [ln.split()[:2] for ln in r.stdout.splitlines()[2:]] == [["1", "cmp-a"], ["2", "cmp-b"]]
+    r = cli("cmp-a", "cmp-b", "--target", "1.5")
+    assert (r.returncode, r.stderr) == (1, "Error: the target must be a number from 0 to 1, got '1.5'\n")
+    r = cli("cmp-a", "nope")
+    assert r.returncode == 1 and r.stderr.startswith("Error:") and "nope" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_ema_is_the_run_pages() -> None:
