@@ -28,6 +28,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
 from server.db import SQLITE_IMMEDIATE
+from server.logsafe import printable
 from server.settings import Settings
 from server.store.events import LiveEvent
 from server.store.ingest import Entry, apply_ingest
@@ -305,7 +306,7 @@ class IngestWorker:
         except (SQLAlchemyError, OverflowError) as e:
             if not _is_entry_fault(e):
                 raise TransientError(_first_line(e)) from e
-            log.warning("ingest: batch of %d rejected (%s); writing entries one by one", len(valid), e)
+            log.warning("ingest: batch of %d rejected (%s); writing entries one by one", len(valid), printable(e))
         # Isolate the entries the database refuses so the rest of the batch still lands.
         events: list[LiveEvent] = []
         dead: list[RejectedEntry] = []
@@ -329,7 +330,7 @@ class IngestWorker:
         pipe = self.redis.pipeline(transaction=False)
         now = time.time()
         for d in dead:
-            log.warning("ingest: dead-lettered entry %s: %s", d.entry_id, d.reason)
+            log.warning("ingest: dead-lettered entry %s: %s", d.entry_id, printable(d.reason))
             pipe.xadd(
                 self.settings.keys.dead,
                 {"m": d.raw[:DEAD_PAYLOAD_LIMIT], "reason": d.reason, "entry_id": d.entry_id, "ts": repr(now)},

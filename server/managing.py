@@ -13,6 +13,7 @@ import redis
 from sqlalchemy.orm import Session
 
 from server.db import SQLITE_IMMEDIATE
+from server.logsafe import printable
 from server.settings import Settings
 from server.store import manage
 
@@ -50,7 +51,7 @@ def update_run(
         session.rollback()
         raise
     session.commit()
-    log.info("run %s updated by %s", run, actor)
+    log.info("run %s updated by %s", printable(run), printable(actor))
     return labels
 
 
@@ -69,5 +70,5 @@ def delete_run(session: Session, client: redis.Redis, settings: Settings, run: s
         session.rollback()
         raise
     session.commit()
-    log.warning("run %s deleted by %s: %s; %d Redis keys", run, actor, rows, gone)
+    log.warning("run %s deleted by %s: %s; %d Redis keys", printable(run), printable(actor), rows, gone)
     return DeletedRun(run, rows, gone)

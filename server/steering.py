@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from server.db import SQLITE_IMMEDIATE
 from server.errors import CommandConflict, InvalidCommand, ServiceUnavailable
+from server.logsafe import printable
 from server.schemas import CommandAccepted, CommandIn
 from server.settings import Settings
 from server.store import commands as command_store
@@ -81,5 +82,5 @@ def submit(
         command_store.reject_command(session, rec.id, f"not sent: the control stream was unreachable ({e})")
         session.commit()
         raise ServiceUnavailable(f"cannot reach Redis to send the command: {e}") from e
-    log.info("command %s %s %s on %s by %s", rec.id, cmd.kind, cmd.arm, run, actor)
+    log.info("command %s %s %s on %s by %s", rec.id, cmd.kind, printable(cmd.arm), printable(run), printable(actor))
     return CommandAccepted(id=rec.id, status="pending")

@@ -49,6 +49,11 @@ EvalName = Annotated[str, _rule(eval_name_problem)]
 Int32 = Annotated[int, Field(ge=0, le=2**31 - 1)]
 Int64 = Annotated[int, Field(ge=0, le=2**63 - 1)]
 StepNo = Annotated[int, Field(ge=-1, le=MAX_STEP)]
+# NaN and infinities are refused (dead-lettered with the field that held one): JSON has no such numbers, the
+# agent never sends them (protocol.encode), and the API's schemas promise numbers, not nulls in their place.
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+# Unix seconds up to the year 9999, the last a datetime holds.
+UnixTime = Annotated[float, Field(ge=0.0, le=253_402_300_799.0, allow_inf_nan=False)]
 # An arm's prompts by pass rate, one count per bin of trainer_agent.protocol.PASS_HIST_BINS.
 PassHist = Annotated[list[Int32], Field(min_length=len(PASS_HIST_BINS), max_length=len(PASS_HIST_BINS))]
 
@@ -60,7 +65,7 @@ class _Msg(BaseModel):
     v: Literal[1]
     run: RunName
     seq: int = Field(ge=1, le=2**63 - 1)
-    ts: float
+    ts: UnixTime
 
 
 class ArmSpec(BaseModel):
@@ -90,14 +95,14 @@ class ArmRecord(TypedDict):
     p: Annotated[float, Field(ge=0.0, le=1.0)]
     n_step: Int32
     n_total: Int64
-    score: NotRequired[float | None]
-    parts: NotRequired[dict[str, float]]
-    mean_abs_adv: NotRequired[float | None]
-    mean_reward: NotRequired[float | None]
-    accuracy: NotRequired[float | None]
+    score: NotRequired[Finite | None]
+    parts: NotRequired[dict[str, Finite]]
+    mean_abs_adv: NotRequired[Finite | None]
+    mean_reward: NotRequired[Finite | None]
+    accuracy: NotRequired[Finite | None]
     state: NotRequired[ArmState]
-    pin: NotRequired[float | None]
-    boost: NotRequired[float | None]
+    pin: NotRequired[Finite | None]
+    boost: NotRequired[Finite | None]
     n_groups: NotRequired[Int32 | None]
     zero_var: NotRequired[Annotated[float, Field(ge=0.0, le=1.0)] | None]
     pass_hist: NotRequired[PassHist | None]
@@ -106,7 +111,7 @@ class ArmRecord(TypedDict):
 class Step(_Msg):
     type: Literal["step"]
     step: int = Field(ge=0, le=MAX_STEP)
-    metrics: dict[str, float] = Field(default_factory=dict)
+    metrics: dict[str, Finite] = Field(default_factory=dict)
     dropped: Int64 = 0
     arms: list[ArmRecord]
 

@@ -29,6 +29,7 @@ from server.schemas import ErrorResponse
 from server.store.events import LiveEvent, event_seq, events_since
 
 router = APIRouter(prefix="/api/runs", tags=["events"])
+MAX_EVENT_ID = 2**63 - 1  # a BIGINT
 log = logging.getLogger(__name__)
 
 
@@ -42,12 +43,13 @@ async def run_events(
     hub: HubDep,
     maker: SessionMakerDep,
     settings: SettingsDep,
-    last_event_id: Annotated[str | None, Header()] = None,
+    last_event_id: Annotated[str | None, Header(max_length=40)] = None,
     after_seq: Annotated[
         int | None,
         Query(
             alias="after",
             ge=0,
+            le=MAX_EVENT_ID,
             description="resume after this event id on a first connect (EventSource cannot send "
             "Last-Event-ID until it reconnects): the `event_seq` of the run data the page loaded",
         ),
@@ -58,8 +60,12 @@ async def run_events(
     if last_event_id:  # a reconnect: newer than the page's `after`
         try:
             after = max(0, int(last_event_id))
+            if after > MAX_EVENT_ID:
+                raise ValueError(last_event_id)
         except ValueError as e:
-            raise InvalidRequest(f"Last-Event-ID must be an event id from this stream, got {last_event_id!r}") from e
+            raise InvalidRequest(
+                f"Last-Event-ID must be an event id from this stream, got {last_event_id[:40]!r}"
+            ) from e
 
     def catch_up(since: int) -> tuple[int, list[LiveEvent]] | None:
         with maker() as session:

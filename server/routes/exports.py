@@ -7,6 +7,7 @@ import datetime as dt
 import io
 from collections.abc import Iterator, Sequence
 from typing import Annotated, Any, Literal
+from urllib.parse import quote
 
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
@@ -20,16 +21,35 @@ from server.store.sql import run_id
 router = APIRouter(prefix="/api/runs", tags=["export"])
 
 
+# A spreadsheet runs a cell starting with one of these as a formula (=HYPERLINK(...), @SUM(...), +cmd|...).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
 def _cell(v: Any) -> Any:
+    """A value as a CSV cell; text that a spreadsheet would run as a formula gets a leading `'` (OWASP's
+    CSV injection advice). Numbers stay numbers: -0.5 is written as it is."""
     if isinstance(v, dt.datetime):
         return v.isoformat()
+    if isinstance(v, str):
+        if v.startswith(_FORMULA_START):
+            v = "'" + v
+        # The writer quotes a cell holding "\n" (its line end) but not a lone "\r", which readers take for a
+        # row end: carriage returns are written as newlines.
+        return v.replace("\r\n", "\n").replace("\r", "\n") if "\r" in v else v
     return "" if v is None else v
+
+
+def content_disposition(filename: str) -> str:
+    """An attachment header any name survives (RFC 6266): an ASCII fallback, and the name itself as RFC 5987
+    `filename*` (UTF-8, percent-encoded), so a non-ASCII run name is no UnicodeEncodeError."""
+    fallback = "".join(c if 32 <= ord(c) < 127 and c not in '"\\/;' else "_" for c in filename)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
 def _csv_lines(header: Sequence[str], rows: Iterator[list[Any]], chunk: int = 500) -> Iterator[str]:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(header)
+    writer.writerow([_cell(h) for h in header])
     for n, row in enumerate(rows, 1):
         writer.writerow([_cell(v) for v in row])
         if n % chunk == 0:
@@ -76,8 +96,7 @@ def export_csv(
             else:
                 yield from _csv_lines(export_store.COMMAND_COLUMNS, export_store.iter_command_rows(s, rid))
 
-    filename = f"{run}-{what}.csv".replace('"', "")
     return StreamingResponse(
         body(), media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+        headers={"Content-Disposition": content_disposition(f"{run}-{what}.csv")},
     )

@@ -99,7 +99,7 @@ def runs_page(
     archived: Annotated[str | None, Query(description="hide (default), only or all")] = None,
     sort: Annotated[str | None, Query()] = None,
     order: Annotated[str | None, Query()] = None,
-    page: Annotated[int, Query(ge=1)] = 1,
+    page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
     deleted: Annotated[str | None, Query(max_length=300, description="a run just deleted (named in a notice)")] = None,
     runs: Annotated[list[str], Query(description="runs ticked for comparing (kept across refreshes)")] = [],  # noqa: B006
 ) -> HTMLResponse:

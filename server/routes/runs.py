@@ -27,8 +27,12 @@ from server.store import evals as eval_store
 from server.store import runs as run_store
 from server.store import runs_table
 from server.store import series as series_store
+from trainer_agent.protocol import MAX_STEP
 
 router = APIRouter(prefix="/api/runs", tags=["runs"])
+# Every number a query takes is bounded by what its column holds (a step is a 32-bit INTEGER): a larger one
+# is a 422, never an overflow in the database driver.
+MAX_PAGE = 1_000_000
 _404: dict[int | str, dict[str, Any]] = {404: {"model": ErrorResponse, "description": "no such run"}}
 
 
@@ -37,15 +41,16 @@ def list_runs(
     response: Response,
     session: SessionDep,
     settings: SettingsDep,
-    project: str | None = None,
-    status: Annotated[str | None, Query(description=f"one of {', '.join(run_store.STATUSES)}")] = None,
-    tag: str | None = None,
+    project: Annotated[str | None, Query(max_length=256)] = None,
+    status: Annotated[str | None, Query(max_length=32, description=f"one of {', '.join(run_store.STATUSES)}")]
+    = None,
+    tag: Annotated[str | None, Query(max_length=256)] = None,
     q: Annotated[str | None, Query(max_length=200, description="a part of the run name")] = None,
     archived: Annotated[str, Query(description="hide (default), only or all")] = "hide",
     sort: Annotated[str | None, Query(description=f"one of {', '.join(runs_table.SORTS)}; newest first if omitted")]
     = None,
     order: Annotated[str | None, Query(description="asc or desc (default: the column's own)")] = None,
-    page: Annotated[int, Query(ge=1)] = 1,
+    page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
     limit: Annotated[int, Query(ge=1, le=1000, description="runs per page")] = 200,
 ) -> list[RunListItem]:
     """Runs with their summaries, newest first or sorted by a column; X-Total-Count says how many match."""
@@ -79,9 +84,11 @@ def get_series(
     run: str,
     session: SessionDep,
     metric: Metric = "probability",
-    arms: Annotated[str | None, Query(description="comma-separated arm names; all arms if omitted")] = None,
-    start: Annotated[int | None, Query(ge=0, description="first step (inclusive)")] = None,
-    end: Annotated[int | None, Query(ge=0, description="last step (inclusive)")] = None,
+    arms: Annotated[
+        str | None, Query(max_length=100_000, description="comma-separated arm names; all arms if omitted")
+    ] = None,
+    start: Annotated[int | None, Query(ge=0, le=MAX_STEP, description="first step (inclusive)")] = None,
+    end: Annotated[int | None, Query(ge=0, le=MAX_STEP, description="last step (inclusive)")] = None,
     max_points: Annotated[int, Query(ge=4, le=100_000, description="per arm; min/max kept per bucket")] = 1000,
 ) -> Series:
     """Per-arm values of one metric over steps, downsampled to at most `max_points` per arm."""
@@ -96,9 +103,11 @@ def get_series(
 def get_parts(
     run: str,
     session: SessionDep,
-    arms: Annotated[str | None, Query(description="comma-separated arm names; all arms if omitted")] = None,
-    start: Annotated[int | None, Query(ge=0, description="first step (inclusive)")] = None,
-    end: Annotated[int | None, Query(ge=0, description="last step (inclusive)")] = None,
+    arms: Annotated[
+        str | None, Query(max_length=100_000, description="comma-separated arm names; all arms if omitted")
+    ] = None,
+    start: Annotated[int | None, Query(ge=0, le=MAX_STEP, description="first step (inclusive)")] = None,
+    end: Annotated[int | None, Query(ge=0, le=MAX_STEP, description="last step (inclusive)")] = None,
     max_points: Annotated[int, Query(ge=4, le=100_000, description="per arm and part; min/max kept per bucket")] = 1000,
 ) -> Parts:
     """The parts of each arm's scheduler score over steps (DUMP: `mu`, the exploit term, and `bonus`, the
@@ -114,8 +123,8 @@ def get_parts(
 def get_steps(
     run: str,
     session: SessionDep,
-    start: Annotated[int | None, Query(ge=0)] = None,
-    end: Annotated[int | None, Query(ge=0)] = None,
+    start: Annotated[int | None, Query(ge=0, le=MAX_STEP, description="first step (inclusive)")] = None,
+    end: Annotated[int | None, Query(ge=0, le=MAX_STEP, description="last step (inclusive)")] = None,
     limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
 ) -> list[StepRow]:
     """Trainer metrics per step."""
@@ -134,7 +143,8 @@ def get_step_times(run: str, session: SessionDep) -> StepTimes:
 def get_evals(
     run: str,
     session: SessionDep,
-    name: Annotated[str | None, Query(description="one evaluation set; every one if omitted")] = None,
+    name: Annotated[str | None, Query(max_length=256, description="one evaluation set; every one if omitted")]
+    = None,
 ) -> Evals:
     """The run's evaluations (`agent.log_eval`): per evaluation name, step and arm, the accuracy and
     the counts behind it when the trainer sent them."""

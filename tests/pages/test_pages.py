@@ -315,7 +315,8 @@ def test_csv_export(app_server: LiveServer, rds: redis.Redis, settings: Settings
     r = app_server.client.get("/api/runs/pg-csv/export.csv", params={"what": "arms"})
     assert r.status_code == 200
     assert r.headers["content-type"] == "text/csv; charset=utf-8"
-    assert r.headers["content-disposition"] == 'attachment; filename="pg-csv-arms.csv"'
+    assert r.headers["content-disposition"] == (
+        "attachment; filename=\"pg-csv-arms.csv\"; filename*=UTF-8''pg-csv-arms.csv")
     rows = list(csv.DictReader(io.StringIO(r.text)))
     assert len(rows) == 3 * len(ARMS)
     assert list(rows[0]) == ["step", "ts", "arm", "probability", "score", "n_step", "n_total", "mean_abs_adv",

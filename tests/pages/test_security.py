@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -20,9 +21,9 @@ from server import auth
 from server.db import alembic_config, make_engine, make_sessionmaker
 from server.settings import Settings
 from server.store import users
-from tests.server.conftest import ROOT, LiveServer, cli_env
+from tests.server.conftest import ROOT, LiveServer, cli_env, run_start, step_msg, wait_for, xadd
 
-from .helpers import add_token, add_user, csrf_of, login, soup, start_run
+from .helpers import ARMS, add_token, add_user, csrf_of, login, soup, start_run
 
 HX = {"HX-Request": "true"}
 RELEASE = {"kind": "release", "arm": "kk3"}
@@ -250,3 +251,81 @@ def test_migration_remembers_existing_credentials(empty_db: str) -> None:
             assert not auth.dev_mode(session, s)
     finally:
         engine.dispose()
+
+
+# ---------------------------------------------------------------------------------------------------
+# 5. Security headers, the Host check, any printable run name
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_security_headers_on_every_response(app_server: LiveServer, rds: redis.Redis, settings: Settings) -> None:
+    start_run(app_server, rds, settings, "sec-hdr")
+    c = app_server.client
+    paths = ["/", "/runs/sec-hdr", "/runs/nope", "/login", "/compare?runs=sec-hdr", "/api/runs", "/api/runs/nope",
+             "/api/runs/sec-hdr/series?max_points=1", "/healthz", "/static/css/app.css", "/static/nope.js",
+             "/openapi.json", "/no-such-page"]
+    for path in paths:
+        r = c.get(path)
+        csp = r.headers.get("content-security-policy", "")
+        assert "frame-ancestors 'none'" in csp and "script-src 'self'" in csp, path
+        assert "unsafe-inline" not in csp.split("script-src")[1].split(";")[0], path
+        assert (r.headers.get("x-frame-options"), r.headers.get("x-content-type-options"),
+                r.headers.get("referrer-policy")) == ("DENY", "nosniff", "same-origin"), path
+    with c.stream("GET", "/api/runs/sec-hdr/events") as r:
+        assert r.headers["x-frame-options"] == "DENY" and "frame-ancestors" in r.headers["content-security-policy"]
+    # No page carries an inline script or event handler (the CSP would block it): scripts are files, data is JSON.
+    for path in ["/", "/runs/sec-hdr", "/login", "/compare?runs=sec-hdr", "/runs/sec-hdr/manage",
+                 "/runs/sec-hdr/delete", "/runs/nope"]:
+        page = soup(c.get(path))
+        for s in page.select("script"):
+            assert s.get("src") or s.get("type") == "application/json", (path, str(s)[:80])
+        handlers = [(t.name, a) for t in page.find_all(True) for a in t.attrs if a.lower().startswith(("on", "hx-on"))]
+        assert handlers == [], path
+        assert not any(str(a.get("href", "")).lower().startswith("javascript:") for a in page.select("a")), path
+
+
+def test_host_header_is_checked(make_server: Callable[..., LiveServer], settings: Settings) -> None:
+    srv = make_server(settings)
+    port = srv.url.rsplit(":", 1)[1]
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}", "LOCALHOST"):
+        assert srv.client.get("/healthz", headers={"Host": host}).status_code == 200, host
+    for host in (f"evil.example:{port}", "evil.example", f"127.0.0.1.evil.example:{port}", "", "[::1"):
+        r = srv.client.get("/api/runs", headers={"Host": host})
+        assert r.status_code == 400 and "Invalid Host header" in r.text, host
+        assert r.headers["x-frame-options"] == "DENY"
+    more = make_server(settings.model_copy(update={"allowed_hosts": ["steerboard.lab.example"]}))
+    assert more.client.get("/healthz", headers={"Host": "steerboard.lab.example"}).status_code == 200
+    assert more.client.get("/healthz", headers={"Host": "other.example"}).status_code == 400
+    anything = make_server(settings.model_copy(update={"allowed_hosts": ["*"]}))
+    assert anything.client.get("/healthz", headers={"Host": "other.example"}).status_code == 200
+
+
+ODD_NAMES = ["team/exp 1", "a/b/c", "q?x=1#frag", "100% & more+", "ünï/cödé", "ends/with/slash/", "dots..",
+             "quote\"'<b>"]
+
+
+def test_run_names_with_any_printable_character_are_reachable(app_server: LiveServer, rds: redis.Redis,
+                                                              settings: Settings) -> None:
+    c = app_server.client
+    for name in ODD_NAMES:
+        xadd(rds, settings, run_start(name, 1, ARMS), step_msg(name, 2, 0, ARMS))
+    # Percent-encoded as the pages' scripts do (encodeURIComponent).
+    wait_for(lambda: all(c.get(f"/api/runs/{quote(n, safe='')}").status_code == 200 for n in ODD_NAMES))
+    table = soup(c.get("/", params={"per_page": 50}))
+    links = {a.text: a["href"] for a in table.select("td.run-name a")}
+    assert set(links) == set(ODD_NAMES)
+    for name in ODD_NAMES:
+        q = quote(name, safe="")
+        page = c.get(links[name])  # the runs table's own link
+        assert page.status_code == 200, name
+        assert soup(page).select_one("#run-header h1").contents[0].strip() == name
+        for path in (f"/api/runs/{q}", f"/api/runs/{q}/series", f"/api/runs/{q}/steps", f"/api/runs/{q}/commands",
+                     f"/api/runs/{q}/export.csv", f"/runs/{q}/manage", f"/runs/{q}/commands"):
+            assert c.get(path).status_code == 200, (name, path)
+        assert c.get(f"/api/runs/{q}").json()["name"] == name
+        r = c.post(f"/api/runs/{q}/commands", json=RELEASE)
+        assert r.status_code == 202, (name, r.text)
+        assert [x["kind"] for x in c.get(f"/api/runs/{q}/commands").json()] == ["release"]
+    # The runs of the names' prefixes do not exist and are not confused with them.
+    assert c.get("/api/runs/team").status_code == 404
+    assert c.get("/api/runs/a%2Fb").status_code == 404

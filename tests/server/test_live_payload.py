@@ -51,11 +51,11 @@ def test_labels() -> None:
 def test_steps_carry_every_field(engine: Engine) -> None:
     run = "doc-steps"
     start = orjson.dumps(run_start(run, 1, ARMS))
-    # Only the required arm keys, a key the contract does not know, and a non-finite metric (valid on
-    # the wire, not in JSON.parse).
+    # Only the required arm keys and a key the contract does not know. (A non-finite number is refused at
+    # ingest: tests/server/test_hardening.py.)
     step = (
         b'{"v": 1, "type": "step", "run": "doc-steps", "seq": 2, "ts": 1700000000.5, "step": 0, '
-        b'"metrics": {"loss": NaN, "kl": 0.25}, "colour": "red", "arms": ['
+        b'"metrics": {"loss": 1e300, "kl": 0.25}, "colour": "red", "arms": ['
         b'{"arm": "a", "p": 0.25, "n_step": 3, "n_total": 3, "extra": 1}, '
         b'{"arm": "b", "p": 0.75, "n_step": 0, "n_total": 0, "state": "retired", "pin": 0.75}]}'
     )
@@ -63,7 +63,7 @@ def test_steps_carry_every_field(engine: Engine) -> None:
     assert set(published) == {"run", "seq", "entry_ids", "steps", "status"}
     assert (published["run"], published["seq"]) == (run, 1)
     assert published["steps"] == [{
-        "step": 0, "ts": 1700000000.5, "metrics": {"loss": None, "kl": 0.25},
+        "step": 0, "ts": 1700000000.5, "metrics": {"loss": 1e300, "kl": 0.25},
         "arms": [
             {"arm": "a", "p": 0.25, "score": None, "parts": {}, "n_step": 3, "n_total": 3, "mean_abs_adv": None,
              "mean_reward": None, "accuracy": None, "state": "active", "pin": None, "boost": None},
