@@ -5,6 +5,7 @@
 - `ingest`: ingest writes (`apply_ingest`); `rollups`: the rollups ingest keeps.
 - `events`: live events (docs/sse.md), published after ingest and replayed by `events_since`.
 - `series`: chart series (downsampled), step metrics and times.
+- `metrics`: the trainer's metrics as chart series, from a per-process cache of each run's metric columns.
 - `runs`: a run in full, project and run names; the stale rule (`is_stale`, `stale_clause` in SQL).
 - `runs_table`: the runs table and JSON list (filters, sort by any column, pages, each run's summary).
 - `manage`: tags (the agent's and people's), notes, archiving, deleting a run; their audit log.
