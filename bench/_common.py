@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
 import socket
@@ -15,6 +16,16 @@ import httpx
 from sqlalchemy import text
 
 from server.db import make_engine
+
+
+def parser(doc: str | None) -> argparse.ArgumentParser:
+    """The options every database benchmark has: --backends, --keep, --pg-url."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--backends", default="sqlite,postgresql")
+    ap.add_argument("--keep", action="store_true", help="keep (and reuse) the databases")
+    ap.add_argument("--pg-url", default=os.environ.get("STEERBOARD_BENCH_PG",
+                                                       "postgresql+psycopg://postgres@127.0.0.1:5432/test"))
+    return ap
 
 
 def free_port() -> int:

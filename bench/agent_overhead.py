@@ -31,7 +31,6 @@ import numpy as np
 
 from trainer_agent import CurriculumAgent, available_schedulers
 
-
 CASES = ("given", "from groups", "prompts")
 
 

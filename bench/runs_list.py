@@ -13,9 +13,7 @@ runs with plain SQL; serves them with the real app (uvicorn, no ingest) and time
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
-import os
 import random
 import subprocess
 import sys
@@ -34,7 +32,7 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from _common import drop_pg_schema, pct, pg_schema, serve_web  # noqa: E402
+from _common import drop_pg_schema, parser, pct, pg_schema, serve_web  # noqa: E402
 
 from server.db import alembic_config, make_engine  # noqa: E402
 from server.store import ingest as ingest_store  # noqa: E402
@@ -161,14 +159,10 @@ def time_requests(base: str, repeats: int) -> list[tuple[str, float, float, int]
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--backends", default="sqlite,postgresql")
+    ap = parser(__doc__)
     ap.add_argument("--runs", type=int, default=5000)
     ap.add_argument("--max-steps", type=int, default=40)
     ap.add_argument("--repeats", type=int, default=40)
-    ap.add_argument("--keep", action="store_true", help="keep (and reuse) the databases")
-    ap.add_argument("--pg-url", default=os.environ.get("STEERBOARD_BENCH_PG",
-                                                       "postgresql+psycopg://postgres@127.0.0.1:5432/test"))
     args = ap.parse_args()
     tmp = Path(tempfile.gettempdir()) / "steerboard-bench-runs"
     tmp.mkdir(exist_ok=True)

@@ -18,7 +18,6 @@ bucketed points, MLflow 2,500 strided points.
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import statistics
@@ -37,7 +36,7 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from _common import drop_pg_schema, pg_schema, serve_web  # noqa: E402
+from _common import drop_pg_schema, parser, pg_schema, serve_web  # noqa: E402
 
 from server.db import alembic_config, make_engine  # noqa: E402
 from server.store import ingest as ingest_store  # noqa: E402
@@ -218,16 +217,12 @@ def time_compare(url: str) -> dict[str, float]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--backends", default="sqlite,postgresql")
+    ap = parser(__doc__)
     ap.add_argument("--steps", type=int, default=100_000)
     ap.add_argument("--arms", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--page", action="store_true", help="also time the run page in headless Chromium")
     ap.add_argument("--page-loads", type=int, default=3, help="cold page loads to time (with --page)")
-    ap.add_argument("--keep", action="store_true", help="keep (and reuse) the databases")
-    ap.add_argument("--pg-url", default=os.environ.get("STEERBOARD_BENCH_PG",
-                                                       "postgresql+psycopg://postgres@127.0.0.1:5432/test"))
     args = ap.parse_args()
     tmp = Path(tempfile.gettempdir()) / "steerboard-bench-series"
     tmp.mkdir(exist_ok=True)
