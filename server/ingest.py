@@ -30,6 +30,7 @@ from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 from server.db import SQLITE_IMMEDIATE
 from server.logsafe import printable
 from server.settings import Settings
+from server.store.diagnoses import DIAGNOSIS_CONFIG, diagnosis_config
 from server.store.events import LiveEvent
 from server.store.ingest import Entry, apply_ingest
 from server.wire import INGEST_ADAPTER
@@ -144,6 +145,7 @@ class IngestWorker:
         self.stream = settings.keys.ingest
         self.group = settings.ingest_group
         self._last_claim = 0.0
+        self.diagnosis = diagnosis_config(settings)
         self.committed = 0  # entries written and acked (counting dead letters)
         self.dead = 0
 
@@ -322,7 +324,7 @@ class IngestWorker:
 
     def _write(self, entries: list[Entry]) -> list[LiveEvent]:
         with self.engine.connect() as conn:
-            conn = conn.execution_options(**{SQLITE_IMMEDIATE: True})
+            conn = conn.execution_options(**{SQLITE_IMMEDIATE: True, DIAGNOSIS_CONFIG: self.diagnosis})
             with conn.begin():
                 return apply_ingest(conn, entries)
 

@@ -25,7 +25,9 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # Per-arm statistics charted over steps; each has min/max/sum/n/last columns in `arm_rollups`.
-Metric = Literal["probability", "score", "mean_abs_adv", "mean_reward", "accuracy", "n_step", "n_total"]
+Metric = Literal[
+    "probability", "score", "mean_abs_adv", "mean_reward", "accuracy", "n_step", "n_total", "zero_var",
+]
 METRICS: tuple[str, ...] = get_args(Metric)
 # Steps per rollup bucket, finest first: ingest keeps every level, so a chart of any range reads a few
 # hundred rows per arm from the coarsest level that still has enough buckets. Changing these needs a
@@ -137,6 +139,11 @@ class ArmStep(Base):
     mean_abs_adv: Mapped[float | None] = mapped_column(Float)
     mean_reward: Mapped[float | None] = mapped_column(Float)
     accuracy: Mapped[float | None] = mapped_column(Float)
+    # The agent's signals (docs/wire.md): groups this step, the share of them with all rewards equal,
+    # and the pass-rate profile of the arm's prompts (counts per protocol.PASS_HIST_BINS).
+    n_groups: Mapped[int | None] = mapped_column(Integer)
+    zero_var: Mapped[float | None] = mapped_column(Float)
+    pass_hist: Mapped[list[int] | None] = mapped_column(JSON)
 
 
 class RunStep(Base):
@@ -361,3 +368,54 @@ part_rollups = Table(
     PrimaryKeyConstraint("run_id", "width", "bucket", "arm_id", "part", name="pk_part_rollups"),
     sqlite_with_rowid=False,
 )
+
+
+class RunDiagnosis(Base):
+    """What the diagnosis of a run carries from one ingest batch to the next (server/diagnosis.py): per
+    arm id its decayed sums, candidate and diagnosis; `step` is the last step folded into it."""
+
+    __tablename__ = "run_diagnoses"
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    step: Mapped[int] = mapped_column(Integer)
+    state: Mapped[dict[str, Any]] = mapped_column(JSON)
+    updated_at: Mapped[dt.datetime]
+
+
+class DiagnosisChange(Base):
+    """A change of an arm's diagnosis: it began at `since_step` and was confirmed at `step`."""
+
+    __tablename__ = "diagnosis_changes"
+    __table_args__ = (
+        Index("ix_diagnosis_changes_run_event", "run_id", "event_seq"),
+        Index("ix_diagnosis_changes_run_arm_step", "run_id", "arm_id", "step"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    arm_id: Mapped[int] = mapped_column(ForeignKey("arms.id", ondelete="CASCADE"))
+    since_step: Mapped[int] = mapped_column(Integer)
+    step: Mapped[int] = mapped_column(Integer)
+    diagnosis: Mapped[str | None] = mapped_column(String(16))
+    previous: Mapped[str | None] = mapped_column(String(16))
+    figures: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # The run's live event that carried it (rebuilt for resuming SSE clients).
+    event_seq: Mapped[int] = mapped_column(BigInteger)
+
+
+class SuggestionResponse(Base):
+    """A person accepted (the command sent: `command_id`) or dismissed the suggestion of an arm's diagnosis."""
+
+    __tablename__ = "suggestion_responses"
+    __table_args__ = (Index("ix_suggestion_responses_run_created", "run_id", "created_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    arm: Mapped[str] = mapped_column(String(256))
+    diagnosis: Mapped[str] = mapped_column(String(16))
+    since_step: Mapped[int] = mapped_column(Integer)
+    response: Mapped[str] = mapped_column(String(16))  # accepted | dismissed
+    command_id: Mapped[str | None] = mapped_column(String(36))
+    actor: Mapped[str] = mapped_column(String(256))
+    reason: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[dt.datetime]

@@ -100,6 +100,24 @@ class Settings(BaseSettings):
     sse_replay_limit: int = Field(2000, ge=1)
     sse_ping_s: float = Field(15.0, gt=0)
 
+    # Diagnoses of arms (docs/diagnosis.md has the reasoning behind each default).
+    diagnosis_window: int = Field(20, ge=2, description="steps of the decayed means (lambda = 1 - 1/window)")
+    diagnosis_confirm_steps: int = Field(5, ge=1, description="steps a new diagnosis must hold before it is one")
+    diagnosis_min_samples: int = Field(64, ge=1, description="completions an arm needs before any diagnosis")
+    diagnosis_saturated_accuracy: float = Field(0.9, ge=0, le=1)
+    diagnosis_too_hard_accuracy: float = Field(0.1, ge=0, le=1)
+    diagnosis_low_signal_zero_var: float = Field(0.7, ge=0, le=1)
+    diagnosis_low_signal_abs_adv: float = Field(0.25, ge=0)
+    diagnosis_high_signal_zero_var: float = Field(0.5, ge=0, le=1)
+    diagnosis_high_signal_abs_adv: float = Field(0.4, ge=0)
+    diagnosis_starved_share: float = Field(0.25, gt=0, le=1, description="starved below this x an equal share")
+    diagnosis_unstable_ratio: float = Field(3.0, gt=0)
+    diagnosis_regress_drop: float = Field(0.15, gt=0, le=1)
+    suggest_boost_factor: float = Field(2.0, gt=1)
+    suggest_boost_steps: int = Field(50, ge=1)
+    suggest_lower_factor: float = Field(0.25, gt=0, lt=1)
+    suggest_lower_steps: int = Field(200, ge=1)
+
     @field_validator("api_token")
     @classmethod
     def _no_placeholder(cls, v: SecretStr | None) -> SecretStr | None:

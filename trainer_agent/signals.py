@@ -23,10 +23,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from .protocol import PASS_HIST_BINS
+
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
-
-from .protocol import PASS_HIST_BINS
 
 # never solved, pass rate in (0, 1/3), [1/3, 2/3), [2/3, 1), always solved (protocol.PASS_HIST_BINS)
 PASS_BINS = len(PASS_HIST_BINS)

@@ -242,8 +242,8 @@ class ObservationBuffer:
         k = self.n_arms
         n_groups, zero_var = counts if counts is not None else (None, None)
         if groups is not None:
-            n_groups = np.bincount(groups.arm, minlength=k)
-            zero_var = np.bincount(groups.arm, weights=groups.zero_var, minlength=k)
+            n_groups = np.bincount(groups.arm, minlength=k).astype(np.float64)
+            zero_var = np.bincount(groups.arm, weights=groups.zero_var, minlength=k).astype(np.float64)
         hist = None
         if self.prompts.seen_any or (groups is not None and groups.prompt is not None):
             hist = self.prompts.update(groups.keyed() if groups is not None else None)

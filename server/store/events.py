@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from server.store.commands import AckedCommand, acked_since, command_label
+from server.store.diagnoses import DiagnosisConfig, changes_of
 from server.store.evals import evals_since
 from server.store.sql import ARM_STEPS, ARMS, RUN_STEPS, RUNS, run_row
 from server.wire import ArmRecord, Step
@@ -22,11 +23,11 @@ from server.wire import ArmRecord, Step
 # Every field of an arm's record in a step entry, in the order documented in docs/sse.md.
 ARM_FIELDS = (
     "arm", "p", "score", "parts", "n_step", "n_total", "mean_abs_adv", "mean_reward", "accuracy", "state", "pin",
-    "boost",
+    "boost", "n_groups", "zero_var", "pass_hist",
 )
 _ARM_DEFAULTS: dict[str, Any] = {
     "score": None, "parts": {}, "mean_abs_adv": None, "mean_reward": None, "accuracy": None, "state": "active",
-    "pin": None, "boost": None,
+    "pin": None, "boost": None, "n_groups": None, "zero_var": None, "pass_hist": None,
 }
 
 
@@ -122,6 +123,8 @@ def events_since(conn: Connection, run: str, after: int, limit: int) -> tuple[in
         ev(seq).setdefault("acks", []).append(ack_entry(c))
     for seq, p in evals_since(conn, run_id, after):
         ev(seq).setdefault("evals", []).append(p.entry())
+    for d in changes_of(conn, run_id, DiagnosisConfig(), after_event=after):
+        ev(d.pop("event_seq")).setdefault("diagnoses", []).append(d)
     if status_seq > after:
         # Only the latest status is kept; earlier status changes in the gap are superseded by it.
         ev(status_seq)["status"] = status_entry(conn, run_id)
@@ -157,6 +160,7 @@ def _arm_entries(conn: Connection, run_id: int, step_nums: list[int]) -> dict[in
         out[a.step].append({
             "arm": st.name, "p": a.probability, "score": a.score, "parts": a.parts, "n_step": a.n_step,
             "n_total": a.n_total, "mean_abs_adv": a.mean_abs_adv, "mean_reward": a.mean_reward,
-            "accuracy": a.accuracy, "state": st.state, "pin": st.pin, "boost": st.boost,
+            "accuracy": a.accuracy, "state": st.state, "pin": st.pin, "boost": st.boost, "n_groups": a.n_groups,
+            "zero_var": a.zero_var, "pass_hist": a.pass_hist,
         })
     return out

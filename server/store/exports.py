@@ -13,6 +13,7 @@ from server.store.sql import ARM_STEPS, ARMS, COMMANDS, EVALS, RUN_STEPS
 
 ARM_COLUMNS = (
     "step", "ts", "arm", "probability", "score", "n_step", "n_total", "mean_abs_adv", "mean_reward", "accuracy",
+    "n_groups", "zero_var", "pass_hist",
 )
 STEP_COLUMNS = ("step", "ts")  # then one column per trainer metric
 EVAL_COLUMNS = ("name", "step", "arm", "accuracy", "correct", "total", "ts")
@@ -28,7 +29,7 @@ def iter_arm_rows(session: Session, rid: int, parts: Sequence[str], chunk: int =
     q = (
         select(
             s.step, r.ts, a.name, s.probability, s.score, s.n_step, s.n_total, s.mean_abs_adv, s.mean_reward,
-            s.accuracy, s.parts,
+            s.accuracy, s.n_groups, s.zero_var, s.pass_hist, s.parts,
         )
         .join(ARMS, a.id == s.arm_id)
         .outerjoin(RUN_STEPS, and_(r.run_id == s.run_id, r.step == s.step))
@@ -38,7 +39,8 @@ def iter_arm_rows(session: Session, rid: int, parts: Sequence[str], chunk: int =
     )
     for row in session.execute(q):
         got: dict[str, Any] = row[-1] or {}
-        yield [*row[:-1], *(got.get(p) for p in parts)]
+        hist = row[-2]  # counts per trainer_agent.protocol.PASS_HIST_BINS, written as 1/2/3/4/5
+        yield [*row[:-2], None if hist is None else "/".join(str(x) for x in hist), *(got.get(p) for p in parts)]
 
 
 def iter_command_rows(session: Session, rid: int, chunk: int = 1000) -> Iterator[list[Any]]:

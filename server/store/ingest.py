@@ -15,6 +15,7 @@ import orjson
 from sqlalchemy import Connection, bindparam, select, update
 
 from server.store.commands import record_acks
+from server.store.diagnoses import DIAGNOSIS_CONFIG, DiagnosisConfig, diagnose_batch, split_rows
 from server.store.evals import insert_evals
 from server.store.events import LiveEvent, ack_entry, status_entry, step_entry
 from server.store.manage import sync_agent_tags
@@ -67,6 +68,8 @@ def apply_ingest(conn: Connection, entries: Sequence[Entry]) -> list[LiveEvent]:
     """
     if not entries:
         return []
+    # The diagnosis rules' parameters travel as a connection option (the worker's, from its settings).
+    diagnosis = conn.get_execution_options().get(DIAGNOSIS_CONFIG) or DiagnosisConfig()
     accs = _lock_runs(conn, sorted({e.msg.run for e in entries}))
     for e in entries:
         acc = accs[e.msg.run]
@@ -98,7 +101,8 @@ def apply_ingest(conn: Connection, entries: Sequence[Entry]) -> list[LiveEvent]:
 
     arm_ids = _ensure_arms(conn, accs.values())
     events: list[LiveEvent] = []
-    new_steps = _insert_steps(conn, accs.values(), arm_ids)
+    new_steps, diag_rows = _insert_steps(conn, accs.values(), arm_ids)
+    diag_by_run = split_rows(diag_rows)
     for acc in accs.values():
         seq = acc.event_seq + 1  # this batch's event, if it changes anything shown
         payload: dict[str, Any] = {"run": acc.name, "entry_ids": acc.entry_ids}
@@ -115,6 +119,12 @@ def apply_ingest(conn: Connection, entries: Sequence[Entry]) -> list[LiveEvent]:
         if evals:
             payload["evals"] = [p.entry() for p in evals]
             changed = True
+        rows = diag_by_run.get(acc.run_id)
+        if rows is not None or evals:
+            diagnoses = diagnose_batch(conn, acc.run_id, rows, evals, arm_ids.get(acc.run_id, {}), seq, diagnosis)
+            if diagnoses:
+                payload["diagnoses"] = diagnoses
+                changed = True
         values: dict[str, Any] = {
             "last_seq": acc.last_seq,
             "last_step": acc.last_step,
@@ -238,7 +248,7 @@ def _arm_ids(conn: Connection, run_ids: list[int]) -> dict[int, dict[str, int]]:
 
 # Column order of the arm_steps tuples built in _insert_steps: the numeric columns first, in the layout
 # the rollups read, then parts.
-_ARM_STEP_COLS = (*NUMERIC_COLS, "parts")
+_ARM_STEP_COLS = (*NUMERIC_COLS, "n_groups", "pass_hist", "parts")
 
 
 def _arm_step_sql(dialect: str) -> str:
@@ -270,7 +280,8 @@ def _copy_arm_steps(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
 
 
 _ARM_FIELDS = itemgetter(
-    "arm", "p", "score", "n_step", "n_total", "mean_abs_adv", "mean_reward", "accuracy", "parts"
+    "arm", "p", "score", "n_step", "n_total", "mean_abs_adv", "mean_reward", "accuracy", "zero_var", "n_groups",
+    "pass_hist", "state", "parts",
 )
 
 
@@ -278,14 +289,15 @@ def _arm_fields_slow(r: ArmRecord) -> tuple[Any, ...]:
     g = r.get
     return (
         r["arm"], r["p"], g("score"), r["n_step"], r["n_total"], g("mean_abs_adv"), g("mean_reward"),
-        g("accuracy"), g("parts") or {},
+        g("accuracy"), g("zero_var"), g("n_groups"), g("pass_hist"), g("state", "active"), g("parts") or {},
     )
 
 
 def _insert_steps(
     conn: Connection, accs: Iterable[_RunAcc], arm_ids: dict[int, dict[str, int]]
-) -> dict[int, list[tuple[Entry, Step]]]:
-    """Insert run_steps and arm_steps of steps not stored yet; return the new steps per run id."""
+) -> tuple[dict[int, list[tuple[Entry, Step]]], list[tuple[Any, ...]]]:
+    """Insert run_steps and arm_steps of steps not stored yet; return the new steps per run id, and
+    their rows as the diagnosis reads them."""
     run_rows: list[dict[str, Any]] = []
     by_key: dict[tuple[int, int], tuple[Entry, Step]] = {}
     for a in accs:
@@ -305,17 +317,18 @@ def _insert_steps(
                 "event_seq": a.event_seq + 1, "metrics": m.metrics, "graded": graded, "correct": correct,
             })
     if not run_rows:
-        return {}
+        return {}, []
     ins = insert(conn, RUN_STEPS).on_conflict_do_nothing(index_elements=["run_id", "step"])
     inserted = conn.execute(ins.returning(RUN_STEPS.c.run_id, RUN_STEPS.c.step), run_rows).all()
     new: dict[int, list[tuple[Entry, Step]]] = defaultdict(list)
     for run_id, step in inserted:
         new[run_id].append(by_key[(run_id, step)])
     if not new:
-        return {}
+        return {}, []
     rows: list[tuple[Any, ...]] = []
     nums: list[tuple[Any, ...]] = []  # the numeric columns again, for the rollups
     parts_of: list[dict[str, Any]] = []  # each row's score parts, for part_rollups
+    diag: list[tuple[Any, ...]] = []  # what the diagnosis reads (server.store.diagnoses.DIAG_COLS)
     dumps = orjson.dumps
     for run_id, steps in new.items():
         steps.sort(key=lambda s: s[1].step)
@@ -324,20 +337,22 @@ def _insert_steps(
             step = m.step
             for r in m.arms:
                 try:  # all keys present (what the agent sends): one C call
-                    arm, p, score, n_step, n_total, mab, mr, acc, parts = _ARM_FIELDS(r)
+                    arm, p, score, n_step, n_total, mab, mr, acc, zv, ng, hist, state, parts = _ARM_FIELDS(r)
                 except KeyError:
-                    arm, p, score, n_step, n_total, mab, mr, acc, parts = _arm_fields_slow(r)
-                num = (run_id, ids[arm], step, p, score, n_step, n_total, mab, mr, acc)
+                    arm, p, score, n_step, n_total, mab, mr, acc, zv, ng, hist, state, parts = _arm_fields_slow(r)
+                arm_id = ids[arm]
+                num = (run_id, arm_id, step, p, score, n_step, n_total, mab, mr, acc, zv)
                 nums.append(num)
-                rows.append((*num, dumps(parts).decode()))
+                rows.append((*num, ng, None if hist is None else dumps(hist).decode(), dumps(parts).decode()))
                 parts_of.append(parts)
+                diag.append((run_id, arm_id, step, p, n_step, acc, mab, zv, ng, state == "retired"))
     if conn.dialect.name == "postgresql":
         _copy_arm_steps(conn, rows)
     else:
         conn.exec_driver_sql(_arm_step_sql(conn.dialect.name), rows)
     merge_rollups(conn, nums, parts_of)
     _update_arm_state(conn, new, arm_ids)
-    return new
+    return new, diag
 
 
 def _update_arm_state(

@@ -60,15 +60,20 @@ def test_steps_carry_every_field(engine: Engine) -> None:
         b'{"arm": "b", "p": 0.75, "n_step": 0, "n_total": 0, "state": "retired", "pin": 0.75}]}'
     )
     (published,) = _apply(engine, start, step)
-    assert set(published) == {"run", "seq", "entry_ids", "steps", "status"}
+    assert set(published) == {"run", "seq", "entry_ids", "steps", "status", "diagnoses"}
     assert (published["run"], published["seq"]) == (run, 1)
+    # Arm b is retired from its first step: a diagnosis change, dated at that step (docs/diagnosis.md).
+    assert [(d["arm"], d["diagnosis"], d["previous"], d["since_step"], d["step"], d["suggestion"])
+            for d in published["diagnoses"]] == [("b", "retired", None, 0, 0, None)]
     assert published["steps"] == [{
         "step": 0, "ts": 1700000000.5, "metrics": {"loss": 1e300, "kl": 0.25},
         "arms": [
             {"arm": "a", "p": 0.25, "score": None, "parts": {}, "n_step": 3, "n_total": 3, "mean_abs_adv": None,
-             "mean_reward": None, "accuracy": None, "state": "active", "pin": None, "boost": None},
+             "mean_reward": None, "accuracy": None, "state": "active", "pin": None, "boost": None,
+             "n_groups": None, "zero_var": None, "pass_hist": None},
             {"arm": "b", "p": 0.75, "score": None, "parts": {}, "n_step": 0, "n_total": 0, "mean_abs_adv": None,
-             "mean_reward": None, "accuracy": None, "state": "retired", "pin": 0.75, "boost": None},
+             "mean_reward": None, "accuracy": None, "state": "retired", "pin": 0.75, "boost": None,
+             "n_groups": None, "zero_var": None, "pass_hist": None},
         ],
     }]
     assert published["status"] == {
