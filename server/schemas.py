@@ -8,6 +8,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from server.models import Metric
+from server.store.commands import AuditEntry
+from server.store.runs import ArmSnapshot
 from trainer_agent.protocol import CommandKind
 
 
@@ -35,14 +37,9 @@ class RunSummary(BaseModel):
     event_seq: int = Field(description="id of the latest live event of this run (SSE)")
 
 
-class ArmState(BaseModel):
-    name: str
-    metadata: dict[str, Any]
-    state: str
-    pin: float | None
-    boost: float | None
-    probability: float | None
-    last_step: int
+# Store dataclasses served as they are (pydantic validates and documents stdlib dataclasses, so a
+# mirror model would only repeat their fields): an arm of a run, and a command of the audit log.
+__all__ = ["ArmSnapshot", "AuditEntry"]
 
 
 class RunDetail(RunSummary):
@@ -51,7 +48,7 @@ class RunDetail(RunSummary):
     host: str | None
     pid: int | None
     last_seq: int
-    arms: list[ArmState]
+    arms: list[ArmSnapshot]
 
 
 class TagOut(BaseModel):
@@ -180,22 +177,6 @@ class CommandIn(BaseModel):
 class CommandAccepted(BaseModel):
     id: str
     status: Literal["pending"]
-
-
-class CommandRecord(BaseModel):
-    id: str
-    run: str
-    kind: str
-    arm: str
-    value: float | None
-    steps: int | None
-    actor: str
-    reason: str
-    created_at: dt.datetime
-    status: str
-    applied_step: int | None
-    message: str | None
-    acked_at: dt.datetime | None
 
 
 class DeadLetter(BaseModel):

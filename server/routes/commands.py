@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 
 from server import steering
 from server.deps import Operator, RedisDep, SessionDep, SettingsDep
-from server.schemas import CommandAccepted, CommandIn, CommandRecord, ErrorResponse
+from server.schemas import AuditEntry, CommandAccepted, CommandIn, ErrorResponse
 from server.store import commands as command_store
 
 router = APIRouter(prefix="/api/runs", tags=["commands"])
@@ -37,10 +37,9 @@ def post_command(
     return steering.submit(session, client, settings, run, body, actor)
 
 
-@router.get("/{run:path}/commands", response_model=list[CommandRecord], responses={404: {"model": ErrorResponse}})
+@router.get("/{run:path}/commands", response_model=list[AuditEntry], responses={404: {"model": ErrorResponse}})
 def list_commands(
     run: str, session: SessionDep, limit: Annotated[int, Query(ge=1, le=10_000)] = 500
-) -> list[CommandRecord]:
+) -> list[AuditEntry]:
     """The audit log of a run's commands, newest first."""
-    log = command_store.list_commands(session, run, limit)
-    return [CommandRecord.model_validate(c, from_attributes=True) for c in log]
+    return command_store.list_commands(session, run, limit)
