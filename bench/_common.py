@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -26,6 +27,21 @@ def parser(doc: str | None) -> argparse.ArgumentParser:
     ap.add_argument("--pg-url", default=os.environ.get("STEERBOARD_BENCH_PG",
                                                        "postgresql+psycopg://postgres@127.0.0.1:5432/test"))
     return ap
+
+
+def database(backend: str, name: str, keep: bool, pg_url: str) -> tuple[str, bool]:
+    """A database URL for a benchmark's data set `name`: a SQLite file in the temp folder, or a PostgreSQL
+    schema of that name; emptied unless `keep`. Also whether it existed already (and was kept)."""
+    if backend == "postgresql":
+        return pg_schema(pg_url, name, keep)
+    db_file = Path(tempfile.gettempdir()) / "steerboard-bench" / f"{name}.db"
+    db_file.parent.mkdir(exist_ok=True)
+    exists = db_file.exists()
+    if exists and not keep:
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{db_file}{suffix}").unlink(missing_ok=True)
+        exists = False
+    return f"sqlite:///{db_file}", exists
 
 
 def free_port() -> int:

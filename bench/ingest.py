@@ -59,6 +59,8 @@ def make_messages(run: str, steps: int, arms: int, seed: int = 0) -> list[bytes]
                 "parts": {"exploit": exploit, "explore": explore}, "n_step": k, "n_total": totals[i],
                 "mean_abs_adv": rng.random() if k else None, "mean_reward": rng.random() if k else None,
                 "accuracy": rng.random() if k else None, "state": "active", "pin": None, "boost": None,
+                # What an agent given group ids sends (no prompt ids: no pass-rate profile).
+                "n_groups": k // 8 + 1, "zero_var": rng.random(), "pass_hist": None,
             })
         msgs.append(orjson.dumps({
             "v": 1, "type": "step", "run": run, "seq": step + 2, "ts": time.time(), "step": step,

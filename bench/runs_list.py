@@ -17,7 +17,6 @@ import datetime as dt
 import random
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -32,7 +31,7 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from _common import drop_pg_schema, parser, pct, pg_schema, serve_web  # noqa: E402
+from _common import database, drop_pg_schema, parser, pct, serve_web  # noqa: E402
 
 from server.db import alembic_config, make_engine  # noqa: E402
 from server.store import ingest as ingest_store  # noqa: E402
@@ -164,23 +163,11 @@ def main() -> None:
     ap.add_argument("--max-steps", type=int, default=40)
     ap.add_argument("--repeats", type=int, default=40)
     args = ap.parse_args()
-    tmp = Path(tempfile.gettempdir()) / "steerboard-bench-runs"
-    tmp.mkdir(exist_ok=True)
-    tag = f"{args.runs}x{args.max_steps}"
+    schema = f"bench_runs_{args.runs}x{args.max_steps}"
     print(f"{args.runs:,} runs of 8 arms, 0-{args.max_steps} steps, 3 evaluations each; "
           f"{args.repeats} requests per case")
     for backend in args.backends.split(","):
-        schema = f"bench_runs_{tag}"
-        db_file = tmp / f"runs-{tag}.db"
-        if backend == "sqlite":
-            url = f"sqlite:///{db_file}"
-            exists = db_file.exists()
-            if exists and not args.keep:
-                for suffix in ("", "-wal", "-shm"):
-                    Path(f"{db_file}{suffix}").unlink(missing_ok=True)
-                exists = False
-        else:
-            url, exists = pg_schema(args.pg_url, schema, args.keep)
+        url, exists = database(backend, schema, args.keep, args.pg_url)
         command.upgrade(alembic_config(url), "head")
         if not exists:
             secs = fill(url, args.runs, args.max_steps)

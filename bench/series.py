@@ -23,7 +23,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -36,7 +35,7 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from _common import drop_pg_schema, parser, pg_schema, serve_web  # noqa: E402
+from _common import database, drop_pg_schema, parser, serve_web  # noqa: E402
 
 from server.db import alembic_config, make_engine  # noqa: E402
 from server.store import ingest as ingest_store  # noqa: E402
@@ -224,22 +223,11 @@ def main() -> None:
     ap.add_argument("--page", action="store_true", help="also time the run page in headless Chromium")
     ap.add_argument("--page-loads", type=int, default=3, help="cold page loads to time (with --page)")
     args = ap.parse_args()
-    tmp = Path(tempfile.gettempdir()) / "steerboard-bench-series"
-    tmp.mkdir(exist_ok=True)
-    tag = f"{args.steps}x{args.arms}"
+    schema = f"bench_series_{args.steps}x{args.arms}"
     print(f"run: {args.arms} arms x {args.steps:,} steps = {args.arms * args.steps:,} arm rows; "
           f"{args.repeats} requests per query")
     for backend in args.backends.split(","):
-        schema = f"bench_series_{tag}"
-        if backend == "sqlite":
-            url = f"sqlite:///{tmp}/series-{tag}.db"
-            exists = Path(f"{tmp}/series-{tag}.db").exists()
-        else:
-            url, exists = pg_schema(args.pg_url, schema, args.keep)
-        if exists and not args.keep and backend == "sqlite":
-            for suffix in ("", "-wal", "-shm"):
-                Path(f"{tmp}/series-{tag}.db{suffix}").unlink(missing_ok=True)
-            exists = False
+        url, exists = database(backend, schema, args.keep, args.pg_url)
         if exists:  # kept from an earlier run: bring it to this version's schema
             t0 = time.perf_counter()
             command.upgrade(alembic_config(url), "head")
