@@ -90,7 +90,7 @@ def _fold_rows(state: dict[str, Any], last: int, rows: np.ndarray[Any, Any] | No
     col = {i: j for j, i in enumerate(ids)}
     if rows is not None and rows.size:
         steps, t_idx = np.unique(rows[:, 2].astype(np.int64), return_inverse=True)
-        a_idx = np.array([col[int(i)] for i in rows[:, 1]], dtype=np.int64)
+        a_idx = np.searchsorted(np.array(ids, dtype=np.float64), rows[:, 1])  # ids are sorted
         m = {}
         for c, name in enumerate(INPUTS, start=3):
             mat = np.full((steps.size, len(ids)), np.nan)
