@@ -37,7 +37,8 @@ def test_a_saturated_arm_is_diagnosed_live_and_its_suggestion_accepted(
         assert by_arm["mid"]["diagnosis"] == "learning"
         easy = by_arm["easy"]
         assert easy["suggestion"]["kind"] == "retire" and easy["suggestion"]["arm"] == "easy"
-        assert easy["reason"].startswith(f"saturated since step {easy['since_step']}: accuracy 1.00, 100 % zero-variance")
+        want = f"saturated since step {easy['since_step']}: accuracy 1.00, 100 % zero-variance"
+        assert easy["reason"].startswith(want)
         assert by_arm["hard"]["suggestion"]["kind"] == "boost" and by_arm["hard"]["suggestion"]["value"] == 0.25
         assert {(ch["arm"], ch["diagnosis"]) for ch in got["changes"]} >= {("easy", "saturated"), ("hard", "too_hard")}
         # The zero-variance share is a series like any metric.
@@ -62,7 +63,8 @@ def test_a_saturated_arm_is_diagnosed_live_and_its_suggestion_accepted(
         assert r.status_code == 202, r.text
         cmd_id = r.json()["command_id"]
         log = c.get("/api/runs/diag-live/commands").json()
-        assert [(x["id"], x["kind"], x["arm"], x["reason"]) for x in log] == [(cmd_id, "retire", "easy", easy["reason"])]
+        audit = [(x["id"], x["kind"], x["arm"], x["reason"]) for x in log]
+        assert audit == [(cmd_id, "retire", "easy", easy["reason"])]
         r = c.post("/api/runs/diag-live/suggestions/dismiss",
                    json={"arm": "hard", "diagnosis": "too_hard", "since_step": by_arm["hard"]["since_step"],
                          "reason": "kept on purpose"})
