@@ -22,14 +22,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import hmac
 import logging
+import os
 import secrets
+import sys
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
 
+import anyio
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy.orm import Session
@@ -205,37 +211,73 @@ def require_operator(principal: Principal) -> None:
     raise Forbidden(f"{principal.name} is a viewer; steering needs an operator")
 
 
-_slots_lock = threading.Lock()
-_slots: dict[int, threading.BoundedSemaphore] = {}
+def _hash_limiter(request: Request, settings: Settings) -> anyio.CapacityLimiter:
+    """The app's password-check slots (argon2id takes 64 MiB per check: a burst of guesses must not take the
+    server's memory). A login waiting for a slot waits in the event loop, holding no worker thread, so
+    other requests keep their threads."""
+    state = request.app.state
+    limiter: anyio.CapacityLimiter | None = getattr(state, "hash_limiter", None)
+    if limiter is None:
+        limiter = state.hash_limiter = anyio.CapacityLimiter(settings.password_hash_concurrency)
+    return limiter
 
 
-def _hash_slots(n: int) -> threading.BoundedSemaphore:
-    """The process's password-check slots (argon2id takes 64 MiB per check: a burst of guesses must not
-    take the server's memory)."""
-    with _slots_lock:
-        return _slots.setdefault(n, threading.BoundedSemaphore(n))
-
-
-def _verify(settings: Settings, password_hash: str, password: str) -> bool:
-    slots = _hash_slots(settings.password_hash_concurrency)
-    if not slots.acquire(timeout=settings.password_hash_wait_s):
-        raise ServiceUnavailable("the server is busy checking other logins; try again in a few seconds")
+def _verify(password_hash: str, password: str) -> bool:
     try:
         return bool(_hasher.verify(password_hash, password))
     except (VerificationError, InvalidHashError):
         return False
-    finally:
-        slots.release()
 
 
-def login(request: Request, session: Session, settings: Settings, name: str, password: str) -> Principal:
-    """Check the password and start a server-side session (with a fresh CSRF token)."""
+def login_candidate(session: Session, name: str) -> users.UserRow | None:
+    """The user a login names, if it exists and is enabled."""
     user = users.get_user(session, name)
-    usable = user is not None and user.disabled_at is None
-    # A missing or disabled user costs a check too, so the answer's timing does not tell them apart.
-    ok = _verify(settings, user.password_hash if user is not None and usable else _DUMMY_HASH, password)
-    if not ok or user is None or not usable:
-        raise Unauthorized("wrong user name or password")
+    return user if user is not None and user.disabled_at is None else None
+
+
+async def check_password(request: Request, settings: Settings, user: users.UserRow | None, password: str) -> bool:
+    """Whether `password` is the user's; at most STEERBOARD_PASSWORD_HASH_CONCURRENCY checks run at once,
+    and a check that waits longer than STEERBOARD_PASSWORD_HASH_WAIT_S for its turn is a 503. A missing or
+    disabled user costs a check too, so the answer's timing does not tell them apart."""
+    limiter = _hash_limiter(request, settings)
+    try:
+        with anyio.fail_after(settings.password_hash_wait_s):
+            await limiter.acquire()
+    except TimeoutError as e:
+        raise ServiceUnavailable("the server is busy checking other logins; try again in a few seconds") from e
+    try:
+        loop = asyncio.get_running_loop()
+        ok = await loop.run_in_executor(_hash_pool(settings.password_hash_concurrency), _verify,
+                                        user.password_hash if user else _DUMMY_HASH, password)
+    finally:
+        limiter.release()
+    return ok and user is not None
+
+
+_pools_lock = threading.Lock()
+_pools: dict[int, ThreadPoolExecutor] = {}
+
+
+def _lower_priority() -> None:
+    """Password checks run at a lower CPU priority (nice 10, per thread on Linux; argon2's lane threads
+    inherit it), so a burst of guesses leaves the CPU to the requests of people already logged in."""
+    if sys.platform == "linux":
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+
+
+def _hash_pool(n: int) -> ThreadPoolExecutor:
+    """The process's own threads for password checks (never the request threads, which they would slow)."""
+    with _pools_lock:
+        pool = _pools.get(n)
+        if pool is None:
+            pool = _pools[n] = ThreadPoolExecutor(n, thread_name_prefix="password-check", initializer=_lower_priority)
+        return pool
+
+
+def start_session(request: Request, session: Session, settings: Settings, user: users.UserRow,
+                  password: str) -> Principal:
+    """Start a server-side session for a user whose password was checked (with a fresh CSRF token)."""
     if _hasher.check_needs_rehash(user.password_hash):
         users.set_password(session, user.name, _hasher.hash(password), end_sessions=False)
     token = secrets.token_urlsafe(32)

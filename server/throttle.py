@@ -36,7 +36,7 @@ def _counters(settings: Settings, name: str, address: str | None) -> list[_Count
 
 
 def _wait(seconds: int) -> str:
-    return f"{seconds} s" if seconds < 120 else f"{(seconds + 59) // 60} min"
+    return f"{seconds} s" if seconds < 60 else f"{(seconds + 59) // 60} min"
 
 
 def count_attempt(client: redis.Redis, settings: Settings, name: str, address: str | None) -> None:

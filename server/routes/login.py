@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from server import auth, throttle
 from server.deps import PrincipalDep, RedisDep, SessionDep, SettingsDep
@@ -31,7 +32,7 @@ def login_page(request: Request, principal: PrincipalDep, next: str | None = Non
 
 
 @router.post("/login", response_class=HTMLResponse)
-def login(
+async def login(
     request: Request,
     session: SessionDep,
     settings: SettingsDep,
@@ -42,13 +43,18 @@ def login(
     csrf_token: Annotated[str | None, Form()] = None,
     next: Annotated[str | None, Form()] = None,
 ) -> Response:
+    """Async, so that a login waiting for its password check (server.auth.check_password) holds no thread."""
     auth.check_csrf(request, csrf_token)
     name = name.strip()
     address = request.client.host if request.client is not None else None
     ctx = {"next": _safe_next(next), "name": name}
     try:
-        throttle.count_attempt(client, settings, name, address)  # before any password work
-        auth.login(request, session, settings, name, password)
+        # Counted before any password work: a throttled guess costs no argon2.
+        await run_in_threadpool(throttle.count_attempt, client, settings, name, address)
+        user = await run_in_threadpool(auth.login_candidate, session, name)
+        if not await auth.check_password(request, settings, user, password) or user is None:
+            raise Unauthorized("wrong user name or password")
+        await run_in_threadpool(auth.start_session, request, session, settings, user, password)
     except TooManyRequests as e:
         log.warning("login throttled: %s from %s", printable(name), printable(address or "?"))
         headers = {"Retry-After": str(e.details["retry_after"])}
@@ -56,7 +62,7 @@ def login(
     except Unauthorized as e:
         log.info("login failed: %s from %s", printable(name), printable(address or "?"))
         return render(request, "login.html", principal, {**ctx, "error": e.message}, status_code=401)
-    throttle.succeeded(client, settings, name, address)
+    await run_in_threadpool(throttle.succeeded, client, settings, name, address)
     return RedirectResponse(_safe_next(next), status_code=303)
 
 
