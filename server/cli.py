@@ -393,7 +393,7 @@ def runs_list(project: str | None, status: str | None, tag: str | None, archived
             got = runs_table.runs_table(session, settings.stale_seconds, query)
             for r in got.rows:
                 tags = ",".join(t.tag for t in r.tags)
-                click.echo("\t".join([r.name, r.status, r.project, r.scheduler, str(r.steps), tags,
+                click.echo("\t".join([r.name, r.shown_status, r.project, r.scheduler, str(r.steps), tags,
                                       "archived" if r.archived_at else ""]))
             if page >= got.pages:
                 break

@@ -62,8 +62,8 @@ def list_runs(
     response.headers["X-Total-Count"] = str(got.total)
     return [
         RunListItem(
-            name=r.name, project=r.project, scheduler=r.scheduler, status=r.reported_status, stale=r.stale,
-            shown_status=r.status, started_at=r.started_at, ended_at=r.ended_at, last_seen=r.last_seen,
+            name=r.name, project=r.project, scheduler=r.scheduler, status=r.status, stale=r.stale,
+            shown_status=r.shown_status, started_at=r.started_at, ended_at=r.ended_at, last_seen=r.last_seen,
             last_step=r.last_step, dropped=r.dropped, event_seq=r.event_seq, arms=r.arms, steps=r.steps,
             duration_s=r.duration_s, overrides=r.overrides, eval_name=r.eval_name, final_eval=r.final_eval,
             best_eval=r.best_eval, tags=[TagOut.model_validate(t, from_attributes=True) for t in r.tags],

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from server.errors import InvalidRequest
 from server.store.manage import RUN_TAGS, TagChip, tags_of_runs
-from server.store.runs import STATUSES, shown_status, stale_clause
+from server.store.runs import STATUSES, RunOverview, shown_status, stale_clause
 from server.store.sql import ARMS, COMMANDS, EVALS, RUNS, utcnow
 
 PER_PAGE = 50
@@ -62,21 +62,9 @@ class RunsQuery:
 
 
 @dataclass(frozen=True, slots=True)
-class TableRow:
-    """A run as the runs table shows it."""
+class TableRow(RunOverview):
+    """A run as the runs table shows it: its overview and its summary."""
 
-    name: str
-    project: str
-    scheduler: str
-    reported_status: str  # running | finished | failed | interrupted, as last reported
-    stale: bool
-    status: str  # what the pages show: the reported status, or "stale" (runs.shown_status)
-    started_at: dt.datetime | None
-    ended_at: dt.datetime | None
-    last_seen: dt.datetime | None
-    last_step: int
-    dropped: int
-    event_seq: int
     arms: int
     overrides: int  # commands applied
     duration_s: float | None
@@ -86,6 +74,11 @@ class TableRow:
     tags: list[TagChip]
     note: str | None
     archived_at: dt.datetime | None
+
+    @property
+    def shown_status(self) -> str:
+        """What the pages show: the reported status, or "stale"."""
+        return shown_status(self.status, self.stale)
 
     @property
     def steps(self) -> int:
@@ -265,8 +258,8 @@ def runs_table(session: Session, stale_seconds: float, query: RunsQuery) -> Runs
         e = (evals or {}).get(x.id)
         stale_now = bool(x.stale)
         rows.append(TableRow(
-            name=x.name, project=x.project, scheduler=x.scheduler, reported_status=x.status, stale=stale_now,
-            status=shown_status(x.status, stale_now), started_at=x.started_at, ended_at=x.ended_at,
+            name=x.name, project=x.project, scheduler=x.scheduler, status=x.status, stale=stale_now,
+            started_at=x.started_at, ended_at=x.ended_at,
             last_seen=x.last_seen, last_step=x.last_step, dropped=x.dropped, event_seq=x.event_seq, arms=arms,
             overrides=applied, duration_s=duration_s(x.started_at, x.ended_at, x.last_seen),
             eval_name=e.name if e else None, final_eval=e.final if e else None, best_eval=e.best if e else None,

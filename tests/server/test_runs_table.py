@@ -128,8 +128,9 @@ def test_summary_columns(settings: Settings, engine: Engine) -> None:
     build(engine, settings)
     with make_sessionmaker(engine)() as session:
         rows = {r.name: r for r in runs_table(session, settings.stale_seconds, RunsQuery(archived="all")).rows}
-    got = {n: {"status": r.status, "project": r.project, "scheduler": r.scheduler, "arms": r.arms, "steps": r.steps,
-               "duration": r.duration_s, "overrides": r.overrides, "final": r.final_eval, "best": r.best_eval,
+    got = {n: {"status": r.shown_status, "project": r.project, "scheduler": r.scheduler, "arms": r.arms,
+               "steps": r.steps, "duration": r.duration_s, "overrides": r.overrides, "final": r.final_eval,
+               "best": r.best_eval,
                "tags": min((t.tag for t in r.tags), default=None), "note": r.note, "last_seen": r.last_seen,
                "started": r.started_at} for n, r in rows.items()}
     for n in NAMES:
@@ -143,7 +144,7 @@ def test_summary_columns(settings: Settings, engine: Engine) -> None:
     assert [(t.tag, t.source) for t in rows["t-b"].tags] == [("omega", "agent"), ("beta", "agent")]
     assert [(t.tag, t.source) for t in rows["t-e"].tags] == [("m", "agent"), ("k", "agent")]
     assert [(t.tag, t.source) for t in rows["t-d"].tags] == [("alpha", "user")]
-    assert (rows["t-b"].reported_status, rows["t-b"].stale, rows["t-d"].reported_status, rows["t-d"].stale) == (
+    assert (rows["t-b"].status, rows["t-b"].stale, rows["t-d"].status, rows["t-d"].stale) == (
         "running", False, "running", True)
     assert rows["t-e"].archived_at is not None and rows["t-a"].archived_at is None
 
