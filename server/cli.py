@@ -419,7 +419,10 @@ def runs_compare(names: tuple[str, ...], metric: str, target: str, smoothing: st
         except InvalidRequest as e:
             fields = (e.details or {}).get("fields") or {}
             raise click.ClickException("; ".join(fields.values()) or e.message) from None
-    fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+
+    def fmt(v: float | None) -> str:
+        return "-" if v is None else f"{v:.3f}"
+
     click.echo(f"{got.metric_label}; target {got.target:g}, smoothing {got.smoothing:g}")
     rows = [("rank", "run", "final", "best", f"steps to {got.target:g}", "points")]
     rows += [(str(r.rank), r.run, fmt(r.final), fmt(r.best),

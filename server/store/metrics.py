@@ -106,7 +106,7 @@ class _Cache:
             self._runs[key] = cols
         if cols.event_seq < int(row.event_seq or 0):
             t = RUN_STEPS.c
-            res = session.execute(
+            res = session.connection().execute(
                 select(t.step, t.event_seq, sql_cast(t.metrics, Text))
                 .where(t.run_id == row.id, t.event_seq > cols.event_seq)
                 .order_by(t.step)
