@@ -41,6 +41,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy.orm import Session
 from starlette.requests import Request
 
+from server.db import SQLITE_IMMEDIATE
 from server.errors import CsrfFailed, Forbidden, InvalidRequest, ServiceUnavailable, Unauthorized
 from server.logsafe import printable
 from server.settings import Settings
@@ -154,6 +155,14 @@ def bearer_principal(session: Session, settings: Settings, bearer: str) -> Princ
     return Principal(row.name, check_role(row.role), "token")
 
 
+def _writing(session: Session) -> None:
+    """Begin a write transaction: end the request's read transaction first and, on SQLite, take the write
+    lock at BEGIN (a read transaction that later writes fails at once with "database is locked" when the
+    ingest worker committed in between; server.steering does the same)."""
+    session.commit()
+    session.connection(execution_options={SQLITE_IMMEDIATE: True})
+
+
 def _session_principal(request: Request, session: Session) -> Principal | None:
     token = request.session.get(_SESSION_TOKEN)
     if not isinstance(token, str):
@@ -163,6 +172,7 @@ def _session_principal(request: Request, session: Session) -> Principal | None:
         request.session.pop(_SESSION_TOKEN, None)
         return None
     if (utcnow() - live.last_seen_at).total_seconds() > _TOUCH_EVERY_S:
+        _writing(session)
         users.touch_session(session, live.session_id)
         session.commit()
     return Principal(live.name, check_role(live.role), "session")
@@ -278,6 +288,7 @@ def _hash_pool(n: int) -> ThreadPoolExecutor:
 def start_session(request: Request, session: Session, settings: Settings, user: users.UserRow,
                   password: str) -> Principal:
     """Start a server-side session for a user whose password was checked (with a fresh CSRF token)."""
+    _writing(session)
     if _hasher.check_needs_rehash(user.password_hash):
         users.set_password(session, user.name, _hasher.hash(password), end_sessions=False)
     token = secrets.token_urlsafe(32)
@@ -296,6 +307,7 @@ def logout(request: Request, session: Session) -> None:
     """End the session on the server (a copy of the cookie no longer works) and clear the cookie."""
     token = request.session.get(_SESSION_TOKEN)
     if isinstance(token, str):
+        _writing(session)
         users.end_session(session, token_digest(token))
         session.commit()
     request.session.clear()

@@ -50,6 +50,7 @@ class PageWatch:
         self.browser, self.base_url = browser, base_url
         self.urls: list[str] = []
         self.errors: list[str] = []  # uncaught JavaScript errors
+        self.blocked: list[str] = []  # what the Content-Security-Policy refused (an inline script, eval...)
         self.contexts: list[Any] = []
 
     def new_page(self) -> Page:
@@ -62,6 +63,7 @@ class PageWatch:
 
         page.on("request", record)
         page.on("pageerror", lambda err: self.errors.append(str(err)))
+        page.on("console", lambda m: self.blocked.append(m.text) if "Content Security Policy" in m.text else None)
         return page
 
     def outside(self) -> list[str]:
@@ -75,6 +77,7 @@ def pages(browser: Browser, request: pytest.FixtureRequest) -> Iterator[PageWatc
     for ctx in watch.contexts:
         ctx.close()
     assert watch.errors == []
+    assert watch.blocked == []
 
 
 class AgentLoop:
