@@ -180,12 +180,19 @@ def create_app(settings: Settings | None = None, ingest: bool = False) -> FastAP
             from server.ingest import start_thread
 
             thread, stop = start_thread(settings, engine)
+        alert_stop = alert_thread = None
+        if settings.alert_webhook_url is not None:
+            from server import alerts
+            from server.ingest import consumer_name
+
+            alert_thread, alert_stop = alerts.start_thread(settings, engine, consumer_name())
         try:
             yield
         finally:
-            if stop is not None and thread is not None:
-                stop.set()
-                thread.join(timeout=10)
+            for ev, th in ((stop, thread), (alert_stop, alert_thread)):
+                if ev is not None and th is not None:
+                    ev.set()
+                    th.join(timeout=10)
             await hub.stop()
             app.state.redis.close()
             engine.dispose()

@@ -27,6 +27,7 @@ from pydantic import ValidationError
 from sqlalchemy import Engine
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
+from server import alerts
 from server.db import SQLITE_IMMEDIATE
 from server.logsafe import printable
 from server.settings import Settings
@@ -146,6 +147,8 @@ class IngestWorker:
         self.group = settings.ingest_group
         self._last_claim = 0.0
         self.diagnosis = diagnosis_config(settings)
+        # Alert jobs go out with the post-commit pipeline (server/alerts.py), only when a webhook is set.
+        self.alert_diagnoses = frozenset(settings.alert_diagnoses) if settings.alert_webhook_url else None
         self.committed = 0  # entries written and acked (counting dead letters)
         self.dead = 0
 
@@ -345,6 +348,8 @@ class IngestWorker:
             pipe.xack(self.stream, self.group, *ids)
         for ev in events:
             pipe.publish(self.settings.keys.live(ev.run), orjson.dumps(ev.payload))
+        if self.alert_diagnoses is not None and events:
+            alerts.queue_jobs(pipe, self.settings, [ev.payload for ev in events], self.alert_diagnoses)
         pipe.execute()
         self.committed += len(ids)
         self.dead += len(dead)

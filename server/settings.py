@@ -118,11 +118,36 @@ class Settings(BaseSettings):
     suggest_lower_factor: float = Field(0.25, gt=0, lt=1)
     suggest_lower_steps: int = Field(200, ge=1)
 
+    # Alerts (server/alerts.py): a webhook POSTed on diagnosis changes and on runs that fail or go stale.
+    alert_webhook_url: SecretStr | None = Field(None, description="unset: no alerts (a Slack webhook URL is a secret)")
+    alert_format: Literal["json", "slack"] = Field("json", description="json: the alert's fields; slack: {\"text\"}")
+    alert_projects: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="only runs of these projects, comma-separated (empty: every project)"
+    )
+    alert_diagnoses: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["saturated", "too_hard", "starved", "unstable", "regressing"],
+        description="the diagnoses whose arrival alerts, comma-separated",
+    )
+    alert_base_url: str = Field("", description="the server's public URL, for links to the run (e.g. https://sb.example)")
+    alert_max_attempts: int = Field(8, ge=1, le=100)
+    alert_backoff_s: float = Field(1.0, gt=0, description="the first retry's wait, doubled each retry")
+    alert_backoff_max_s: float = Field(300.0, gt=0)
+    alert_timeout_s: float = Field(5.0, gt=0)
+    alert_stale_check_s: float = Field(15.0, gt=0, description="how often runs are checked for going stale")
+    alert_maxlen: int = Field(100_000, ge=100, description="alert jobs kept in Redis (XADD MAXLEN ~)")
+
     @field_validator("api_token")
     @classmethod
     def _no_placeholder(cls, v: SecretStr | None) -> SecretStr | None:
         if v is not None and v.get_secret_value().strip().lower() in _PLACEHOLDER_TOKENS:
             raise ValueError("STEERBOARD_API_TOKEN is a placeholder; set a real secret or leave it unset")
+        return v
+
+    @field_validator("alert_projects", "alert_diagnoses", mode="before")
+    @classmethod
+    def _comma_list(cls, v: object) -> object:
+        if isinstance(v, str):
+            return [x.strip() for x in v.split(",") if x.strip()]
         return v
 
     @field_validator("allowed_hosts", mode="before")
