@@ -1,9 +1,10 @@
-"""Plotly.js, served from the installed `plotly` package (no CDN; nothing third-party committed)."""
+"""Plotly.js, served from the installed `plotly` package (no CDN; nothing third-party committed); the icon
+at the address browsers ask for without a page (`/favicon.ico`)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, RedirectResponse
 
 from server.errors import NotFound
 from server.web import PLOTLY_URL, plotly_js_path
@@ -20,3 +21,8 @@ def plotly_js() -> FileResponse:
     return FileResponse(
         path, media_type="text/javascript", headers={"Cache-Control": "public, max-age=31536000, immutable"}
     )
+
+
+@router.get("/favicon.ico")
+def favicon() -> RedirectResponse:
+    return RedirectResponse("/static/favicon.svg", status_code=308)

@@ -135,6 +135,8 @@ class ChartView:
     field: str
     label: str = ""  # its radio button in the chart's caption (a chart with one view has none)
     key: str = ""  # caption text shown with this view only (filled in by the page once data arrives)
+    axis: str = ""  # the y axis title, with its unit
+    counted: bool = False  # a per-arm statistic of the step's completions: hover shows how many
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,14 +157,21 @@ class Chart:
 # fit in the browser's six connections per host.
 RUN_CHARTS: tuple[Chart, ...] = (
     Chart("chart-probability", "Sampling probability in force (overrides included)",
-          (ChartView("probability", "p"),), stacked=True, yrange=(0, 1), wide=True),
-    Chart("chart-mean_abs_adv", "Mean |advantage| per arm", (ChartView("mean_abs_adv", "mean_abs_adv"),), smooth=True),
-    Chart("chart-accuracy", "Accuracy per arm", (ChartView("accuracy", "accuracy"),), smooth=True, yrange=(0, 1.02)),
+          (ChartView("probability", "p", axis="probability (stacked, sums to 1)"),), stacked=True, yrange=(0, 1),
+          wide=True),
+    Chart("chart-mean_abs_adv", "Mean |advantage| per arm",
+          (ChartView("mean_abs_adv", "mean_abs_adv", axis="mean |advantage| (reward std units)", counted=True),),
+          smooth=True),
+    Chart("chart-accuracy", "Accuracy per arm",
+          (ChartView("accuracy", "accuracy", axis="accuracy (fraction correct)", counted=True),), smooth=True,
+          yrange=(0, 1.02)),
     Chart("chart-counts", "Completions",
-          (ChartView("n_step", "n_step", "per step"), ChartView("n_total", "n_total", "cumulative"))),
+          (ChartView("n_step", "n_step", "per step", axis="completions per step"),
+           ChartView("n_total", "n_total", "cumulative", axis="completions, cumulative"))),
     Chart("chart-score", "Scheduler",
-          (ChartView("score", "score", "score"),
-           ChartView("parts", "parts", "its parts", key="e.g. DUMP: mu = exploit, bonus = explore")), smooth=True),
+          (ChartView("score", "score", "score", axis="score (the scheduler's units)"),
+           ChartView("parts", "parts", "its parts", key="e.g. DUMP: mu = exploit, bonus = explore",
+                     axis="score term")), smooth=True),
 )
 # Points per arm per chart: up to 1,000, fewer when there are many arms, so a chart holds about 24,000
 # points in all and the page draws in a second or two whatever the run's length.

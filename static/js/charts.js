@@ -18,22 +18,48 @@
     return out;
   }
 
+  // The page's colours (static/css/app.css variables: light or dark, static/js/theme.js).
+  function colours() {
+    const css = getComputedStyle(document.documentElement);
+    const v = (name, fallback) => css.getPropertyValue(name).trim() || fallback;
+    return {fg: v("--fg", "#1f2933"), card: v("--card", "#fff"), grid: v("--grid", "#e5e9f0"),
+      line: v("--line", "#d9dee5")};
+  }
+
   function layout(extra) {
-    return Object.assign({
+    const c = colours();
+    const out = Object.assign({
       margin: {l: 56, r: 12, t: 8, b: 40},
       height: 280,
       hovermode: "x unified",
       hoverlabel: {namelength: -1},
       legend: {orientation: "h", y: -0.22, font: {size: 11}},
-      font: {family: "system-ui, -apple-system, Segoe UI, sans-serif", size: 12, color: "#1f2933"},
-      paper_bgcolor: "#fff",
-      plot_bgcolor: "#fff",
-      xaxis: {gridcolor: "#e5e9f0", zeroline: false},
-      yaxis: {gridcolor: "#e5e9f0", zeroline: false},
+      font: {family: "system-ui, -apple-system, Segoe UI, sans-serif", size: 12, color: c.fg},
+      paper_bgcolor: c.card,
+      plot_bgcolor: c.card,
+      xaxis: {zeroline: false},
+      yaxis: {zeroline: false},
     }, extra || {});
+    // Every axis gets the theme's grid, whatever the caller's axis settings.
+    for (const key of Object.keys(out)) {
+      if (/^[xy]axis\d*$/.test(key)) out[key] = Object.assign({zeroline: false}, out[key], {gridcolor: c.grid});
+    }
+    return out;
   }
+
+  // The theme changed: every chart on the page takes its colours, nothing else redrawn.
+  document.addEventListener("sb:theme", () => {
+    if (!window.Plotly) return;
+    const c = colours();
+    for (const el of document.querySelectorAll(".js-plotly-plot")) {
+      if (!el.layout) continue;
+      const update = {"paper_bgcolor": c.card, "plot_bgcolor": c.card, "font.color": c.fg};
+      for (const key of Object.keys(el.layout)) if (/^[xy]axis\d*$/.test(key)) update[`${key}.gridcolor`] = c.grid;
+      Plotly.relayout(el, update);
+    }
+  });
 
   const CONFIG = {responsive: true, displaylogo: false, modeBarButtonsToRemove: ["lasso2d", "select2d"]};
 
-  window.SB = {palette: PALETTE, color: (i) => PALETTE[i % PALETTE.length], ema, layout, config: CONFIG};
+  window.SB = {palette: PALETTE, color: (i) => PALETTE[i % PALETTE.length], ema, layout, colours, config: CONFIG};
 })();

@@ -60,15 +60,15 @@ function draw(view) {
   let weight = doc.smoothing;
   const overlayData = () => [...lines(doc.overlay, weight, color, 1.8), ...markers];
   Plotly.newPlot(overlay, overlayData(), SB.layout({
-    height: 360, uirevision: "compare", showlegend: true, xaxis: {title: {text: "step"}, gridcolor: "#e5e9f0"},
-    yaxis: {range: YRANGE, gridcolor: "#e5e9f0"}, shapes: [targetLine(doc.target), ...markerShapes(doc.markers, color)],
+    height: 360, uirevision: "compare", showlegend: true, xaxis: {title: {text: "step"}},
+    yaxis: {range: YRANGE}, shapes: [targetLine(doc.target), ...markerShapes(doc.markers, color)],
   }), SB.config);
   for (const div of small) {
     const arm = div.dataset.arm;
     const own = doc.markers.filter((m) => m.arm === arm);
     Plotly.newPlot(div, lines(doc.arms[arm] || [], weight, color, 1.4), SB.layout({
       height: 200, uirevision: "compare", showlegend: false, margin: {l: 40, r: 8, t: 6, b: 30},
-      xaxis: {gridcolor: "#e5e9f0"}, yaxis: {range: YRANGE, gridcolor: "#e5e9f0"}, shapes: markerShapes(own, color),
+      xaxis: {}, yaxis: {range: YRANGE}, shapes: markerShapes(own, color),
     }), Object.assign({}, SB.config, {displayModeBar: false}));
   }
 

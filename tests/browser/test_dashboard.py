@@ -206,7 +206,12 @@ def test_shared_legend(app_server: LiveServer, pages: PageWatch, agents: Callabl
     assert layouts == [[False, "x unified"]] * 5
     assert page.locator(".charts .legend").count() == 0
     hovers = page.evaluate("() => document.getElementById('chart-accuracy').data.map((t) => t.hovertemplate)")
-    assert hovers == [f"{a}: %{{y:.6g}}<extra></extra>" for a in arms]
+    assert hovers == [f"{a}: %{{y:.3g}}%{{customdata[1]}}<extra></extra>" for a in arms]
+    # ... its value to three significant digits and, for a statistic of the step's completions, how many.
+    counts = page.evaluate("() => document.getElementById('chart-accuracy').data"
+                           ".map((t) => t.customdata.map((c) => c[1]))")
+    assert all(c.startswith(" · n=") and int(c[5:]) > 0 for per_arm in counts for c in per_arm if c)
+    assert sum(1 for per_arm in counts for c in per_arm if c) > 0
     # The score's parts view tells parts by line style, and its caption says which is which.
     page.check('input.chart-view[value="parts"]')
     page.wait_for_function("() => document.getElementById('chart-score').data.length === 8", timeout=WAIT_MS)

@@ -23,7 +23,7 @@ PANEL_DATA = """() => [...document.querySelectorAll('#metric-panels figure.metri
     const el = f.querySelector('.js-plotly-plot');
     return [f.dataset.metric, el && el.data ? el.data[0].x.length : -1, el && el.layout ? el.layout.yaxis.type : null];
 })"""
-XRANGES = """() => [...document.querySelectorAll('.charts .js-plotly-plot')].map((el) =>
+XRANGES = """() => [...document.querySelectorAll('.charts .js-plotly-plot, .metric-grid .js-plotly-plot')].map((el) =>
     el.layout.xaxis.autorange === false ? el.layout.xaxis.range.map(Math.round) : null)"""
 
 

@@ -1,7 +1,7 @@
 // The run page's Plotly charts, drawn from the page state: traces per arm (or per arm and score part),
 // the command markers, live points appended, zooms refined at full resolution. The palette, layout and
 // EMA are SB's (static/js/charts.js, shared with the compare page).
-import {CHARTS, flash} from "./page.js";
+import {CHARTS, flash, page} from "./page.js";
 import {loadRange} from "./series.js";
 import {armIndex, setDrawn, setZoom, state} from "./state.js";
 import {saveView} from "./view.js";
@@ -11,6 +11,8 @@ import {saveView} from "./view.js";
 const DASHES = [["solid", "solid"], ["dot", "dotted"], ["dash", "dashed"], ["dashdot", "dash-dot"]];
 
 const viewOf = (chart) => state.views.get(chart.id);
+// Every chart against the run's steps: the arm charts and the metric panels (one zoom, the markers).
+const STEP_CHARTS = ".charts .js-plotly-plot, .metric-grid .js-plotly-plot";
 
 export function xOf(step) {
   if (state.opts.xmode === "time") {
@@ -33,41 +35,84 @@ function traceList(chart) {
   return state.arms.map((arm) => ({arm, name: arm, x: (byArm[arm] || {x: []}).x, y: (byArm[arm] || {y: []}).y}));
 }
 
+// One hover line per trace: its name, the value to three significant digits (and the raw value beside
+// a smoothed one), and what customdata[1] adds (the step's completions of the arm, where counted).
+// customdata: [raw value, suffix] per point.
 export function hover(name, smoothed) {
-  return smoothed ? `${name}: %{y:.6g} (raw %{customdata:.6g})<extra></extra>` : `${name}: %{y:.6g}<extra></extra>`;
+  const raw = smoothed ? " (raw %{customdata[0]:.3g})" : "";
+  return `${name}: %{y:.3g}${raw}%{customdata[1]}<extra></extra>`;
 }
 
 const smoothed = (chart) => chart.smooth && state.opts.ema > 0;
+const countText = (n) => (n === undefined || n === null ? "" : ` · n=${n}`);
+
+// An arm's completions per step (the loaded n_step series), for the hover of statistics of them.
+function countsOf(arm) {
+  const d = (state.series.n_step || {})[arm];
+  const m = new Map();
+  if (d) d.x.forEach((x, i) => m.set(x, d.y[i]));
+  return m;
+}
 
 function buildTraces(chart) {
   const smooth = smoothed(chart);
+  const counted = viewOf(chart).counted;
   return traceList(chart).map((t) => {
-    const trace = {
+    const n = counted ? countsOf(t.arm) : null;
+    return {
       type: "scatter", mode: "lines", name: t.name, legendgroup: t.arm,
-      // Copies (extendTraces appends to a trace's arrays in place); customdata (the raw value) only
-      // where hover shows it, next to the smoothed one.
+      // Copies: extendTraces appends to a trace's arrays in place.
       x: state.opts.xmode === "step" ? t.x.slice() : t.x.map(xOf),
       y: smooth ? SB.ema(t.y, state.opts.ema) : t.y.slice(),
-      line: {color: SB.color(armIndex(t.arm)), width: 1.6, dash: t.dash || "solid"},
+      customdata: t.y.map((v, i) => [v, n ? countText(n.get(t.x[i])) : ""]),
+      line: {color: SB.color(armIndex(t.arm)), width: chart.stacked ? 0.5 : 1.6, dash: t.dash || "solid"},
       hovertemplate: hover(t.name, smooth),
       visible: state.opts.hidden.has(t.arm) ? "legendonly" : true,
+      ...(chart.stacked ? {stackgroup: "one"} : {}),
     };
-    if (smooth) trace.customdata = t.y.slice();
-    if (chart.stacked) { trace.stackgroup = "one"; trace.line.width = 0.5; }
-    return trace;
   });
+}
+
+// What an empty chart says instead of showing empty axes.
+function emptyNote(chart) {
+  const view = viewOf(chart);
+  if (traceList(chart).some((t) => t.x.length)) return null;
+  if (view.metric === "score" || view.metric === "parts") {
+    return `${page.scheduler} reports no ${view.metric === "score" ? "score" : "score parts"}`;
+  }
+  return state.drawn || state.reload.running ? "no data yet" : "";
+}
+
+// Commands applied within GROUP_SPAN of the run's steps of each other share one marker: a line at the
+// first, labelled with the command or "N commands", the full list on hover (labels of commands on
+// nearby steps were drawn over each other).
+const GROUP_SPAN = 1 / 80;
+
+function markerGroups() {
+  const markers = [...state.markers.values()].filter((m) => xOf(m.step) !== null).sort((a, b) => a.step - b.step);
+  const last = Math.max(1, ...Object.values(state.series).flatMap((byArm) => Object.values(byArm))
+    .map((d) => (d.x.length ? d.x[d.x.length - 1] : 0)), ...markers.map((m) => m.step));
+  const zoom = state.opts.xmode === "step" && state.opts.zoom;
+  const gap = Math.max(1, (zoom ? zoom[1] - zoom[0] : last) * GROUP_SPAN);
+  const groups = [];
+  for (const m of markers) {
+    const g = groups[groups.length - 1];
+    if (g && m.step - g[0].step <= gap) g.push(m); else groups.push([m]);
+  }
+  return groups;
 }
 
 export function markerShapes() {
   const shapes = [];
   const annotations = [];
-  for (const m of state.markers.values()) {
-    const x = xOf(m.step);
-    if (x === null) continue;
+  for (const g of markerGroups()) {
+    const x = xOf(g[0].step);
     shapes.push({type: "line", xref: "x", yref: "paper", x0: x, x1: x, y0: 0, y1: 1,
       line: {color: "#b42318", width: 1, dash: "dot"}});
-    annotations.push({x, y: 1, xref: "x", yref: "paper", text: m.label, showarrow: false, xanchor: "left",
-      yanchor: "top", textangle: -90, font: {size: 10, color: "#b42318"}});
+    const list = g.map((m) => `step ${m.step}: ${m.label}`).join("<br>");
+    annotations.push({x, y: 1, xref: "x", yref: "paper", text: g.length === 1 ? g[0].label : `${g.length} commands`,
+      hovertext: list, showarrow: false, xanchor: "left", yanchor: "top", textangle: -90,
+      font: {size: 10, color: "#b42318"}, captureevents: true});
   }
   return {shapes, annotations};
 }
@@ -77,7 +122,8 @@ export function xaxis() {
   const time = state.opts.xmode === "time";
   const zoom = !time && state.opts.zoom;
   // Dates label themselves; a title under them would collide with the two-line tick labels.
-  return Object.assign({title: {text: time ? "" : "step"}, gridcolor: "#e5e9f0", type: time ? "date" : "linear"},
+  return Object.assign({title: {text: time ? "" : "step"}, type: time ? "date" : "linear",
+    unifiedhovertitle: {text: time ? "%{x|%Y-%m-%d %H:%M:%S}" : "step %{x}"}},
     zoom ? {range: zoom.slice(), autorange: false} : {autorange: true});
 }
 
@@ -86,19 +132,26 @@ function chartLayout(chart) {
   return SB.layout({
     uirevision: state.uirevision,
     xaxis: xaxis(),
-    yaxis: Object.assign({gridcolor: "#e5e9f0"}, chart.yrange ? {range: chart.yrange} : {}),
-    shapes: m.shapes, annotations: m.annotations,
+    yaxis: Object.assign({title: {text: viewOf(chart).axis, font: {size: 11}}}, chart.yrange ? {range: chart.yrange} : {}),
+    shapes: m.shapes, annotations: [...m.annotations, ...emptyAnnotation(chart)],
     // One legend for all the charts: the "Arms shown" checkboxes with their colour swatches.
     // Plotly legends of 64 entries on every chart took a quarter of the drawing time (seven charts then).
     showlegend: false,
   });
 }
 
+function emptyAnnotation(chart) {
+  const note = emptyNote(chart);
+  return note ? [{text: note, xref: "paper", yref: "paper", x: 0.5, y: 0.5, showarrow: false,
+    font: {size: 13, color: SB.colours().fg}}] : [];
+}
+
+// The parts' line styles, or nothing when the scheduler reports no parts (no DUMP hint for uniform).
 function labelParts() {
   const label = document.getElementById("parts-names");
-  if (label && state.partNames.length) {
-    label.textContent = state.partNames.map((p, i) => `${p}: ${DASHES[i % DASHES.length][1]} line`).join(", ");
-  }
+  if (!label) return;
+  label.textContent = state.partNames.map((p, i) => `${p}: ${DASHES[i % DASHES.length][1]} line`).join(", ");
+  label.parentElement.hidden = !state.partNames.length;
 }
 
 export function draw(chart) {
@@ -127,7 +180,7 @@ export function onZoom(el, refineRange) {
       if (String(zoom) !== String(cur)) {
         setZoom(zoom);
         saveView();
-        for (const other of document.querySelectorAll(".charts .js-plotly-plot")) {
+        for (const other of document.querySelectorAll(STEP_CHARTS)) {
           if (other !== el && other.layout) {
             Plotly.relayout(other, zoom ? {"xaxis.range": zoom.slice()} : {"xaxis.autorange": true});
           }
@@ -145,7 +198,7 @@ export function drawAll() {
 
 // The markers changed: every drawn chart gets them, nothing else redrawn.
 export function drawMarkers() {
-  for (const el of document.querySelectorAll(".charts .js-plotly-plot")) {
+  for (const el of document.querySelectorAll(STEP_CHARTS)) {
     if (el.data) Plotly.relayout(el, markerShapes());
   }
 }
@@ -157,16 +210,18 @@ export function extend(chart, points) {
   if (!el || !el.data) return;
   const smooth = smoothed(chart);
   const ema = state.opts.ema;
-  const idx = [], xs = [], ys = [], raws = [];
+  const counted = viewOf(chart).counted;
+  const idx = [], xs = [], ys = [], custom = [];
   for (const [i, e] of points) {
     const trace = el.data[i];
     if (!trace) continue;
     let prev = null;
     if (smooth) for (let k = trace.y.length - 1; k >= 0; k--) if (trace.y[k] !== null) { prev = trace.y[k]; break; }
     const y = e.raw.map((v) => (prev = prev === null ? v : ema * prev + (1 - ema) * v));
-    idx.push(i); xs.push(e.steps.map(xOf)); ys.push(smooth ? y : e.raw); raws.push(e.raw);
+    idx.push(i); xs.push(e.steps.map(xOf)); ys.push(smooth ? y : e.raw);
+    custom.push(e.raw.map((v, k) => [v, counted ? countText(e.n[k]) : ""]));
   }
-  if (idx.length) Plotly.extendTraces(el, smooth ? {x: xs, y: ys, customdata: raws} : {x: xs, y: ys}, idx);
+  if (idx.length) Plotly.extendTraces(el, {x: xs, y: ys, customdata: custom}, idx);
 }
 
 // Zoomed in on a downsampled chart: fetch the visible range at full resolution and splice it in.

@@ -77,7 +77,7 @@ function traces(arms, mean) {
   });
   out.push({
     type: "scatter", mode: "lines+markers", name: MEAN, legendgroup: MEAN, x: mean.x, y: mean.y,
-    line: {color: "#111827", width: 3.5}, marker: {size: 7},
+    line: {color: SB.colours().fg, width: 3.5}, marker: {size: 7},
     hovertemplate: `<b>${MEAN}: %{y:.3f}</b><extra></extra>`,
     // Over every arm evaluated, hidden ones included: hiding a line does not change the outcome.
     visible: true,
@@ -134,8 +134,8 @@ export function drawEvals() {
   $("eval-summary").textContent = summary(name, mean);
   Plotly.react(el, traces(arms, mean), SB.layout({
     uirevision: name,  // the zoom is kept while the same set is shown
-    xaxis: {title: {text: "step"}, gridcolor: "#e5e9f0", zeroline: false, rangemode: "tozero"},
-    yaxis: {title: {text: "accuracy"}, range: [0, 1.02], gridcolor: "#e5e9f0", zeroline: false},
+    xaxis: {title: {text: "step"}, zeroline: false, rangemode: "tozero", unifiedhovertitle: {text: "step %{x}"}},
+    yaxis: {title: {text: "accuracy"}, range: [0, 1.02], zeroline: false},
     ...targetLine(),
     // Above the plot, where it takes no height from it (few entries: the mean, arms only evaluated).
     showlegend: true,

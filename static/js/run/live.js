@@ -54,12 +54,13 @@ function appendSteps(steps) {
   const arms = state.arms.length;
   const traces = state.parts.size;
   const points = new Map();  // chart id -> Map(trace index -> {steps, raw})
-  const add = (chart, i, step, value) => {
+  const add = (chart, i, step, value, n) => {
     if (!points.has(chart.id)) points.set(chart.id, new Map());
     const m = points.get(chart.id);
-    if (!m.has(i)) m.set(i, {steps: [], raw: []});
+    if (!m.has(i)) m.set(i, {steps: [], raw: [], n: []});
     m.get(i).steps.push(step);
     m.get(i).raw.push(value);
+    m.get(i).n.push(n);
   };
   for (const s of steps) {
     setStepTime(s.step, s.ts);
@@ -71,13 +72,13 @@ function appendSteps(steps) {
           for (const [part, value] of Object.entries(rec[view.field] || {})) {
             if (typeof value !== "number") continue;
             const i = appendPart(rec.arm, part, s.step, value);
-            if (i >= 0) add(chart, i, s.step, value);
+            if (i >= 0) add(chart, i, s.step, value, rec.n_step);
           }
           continue;
         }
         const value = rec[view.field];
         if (value === null || value === undefined) continue;
-        if (appendValue(view.metric, rec.arm, s.step, value)) add(chart, armIndex(rec.arm), s.step, value);
+        if (appendValue(view.metric, rec.arm, s.step, value)) add(chart, armIndex(rec.arm), s.step, value, rec.n_step);
       }
     }
   }
@@ -123,7 +124,7 @@ export function connect(after) {
       const badge = document.getElementById("run-status");
       if (badge) { badge.textContent = d.status.status; badge.className = `badge status-${d.status.status}`; }
     }
-    setLive(`live · step ${document.getElementById("run-step").textContent}`);
+    setLive("live");  // the step is the header's (one counter, updated as the steps are drawn)
   });
   es.addEventListener("reset", () => {
     setLive("reloading…");

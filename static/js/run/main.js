@@ -3,11 +3,13 @@
 // so it runs after Plotly.js and static/js/charts.js (deferred, in document order); the data requests
 // started before (early.js).
 import {showAcks} from "./acks.js";
+import {drawAll} from "./charts.js";
 import {applyView, bindControls, syncLegend} from "./controls.js";
-import {bindEvals, loadEvals} from "./evals.js";
+import {bindEvals, drawEvals, loadEvals} from "./evals.js";
 import {connect, reload, setLive} from "./live.js";
-import {bindMetrics, loadMetrics} from "./metrics.js";
+import {bindMetrics, drawPanels, loadMetrics} from "./metrics.js";
 import {flash, page} from "./page.js";
+import {state} from "./state.js";
 import {initialView} from "./view.js";
 
 // The view a shared link carries (smoothing, x axis, hidden arms, chart views, zoom, panels).
@@ -17,6 +19,11 @@ syncLegend();
 bindControls();
 bindEvals();
 bindMetrics();
+// A theme change redraws the charts whose traces take the page's colours (the mean, the metric panels).
+document.addEventListener("sb:theme", () => {
+  if (state.drawn) { drawAll(); drawPanels(); }
+  drawEvals();
+});
 // Fragments htmx swaps in (a form's "pending", the audit log) get the acks already received.
 document.body.addEventListener("htmx:afterSettle", showAcks);
 // The first load is drawn once the document's other DOMContentLoaded work is done (htmx processing the

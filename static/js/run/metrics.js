@@ -13,7 +13,6 @@ import {
 import {saveView} from "./view.js";
 
 const DEFAULT_PANELS = 4;
-const COLOR = "#3b4a6b";
 const $ = (id) => document.getElementById(id);
 const seriesURL = (names, range) => {
   const q = names.map((n) => `name=${encodeURIComponent(n)}`).join("&");
@@ -93,9 +92,9 @@ function traceOf(p) {
     type: "scatter", mode: d.x.length > 1 ? "lines" : "lines+markers", name: p.name,
     x: state.opts.xmode === "step" ? d.x.slice() : d.x.map(xOf),
     y: smooth ? SB.ema(d.y, state.opts.ema) : d.y.slice(),
-    line: {color: COLOR, width: 1.6}, hovertemplate: hover(p.name, smooth),
+    customdata: d.y.map((v) => [v, ""]),
+    line: {color: SB.colours().fg, width: 1.6}, hovertemplate: hover(p.name, smooth),
   };
-  if (smooth) trace.customdata = d.y.slice();
   return trace;
 }
 
@@ -104,7 +103,7 @@ function panelLayout(p) {
   return SB.layout({
     uirevision: `${state.uirevision}:${p.log}`,
     xaxis: xaxis(),
-    yaxis: {gridcolor: "#e5e9f0", type: p.log ? "log" : "linear", title: {text: p.name}},
+    yaxis: {type: p.log ? "log" : "linear", title: {text: p.name, font: {size: 11}}},
     shapes: m.shapes, annotations: m.annotations, showlegend: false,
   });
 }
@@ -151,13 +150,14 @@ export function appendMetrics(steps) {
   for (const [i, e] of points) {
     const el = $(plotId(i));
     if (!el || !el.data) continue;
+    const custom = [e.raw.map((v) => [v, ""])];
     if (state.opts.ema > 0) {
       const t = el.data[0];
       let prev = t.y.length ? t.y[t.y.length - 1] : null;
       const y = e.raw.map((v) => (prev = prev === null ? v : state.opts.ema * prev + (1 - state.opts.ema) * v));
-      Plotly.extendTraces(el, {x: [e.x], y: [y], customdata: [e.raw]}, [0]);
+      Plotly.extendTraces(el, {x: [e.x], y: [y], customdata: custom}, [0]);
     } else {
-      Plotly.extendTraces(el, {x: [e.x], y: [e.raw]}, [0]);
+      Plotly.extendTraces(el, {x: [e.x], y: [e.raw], customdata: custom}, [0]);
     }
   }
 }
