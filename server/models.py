@@ -195,6 +195,7 @@ class SentCommand(Base):
     __table_args__ = (
         Index("ix_commands_run_created", "run_id", "created_at"),
         Index("ix_commands_run_ack_event", "run_id", "ack_event_seq"),
+        Index("ix_commands_run_status_created", "run_id", "status", "created_at"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)

@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from server.store.sql import ARMS, COMMANDS, RUNS, run_row, utc_from_ts, utcnow
@@ -93,25 +93,47 @@ class AckedCommand:
     message: str | None
 
 
-def steering_view(session: Session, run: str) -> SteeringView:
+@dataclass(frozen=True, slots=True)
+class SteeringState:
+    """A run's steering state read without its pending commands: the arms as reported, and how many
+    commands are pending with the id of the newest. Two reads with equal states have the same pending
+    commands unless some were answered and as many posted in between with timestamps older than the
+    newest, which takes web processes whose clocks disagree (and then the agent, which decides again,
+    still answers right). server.steering builds on this to avoid re-reading them on every post."""
+
+    run_id: int
+    name: str
+    status: str
+    arms: tuple[ArmView, ...]
+    n_pending: int
+    last_pending: str | None
+
+
+def steering_state(session: Session, run: str) -> SteeringState:
     r = run_row(session, run, RUNS.c.id, RUNS.c.name, RUNS.c.status)
     arms = session.execute(
         select(ARMS.c.name, ARMS.c.state, ARMS.c.pin, ARMS.c.boost)
         .where(ARMS.c.run_id == r.id)
         .order_by(ARMS.c.position, ARMS.c.id)
     ).all()
-    pending = session.execute(
-        select(COMMANDS.c.id, COMMANDS.c.kind, COMMANDS.c.arm, COMMANDS.c.value, COMMANDS.c.steps)
-        .where(COMMANDS.c.run_id == r.id, COMMANDS.c.status == "pending")
-        .order_by(COMMANDS.c.created_at)
-    ).all()
-    return SteeringView(
-        run_id=r.id,
-        name=r.name,
-        status=r.status,
-        arms=[ArmView(*a) for a in arms],
-        pending=[PendingCommand(*c) for c in pending],
+    c = COMMANDS.c
+    pending = (c.run_id == r.id) & (c.status == "pending")
+    n_pending = session.execute(select(func.count()).select_from(COMMANDS).where(pending)).scalar_one()
+    last = session.execute(
+        select(c.id).where(pending).order_by(c.created_at.desc(), c.id.desc()).limit(1)
+    ).scalar_one_or_none()
+    return SteeringState(r.id, r.name, r.status, tuple(ArmView(*a) for a in arms), int(n_pending), last)
+
+
+def pending_commands(session: Session, run_id: int) -> list[PendingCommand]:
+    """The run's unanswered commands, in the order the agent will apply them."""
+    c = COMMANDS.c
+    rows = session.execute(
+        select(c.id, c.kind, c.arm, c.value, c.steps)
+        .where(c.run_id == run_id, c.status == "pending")
+        .order_by(c.created_at, c.id)
     )
+    return [PendingCommand(*row) for row in rows]
 
 
 def record_command(
