@@ -40,13 +40,22 @@ class SuggestionResponseOut(BaseModel):
 
 @router.get("/{run:path}/diagnoses", responses=_404)
 def get_diagnoses(run: str, session: SessionDep, settings: SettingsDep,
-                  history: Annotated[int, Query(ge=0, le=100_000)] = 1000) -> dict[str, Any]:
+                  history: Annotated[int, Query(ge=0, le=100_000)] = 1000,
+                  latest: Annotated[bool, Query(description="add each arm's record at the run's last step")] = False,
+                  ) -> dict[str, Any]:
     """Per arm the diagnosis in force, the step it began, the figures behind it, a reason and the
-    suggested command; the latest `history` changes (oldest first); suggestions accepted or dismissed."""
+    suggested command; the latest `history` changes (oldest first); suggestions accepted or dismissed;
+    `window`, the steps of the figures' decayed means. With `latest`, the arms' records at the last step
+    (`{step, arms: [{arm, p, score, parts, n_step, n_total, mean_abs_adv, accuracy, n_groups, zero_var}]}`)."""
     got = store.run_diagnoses(session, run, store.diagnosis_config(settings), history)
     for c in got.changes:
         c.pop("event_seq", None)
-    return {"run": got.run, "step": got.step, "arms": got.arms, "changes": got.changes, "responses": got.responses}
+    out = {"run": got.run, "step": got.step, "window": settings.diagnosis_window, "arms": got.arms,
+           "changes": got.changes, "responses": got.responses}
+    if latest:
+        step, records = store.last_step_records(session, run)
+        out["latest"] = {"step": step, "arms": records}
+    return out
 
 
 def _current(session: SessionDep, settings: SettingsDep, run: str, body: SuggestionBody) -> dict[str, Any]:

@@ -251,6 +251,17 @@ def responses_of(conn: Connection, run_id: int) -> list[dict[str, Any]]:
     return [dict(r._mapping) for r in conn.execute(q)]
 
 
+def last_step_records(session: Session, run: str) -> tuple[int, list[dict[str, Any]]]:
+    """The run's last step and each arm's record at it (what the run page's cockpit opens on): p, score,
+    parts, completions, mean |A|, accuracy, zero-variance share; one primary-key range read."""
+    r = run_row(session, run, RUNS.c.id, RUNS.c.last_step)
+    s = ARM_STEPS.c
+    q = (select(ARMS.c.name.label("arm"), s.probability.label("p"), s.score, s.parts, s.n_step, s.n_total,
+                s.mean_abs_adv, s.accuracy, s.n_groups, s.zero_var)
+         .join(ARMS, ARMS.c.id == s.arm_id).where(s.run_id == r.id, s.step == r.last_step))
+    return int(r.last_step), [dict(row._mapping) for row in session.connection().execute(q)]
+
+
 def diagnosis_config(settings: Any) -> DiagnosisConfig:
     """The rules' parameters from the server's settings (`diagnosis_*`, `suggest_*`)."""
     return DiagnosisConfig(

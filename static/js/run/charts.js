@@ -1,6 +1,7 @@
 // The run page's Plotly charts, drawn from the page state: traces per arm (or per arm and score part),
 // the command markers, live points appended, zooms refined at full resolution. The palette, layout and
 // EMA are SB's (static/js/charts.js, shared with the compare page).
+import {diagnosisMarks, diagnosisShapes} from "./diagmarks.js";
 import {CHARTS, flash, page} from "./page.js";
 import {loadRange} from "./series.js";
 import {armIndex, setDrawn, setZoom, state} from "./state.js";
@@ -88,8 +89,9 @@ function emptyNote(chart) {
 // nearby steps were drawn over each other).
 const GROUP_SPAN = 1 / 80;
 
-function markerGroups() {
-  const markers = [...state.markers.values()].filter((m) => xOf(m.step) !== null).sort((a, b) => a.step - b.step);
+// (Diagnosis changes are grouped the same way, apart: diagmarks.js.)
+function markerGroups(all) {
+  const markers = all.filter((m) => xOf(m.step) !== null).sort((a, b) => a.step - b.step);
   const last = Math.max(1, ...Object.values(state.series).flatMap((byArm) => Object.values(byArm))
     .map((d) => (d.x.length ? d.x[d.x.length - 1] : 0)), ...markers.map((m) => m.step));
   const zoom = state.opts.xmode === "step" && state.opts.zoom;
@@ -105,7 +107,7 @@ function markerGroups() {
 export function markerShapes() {
   const shapes = [];
   const annotations = [];
-  for (const g of markerGroups()) {
+  for (const g of markerGroups([...state.markers.values()])) {
     const x = xOf(g[0].step);
     shapes.push({type: "line", xref: "x", yref: "paper", x0: x, x1: x, y0: 0, y1: 1,
       line: {color: "#b42318", width: 1, dash: "dot"}});
@@ -114,7 +116,8 @@ export function markerShapes() {
       hovertext: list, showarrow: false, xanchor: "left", yanchor: "top", textangle: -90,
       font: {size: 10, color: "#b42318"}, captureevents: true});
   }
-  return {shapes, annotations};
+  const d = diagnosisShapes(markerGroups(diagnosisMarks()), xOf);
+  return {shapes: shapes.concat(d.shapes), annotations: annotations.concat(d.annotations)};
 }
 
 // The x axis of every chart of steps: step or wall time, and the shared zoom (step axis only).

@@ -27,6 +27,8 @@ export async function reload() {
     syncLegend();
     drawAll();
     refineZoomed();
+    // The cockpit's sparklines and the heatmaps (cockpit.js, heatmaps.js) draw from the series just loaded.
+    document.dispatchEvent(new Event("sb:series"));
     if (state.panels !== null) await reloadPanels();
   } finally {
     const held = endReload();
@@ -117,6 +119,8 @@ export function connect(after) {
   es.addEventListener("ready", () => setLive("live"));
   es.addEventListener("update", (e) => {
     const d = JSON.parse(e.data);
+    // The modules that keep their own view of the run (cockpit.js, heatmaps.js) take the event as it is.
+    document.dispatchEvent(new CustomEvent("sb:update", {detail: d}));
     if (d.steps) queueSteps(d.steps);
     if (d.acks) applyAcks(d.acks);
     if (d.evals) addEvals(d.evals);
@@ -129,6 +133,7 @@ export function connect(after) {
   es.addEventListener("reset", () => {
     setLive("reloading…");
     resync();
+    document.dispatchEvent(new Event("sb:reset"));
     reload().catch(flash);
     loadEvals().catch(flash);
   });
