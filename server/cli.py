@@ -7,7 +7,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -189,10 +189,7 @@ def user_add(name: str, role: str, password_stdin: bool, database_url: str | Non
     from server import auth
     from server.store import users
 
-    if password_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-    else:
-        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    password = _read_password(password_stdin, "Password")
     with _auth_session(database_url) as session:
         users.add_user(session, auth.check_name(name, "user"), auth.hash_password(password), auth.check_role(role))
     click.echo(f"user {name} added ({role})")
@@ -220,10 +217,21 @@ def user_remove(name: str, database_url: str | None) -> None:
     """Remove a user (their sessions end at once)."""
     from server.store import users
 
+    _change_user(database_url, name, lambda s: users.remove_user(s, name), f"user {name} removed")
+
+
+def _read_password(from_stdin: bool, prompt: str) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    return str(click.prompt(prompt, hide_input=True, confirmation_prompt=True))
+
+
+def _change_user(database_url: str | None, name: str, change: Callable[[Any], bool], done: str) -> None:
+    """Apply `change` (a store call answering whether the user exists) and say `done`."""
     with _auth_session(database_url) as session:
-        if not users.remove_user(session, name):
+        if not change(session):
             raise _no_user(name)
-    click.echo(f"user {name} removed")
+    click.echo(done)
 
 
 @user.command("passwd")
@@ -235,14 +243,9 @@ def user_passwd(name: str, password_stdin: bool, database_url: str | None) -> No
     from server import auth
     from server.store import users
 
-    if password_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-    else:
-        password = click.prompt("New password", hide_input=True, confirmation_prompt=True)
-    with _auth_session(database_url) as session:
-        if not users.set_password(session, name, auth.hash_password(password)):
-            raise _no_user(name)
-    click.echo(f"password of {name} changed; their sessions ended")
+    digest = auth.hash_password(_read_password(password_stdin, "New password"))
+    _change_user(database_url, name, lambda s: users.set_password(s, name, digest),
+                 f"password of {name} changed; their sessions ended")
 
 
 @user.command("role")
@@ -254,10 +257,8 @@ def user_role(name: str, role: str, database_url: str | None) -> None:
     from server import auth
     from server.store import users
 
-    with _auth_session(database_url) as session:
-        if not users.set_role(session, name, auth.check_role(role)):
-            raise _no_user(name)
-    click.echo(f"user {name} is now {role}")
+    _change_user(database_url, name, lambda s: users.set_role(s, name, auth.check_role(role)),
+                 f"user {name} is now {role}")
 
 
 @user.command("disable")
@@ -267,10 +268,8 @@ def user_disable(name: str, database_url: str | None) -> None:
     """Stop a user logging in; every session of theirs ends (`enable` undoes it)."""
     from server.store import users
 
-    with _auth_session(database_url) as session:
-        if not users.set_disabled(session, name, True):
-            raise _no_user(name)
-    click.echo(f"user {name} disabled; their sessions ended")
+    _change_user(database_url, name, lambda s: users.set_disabled(s, name, True),
+                 f"user {name} disabled; their sessions ended")
 
 
 @user.command("enable")
@@ -280,10 +279,7 @@ def user_enable(name: str, database_url: str | None) -> None:
     """Let a disabled user log in again."""
     from server.store import users
 
-    with _auth_session(database_url) as session:
-        if not users.set_disabled(session, name, False):
-            raise _no_user(name)
-    click.echo(f"user {name} enabled")
+    _change_user(database_url, name, lambda s: users.set_disabled(s, name, False), f"user {name} enabled")
 
 
 @user.command("sessions")
