@@ -6,14 +6,16 @@ command form posts here and reuses `server.steering.submit`, the JSON API's vali
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from dataclasses import asdict, dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
+from sqlalchemy import select
 
 from server import compare as comparing
 from server import steering
@@ -23,10 +25,12 @@ from server.errors import CommandConflict, InvalidCommand, InvalidRequest
 from server.models import Metric
 from server.schemas import CommandIn
 from server.store import commands as command_store
+from server.store import diagnoses as diagnosis_store
 from server.store import manage as manage_store
 from server.store import runs as run_store
 from server.store import runs_table
 from server.store.commands import AuditEntry
+from server.store.sql import RUNS
 from server.web import is_htmx, render
 
 router = APIRouter(include_in_schema=False)
@@ -51,8 +55,19 @@ def command_status(c: AuditEntry) -> str:
     return c.status
 
 
-def _commands_ctx(commands: list[AuditEntry]) -> list[dict[str, Any]]:
-    return [{"c": c, "label": c.label, "status_text": command_status(c)} for c in commands]
+def _commands_ctx(session: Any, run: str, commands: list[AuditEntry]) -> list[dict[str, Any]]:
+    """The audit log's rows, newest first: the commands (an accepted suggestion is one, with its reason)
+    and the suggestions dismissed (docs/diagnosis.md)."""
+    items = [{"c": c, "label": c.label, "status_text": command_status(c), "when": c.created_at} for c in commands]
+    got = session.execute(select(RUNS.c.id).where(RUNS.c.name == run)).first()
+    if got is not None:
+        for r in diagnosis_store.responses_of(session.connection(), got.id):
+            if r["response"] == "dismissed":
+                items.append({"c": None, "dismissal": r, "when": r["created_at"],
+                              "label": f"dismissed the suggestion for {r['arm']} ({r['diagnosis'].replace('_', ' ')} "
+                                       f"since step {r['since_step']})"})
+    items.sort(key=lambda i: cast(dt.datetime, i["when"]).replace(tzinfo=None), reverse=True)
+    return items
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -157,19 +172,19 @@ class Chart:
 # fit in the browser's six connections per host.
 RUN_CHARTS: tuple[Chart, ...] = (
     Chart("chart-probability", "Sampling probability in force (overrides included)",
-          (ChartView("probability", "p", axis="probability (stacked, sums to 1)"),), stacked=True, yrange=(0, 1),
+          (ChartView("probability", "p", axis="probability (0-1)"),), stacked=True, yrange=(0, 1),
           wide=True),
     Chart("chart-mean_abs_adv", "Mean |advantage| per arm",
-          (ChartView("mean_abs_adv", "mean_abs_adv", axis="mean |advantage| (reward std units)", counted=True),),
+          (ChartView("mean_abs_adv", "mean_abs_adv", axis="mean |advantage|", counted=True),),
           smooth=True),
     Chart("chart-accuracy", "Accuracy per arm",
-          (ChartView("accuracy", "accuracy", axis="accuracy (fraction correct)", counted=True),), smooth=True,
+          (ChartView("accuracy", "accuracy", axis="accuracy (0-1)", counted=True),), smooth=True,
           yrange=(0, 1.02)),
     Chart("chart-counts", "Completions",
           (ChartView("n_step", "n_step", "per step", axis="completions per step"),
-           ChartView("n_total", "n_total", "cumulative", axis="completions, cumulative"))),
+           ChartView("n_total", "n_total", "cumulative", axis="completions, total"))),
     Chart("chart-score", "Scheduler",
-          (ChartView("score", "score", "score", axis="score (the scheduler's units)"),
+          (ChartView("score", "score", "score", axis="score"),
            ChartView("parts", "parts", "its parts", key="e.g. DUMP: mu = exploit, bonus = explore",
                      axis="score term")), smooth=True),
 )
@@ -214,7 +229,8 @@ def _run_ctx(
         "points": chart_points(len(detail.arms)),
     }
     return {
-        "run": detail, "run_name": detail.name, "commands": _commands_ctx(commands), "page": page, "kinds": KINDS,
+        "run": detail, "run_name": detail.name, "commands": _commands_ctx(session, detail.name, commands), "page": page,
+        "kinds": KINDS,
         "charts": RUN_CHARTS,
         "forms": forms or {}, "confirm": _CONFIRM, "labels": manage_store.labels(session, detail.name), "manage": {},
     }
@@ -224,7 +240,8 @@ def _run_ctx(
 def run_commands(run: str, request: Request, session: SessionDep, principal: PrincipalDep) -> HTMLResponse:
     """The audit log table (the run page refreshes it when an ack arrives)."""
     return render(request, "_commands.html", principal,
-                  {"run_name": run, "commands": _commands_ctx(command_store.list_commands(session, run, 200))})
+                  {"run_name": run,
+                   "commands": _commands_ctx(session, run, command_store.list_commands(session, run, 200))})
 
 
 def _parse_number(raw: str, what: str) -> float | None:
@@ -303,7 +320,8 @@ def _form_response(
     ctx = {
         "run_name": run, "arm": arm, "kind": kind, "form": form, "confirm": _CONFIRM,
         # On success the audit log gains the pending command (out-of-band swap).
-        "oob_commands": _commands_ctx(command_store.list_commands(session, run, 200)) if status < 400 else None,
+        "oob_commands": _commands_ctx(session, run, command_store.list_commands(session, run, 200))
+        if status < 400 else None,
     }
     return render(request, "_command_response.html", principal, ctx, status)
 

@@ -27,9 +27,11 @@
 
   function label(button) {
     const c = chosen();
-    button.textContent = c === "system" ? "◐ auto" : c === "dark" ? "☾ dark" : "☀ light";
-    button.setAttribute("aria-label", `Colour theme: ${c === "system" ? "as the system" : c}. Change it`);
-    button.title = "Colour theme: auto (as the system), light or dark";
+    const icon = document.createElement("span");
+    icon.setAttribute("aria-hidden", "true");
+    icon.textContent = c === "system" ? "◐ " : c === "dark" ? "☾ " : "☀ ";
+    button.replaceChildren(icon, `Theme: ${c === "system" ? "auto" : c}`);
+    button.title = "Colour theme: auto (as the system), light or dark; click to change";
   }
 
   apply();
