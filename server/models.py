@@ -93,6 +93,11 @@ class Run(Base):
     # archived_at is set; a free-text note.
     archived_at: Mapped[dt.datetime | None]
     note: Mapped[str | None] = mapped_column(Text)
+    # The latest evaluation's set and mean accuracy over arms, and the best such mean of that set, kept by
+    # ingest (store/evals.update_eval_summary) for the runs table, which sorts by them.
+    eval_name: Mapped[str | None] = mapped_column(String(64))
+    final_eval: Mapped[float | None] = mapped_column(Float)
+    best_eval: Mapped[float | None] = mapped_column(Float)
 
 
 class Arm(Base):
@@ -312,7 +317,7 @@ class RunAction(Base):
     created_at: Mapped[dt.datetime]
 
 
-# For the runs table's evaluation columns (store/runs_table.eval_summaries): one scan in this order groups
+# For the runs' evaluation summaries (store/evals.eval_summaries): one scan in this order groups
 # each evaluation's arms without a sort (the key puts arm before step), covering what it reads.
 Index("ix_evals_run_name_step", RunEval.run_id, RunEval.name, RunEval.step, RunEval.accuracy, RunEval.ts)
 

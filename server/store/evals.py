@@ -6,11 +6,12 @@ by the API, the CSV export and the live events (docs/sse.md, the `evals` field o
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import math
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, func, select, update
 from sqlalchemy.orm import Session
 
 from server.store.sql import EVALS, RUNS, insert, run_row
@@ -90,3 +91,39 @@ def run_evals(session: Session, run: str, name: str | None = None) -> RunEvals:
         q = q.where(e.name == name)
     points = sorted((EvalResult(*r) for r in session.execute(q)), key=_sort_key)
     return RunEvals(run=run, names=names, evals=points)
+
+
+@dataclass(frozen=True, slots=True)
+class EvalSummary:
+    name: str  # the eval set of the run's latest evaluation (highest step, then latest sent, then name)
+    final: float  # that evaluation's mean accuracy over arms
+    best: float  # the best such mean of that eval set
+
+
+def eval_summaries(db: Connection | Session, run_ids: Sequence[int] | None) -> dict[int, EvalSummary]:
+    """Each run's latest evaluation and the best of its eval set, from one row per evaluation (its mean
+    over arms, averaged in SQL). Reduced here rather than in SQL: SQLite joins a windowed subquery to
+    `runs` by scanning it once per run, and this is one grouped scan."""
+    e = EVALS.c
+    q = select(e.run_id, e.name, e.step, func.avg(e.accuracy), func.max(e.ts)).group_by(e.run_id, e.name, e.step)
+    if run_ids is not None:
+        q = q.where(e.run_id.in_(list(run_ids)))
+    latest: dict[int, tuple[int, float, str, float]] = {}
+    best: dict[tuple[int, str], float] = {}
+    for rid, name, step, mean, ts in db.execute(q):
+        mean, ts = float(mean), float(ts)
+        had = latest.get(rid)
+        if had is None or (step, ts) > (had[0], had[1]) or ((step, ts) == (had[0], had[1]) and name < had[2]):
+            latest[rid] = (step, ts, name, mean)
+        if mean > best.get((rid, name), -math.inf):
+            best[(rid, name)] = mean
+    return {rid: EvalSummary(name, mean, best[(rid, name)]) for rid, (_, _, name, mean) in latest.items()}
+
+
+def update_eval_summary(conn: Connection, run_id: int) -> None:
+    """Keep the run's evaluation columns (the runs table's final and best, sortable as columns) in step
+    with its evaluations; ingest calls it when a batch stored some. One run's evaluations: a few rows."""
+    got = eval_summaries(conn, [run_id]).get(run_id)
+    if got is not None:
+        conn.execute(update(RUNS).where(RUNS.c.id == run_id)
+                     .values(eval_name=got.name, final_eval=got.final, best_eval=got.best))

@@ -16,7 +16,7 @@ from sqlalchemy import Connection, bindparam, select, update
 
 from server.store.commands import record_acks
 from server.store.diagnoses import DIAGNOSIS_CONFIG, DiagnosisConfig, diagnose_batch, split_rows
-from server.store.evals import insert_evals
+from server.store.evals import insert_evals, update_eval_summary
 from server.store.events import LiveEvent, ack_entry, status_entry, step_entry
 from server.store.manage import sync_agent_tags
 from server.store.rollups import NUMERIC_COLS, merge_rollups
@@ -118,6 +118,7 @@ def apply_ingest(conn: Connection, entries: Sequence[Entry]) -> list[LiveEvent]:
         evals = insert_evals(conn, acc.run_id, acc.evals, seq) if acc.evals else []
         if evals:
             payload["evals"] = [p.entry() for p in evals]
+            update_eval_summary(conn, acc.run_id)
             changed = True
         rows = diag_by_run.get(acc.run_id)
         if rows is not None or evals:

@@ -2,17 +2,15 @@
 pages, and each run's summary (arms, overrides applied, duration, final and best evaluation, tags,
 note).
 
-Four queries whatever the page: the page's runs with the total (a window count), then for those runs
-only their counts, their evaluations and their tags. Sorting by a count or the tags joins that column
-aggregated over every run; sorting by an evaluation reads every run's evaluations (one grouped scan)
-and orders the matching ids in Python (bench/runs_list.py times each).
+Three queries whatever the page: the page's runs with the total (a window count), then for those runs
+only their counts and their tags. Sorting by a count or the tags joins that column aggregated over every
+run; the evaluation columns are kept on the run by ingest (`store.evals.update_eval_summary`), so
+sorting by one is sorting by a column (bench/runs_list.py times each).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +20,7 @@ from sqlalchemy.orm import Session
 from server.errors import InvalidRequest
 from server.store.manage import RUN_TAGS, TagChip, tags_of_runs
 from server.store.runs import STATUSES, RunOverview, shown_status, stale_clause
-from server.store.sql import ARMS, COMMANDS, EVALS, RUNS, utcnow
+from server.store.sql import ARMS, COMMANDS, RUNS, utcnow
 
 PER_PAGE = 50
 # The sortable columns, each with the order a first click on its header asks for.
@@ -115,33 +113,6 @@ def _duration_sql(dialect: str) -> ColumnElement[Any]:
     return case((d < 0, 0.0), else_=d)
 
 
-@dataclass(frozen=True, slots=True)
-class EvalSummary:
-    name: str  # the eval set of the run's latest evaluation (highest step, then latest sent, then name)
-    final: float  # that evaluation's mean accuracy over arms
-    best: float  # the best such mean of that eval set
-
-
-def eval_summaries(session: Session, run_ids: Sequence[int] | None) -> dict[int, EvalSummary]:
-    """Each run's latest evaluation and the best of its eval set, from one row per evaluation (its mean
-    over arms, averaged in SQL). Reduced here rather than in SQL: SQLite joins a windowed subquery to
-    `runs` by scanning it once per run (seconds for 5,000 runs), and this is one grouped scan."""
-    e = EVALS.c
-    q = select(e.run_id, e.name, e.step, func.avg(e.accuracy), func.max(e.ts)).group_by(e.run_id, e.name, e.step)
-    if run_ids is not None:
-        q = q.where(e.run_id.in_(list(run_ids)))
-    latest: dict[int, tuple[int, float, str, float]] = {}
-    best: dict[tuple[int, str], float] = {}
-    for rid, name, step, mean, ts in session.execute(q):
-        mean, ts = float(mean), float(ts)
-        had = latest.get(rid)
-        if had is None or (step, ts) > (had[0], had[1]) or ((step, ts) == (had[0], had[1]) and name < had[2]):
-            latest[rid] = (step, ts, name, mean)
-        if mean > best.get((rid, name), -math.inf):
-            best[(rid, name)] = mean
-    return {rid: EvalSummary(name, mean, best[(rid, name)]) for rid, (_, _, name, mean) in latest.items()}
-
-
 def _arm_counts() -> Subquery:
     return select(ARMS.c.run_id, func.count().label("n")).group_by(ARMS.c.run_id).subquery("armn")
 
@@ -178,8 +149,7 @@ def _filtered(q: Select[Any], query: RunsQuery, stale: ColumnElement[bool]) -> S
 
 
 def _sorted(q: Select[Any], query: RunsQuery, stale: ColumnElement[bool], dialect: str) -> Select[Any]:
-    """`q` ordered by the query's column (empty values last either way), then newest first; not for the
-    evaluation columns (_by_evaluation)."""
+    """`q` ordered by the query's column (empty values last either way), then newest first."""
     r = RUNS.c
     if query.sort is None:
         return q.order_by(r.id.desc())
@@ -192,30 +162,14 @@ def _sorted(q: Select[Any], query: RunsQuery, stale: ColumnElement[bool], dialec
     else:
         key = {
             "run": r.name, "project": r.project, "scheduler": r.scheduler, "steps": r.last_step,
-            "note": r.note, "last_seen": r.last_seen, "started": r.started_at,
+            "note": r.note, "last_seen": r.last_seen, "started": r.started_at, "final": r.final_eval,
+            "best": r.best_eval,
             "duration": _duration_sql(dialect),
             "status": case(*((case((stale, "stale"), else_=r.status) == s, i) for i, s in enumerate(STATUSES)),
                            else_=len(STATUSES)),
         }[query.sort]
     ordered = key.asc() if query.order == "asc" else key.desc()
     return q.select_from(source).order_by(case((key.is_(None), 1), else_=0), ordered, r.id.desc())
-
-
-def _by_evaluation(
-    session: Session, query: RunsQuery, stale: ColumnElement[bool], cols: tuple[Any, ...]
-) -> tuple[list[Any], int, dict[int, EvalSummary]]:
-    """A page sorted by final or best evaluation: the matching ids newest first from SQL, ordered here by
-    their summaries (runs without an evaluation last), then that page's rows."""
-    r = RUNS.c
-    ids = [rid for (rid,) in session.execute(_filtered(select(r.id), query, stale).order_by(r.id.desc()))]
-    summaries = eval_summaries(session, None)  # every run's: one grouped scan, cheaper than 5,000 ids in IN
-    with_eval = [rid for rid in ids if rid in summaries]
-    with_eval.sort(key=lambda rid: getattr(summaries[rid], query.sort or ""), reverse=query.order == "desc")
-    ordered = with_eval + [rid for rid in ids if rid not in summaries]  # the sort is stable: ties newest first
-    start = (query.page - 1) * query.per_page
-    page_ids = ordered[start:start + query.per_page]
-    got = {x.id: x for x in session.execute(select(*cols).where(r.id.in_(page_ids)))} if page_ids else {}
-    return [got[rid] for rid in page_ids], len(ids), summaries
 
 
 def runs_table(session: Session, stale_seconds: float, query: RunsQuery) -> RunsPage:
@@ -225,18 +179,15 @@ def runs_table(session: Session, stale_seconds: float, query: RunsQuery) -> Runs
     stale = stale_clause(stale_seconds, now)
     r = RUNS.c
     cols = (r.id, r.name, r.project, r.scheduler, r.status, stale.label("stale"), r.started_at, r.ended_at,
-            r.last_seen, r.last_step, r.dropped, r.event_seq, r.note, r.archived_at)
-    evals: dict[int, EvalSummary] | None = None
-    if query.sort in ("final", "best"):
-        runs, total, evals = _by_evaluation(session, query, stale, cols)
-    else:
-        q = _filtered(select(*cols, func.count().over().label("total")), query, stale)
-        q = _sorted(q, query, stale, session.get_bind().dialect.name)
-        runs = list(session.execute(q.limit(query.per_page).offset((query.page - 1) * query.per_page)))
-        if runs:
-            total = int(runs[0].total)
-        else:  # past the last page (or nothing matches): the window count had no row to ride on
-            total = int(session.scalar(_filtered(select(func.count()).select_from(RUNS), query, stale)) or 0)
+            r.last_seen, r.last_step, r.dropped, r.event_seq, r.note, r.archived_at, r.eval_name, r.final_eval,
+            r.best_eval)
+    q = _filtered(select(*cols, func.count().over().label("total")), query, stale)
+    q = _sorted(q, query, stale, session.get_bind().dialect.name)
+    runs = list(session.execute(q.limit(query.per_page).offset((query.page - 1) * query.per_page)))
+    if runs:
+        total = int(runs[0].total)
+    else:  # past the last page (or nothing matches): the window count had no row to ride on
+        total = int(session.scalar(_filtered(select(func.count()).select_from(RUNS), query, stale)) or 0)
     ids = [x.id for x in runs]
     counts: dict[int, tuple[int, int]] = {}
     tags: dict[int, list[TagChip]] = {}
@@ -249,20 +200,17 @@ def runs_table(session: Session, stale_seconds: float, query: RunsQuery) -> Runs
                 select(func.count()).where(c.run_id == r.id, c.status == "applied").scalar_subquery(),
             ).where(r.id.in_(ids)))
         }
-        if evals is None:
-            evals = eval_summaries(session, ids)
         tags = tags_of_runs(session, ids)
     rows = []
     for x in runs:
         arms, applied = counts.get(x.id, (0, 0))
-        e = (evals or {}).get(x.id)
         stale_now = bool(x.stale)
         rows.append(TableRow(
             name=x.name, project=x.project, scheduler=x.scheduler, status=x.status, stale=stale_now,
             started_at=x.started_at, ended_at=x.ended_at,
             last_seen=x.last_seen, last_step=x.last_step, dropped=x.dropped, event_seq=x.event_seq, arms=arms,
             overrides=applied, duration_s=duration_s(x.started_at, x.ended_at, x.last_seen),
-            eval_name=e.name if e else None, final_eval=e.final if e else None, best_eval=e.best if e else None,
+            eval_name=x.eval_name, final_eval=x.final_eval, best_eval=x.best_eval,
             tags=tags.get(x.id, []), note=x.note, archived_at=x.archived_at,
         ))
     return RunsPage(rows, total, query)

@@ -39,3 +39,26 @@ def test_downgrade_and_upgrade_keep_every_row(tmp_path: Path) -> None:
     assert counts(url) == before
     command.upgrade(cfg, "head")
     assert counts(url) == before
+
+
+def test_the_eval_summary_columns_are_filled_from_stored_evaluations(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'e.db'}"
+    cfg = alembic_config(url)
+    command.upgrade(cfg, "head")
+    engine = make_engine(url)
+    evals = [(0, {"kk3": 0.2, "kk4": 0.4}), (10, {"kk3": 0.9, "kk4": 0.7}), (20, {"kk3": 0.6, "kk4": 0.6})]
+    try:
+        ingest_docs(engine, [run_start("ev", 1, ARMS), run_start("none", 1, ARMS), *[
+            {"v": 1, "type": "eval", "run": "ev", "seq": 2 + i, "ts": 1.7e9 + step, "name": "greedy", "step": step,
+             "arms": [{"arm": a, "accuracy": v, "correct": None, "total": None} for a, v in accs.items()]}
+            for i, (step, accs) in enumerate(evals)]])
+        summary = "SELECT name, eval_name, final_eval, best_eval FROM runs ORDER BY name"
+        with engine.connect() as c:
+            kept = [tuple(r) for r in c.exec_driver_sql(summary)]
+        assert kept == [("ev", "greedy", 0.6, 0.8), ("none", None, None, None)]  # kept by ingest
+        command.downgrade(cfg, "5e2f8a1c9d34")
+        command.upgrade(cfg, "head")  # filled from the evaluations by the migration
+        with engine.connect() as c:
+            assert [tuple(r) for r in c.exec_driver_sql(summary)] == kept
+    finally:
+        engine.dispose()
