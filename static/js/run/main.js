@@ -11,6 +11,9 @@ import {bindMetrics, drawPanels, loadMetrics} from "./metrics.js";
 import {flash, page} from "./page.js";
 import {state} from "./state.js";
 import {initialView} from "./view.js";
+// The arms cockpit and the heatmaps wire themselves to the page (the sb:* events live.js dispatches).
+import "./cockpit.js";
+import "./heatmaps.js";
 
 // The view a shared link carries (smoothing, x axis, hidden arms, chart views, zoom, panels).
 const view = initialView();

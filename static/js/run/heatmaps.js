@@ -1,0 +1,224 @@
+// Arms x steps heatmaps (templates/_heatmaps.html): probability, mean |A|, accuracy and the zero-variance
+// share, one Plotly chart each (the grid an image on its axes, see image()), readable at 64 and 256 arms. Built from the series the charts
+// already hold (state.series: the server's min/max buckets, two points per bucket, or every step when
+// short) plus the zero-variance series fetched here: the run's step range is cut into at most COLUMNS
+// columns, and a cell is the mean of an arm's points in its column, with their min and max on hover. Live
+// steps extend the same series (live.js appends them; zero-var here); redrawn at most every REDRAW_MS.
+import {flash, getJSON, viewURL} from "./page.js";
+import {state} from "./state.js";
+
+const box = document.getElementById("heatmaps");
+const COLUMNS = 240;
+const REDRAW_MS = 3000;
+// Colour scales as stops (Plotly's Viridis and Cividis, and red-amber-green for accuracy).
+const VIRIDIS = [[0, "#440154"], [0.25, "#3b528b"], [0.5, "#21908d"], [0.75, "#5dc963"], [1, "#fde725"]];
+const CIVIDIS = [[0, "#00224e"], [0.25, "#434e6c"], [0.5, "#7d7c78"], [0.75, "#bcaf6f"], [1, "#fee838"]];
+const RAG = [[0, "#b42318"], [0.5, "#f2cc60"], [1, "#1a7f37"]];
+// [metric, colour scale, fixed range or null, how values read]
+const MAPS = [
+  ["probability", VIRIDIS, null, ".3f"],
+  ["mean_abs_adv", VIRIDIS, null, ".3f"],
+  ["accuracy", RAG, [0, 1], ".2f"],
+  ["zero_var", CIVIDIS, [0, 1], ".0%"],
+];
+const zeroVar = {};  // arm -> {x, y}: this module's own series (the charts do not show it)
+let zeroVarLoaded = false;
+let zeroVarDownsampled = false;
+
+// {arms, x (column centres), z, custom ([first step, last step, min, max] per cell)}
+// `pairs`: the series are min/max buckets (two points a bucket), so a column needs two points at least.
+function grid(byArm, arms, pairs) {
+  let lo = Infinity, hi = -Infinity, most = 0;
+  for (const arm of arms) {
+    const d = byArm[arm];
+    if (d && d.x.length) { lo = Math.min(lo, d.x[0]); hi = Math.max(hi, d.x[d.x.length - 1]); most = Math.max(most, d.x.length); }
+  }
+  if (lo === Infinity) return null;
+  const cols = Math.max(1, Math.min(COLUMNS, hi - lo + 1, pairs ? Math.floor(most / 2) : most));
+  const width = (hi - lo + 1) / cols;
+  const x = Array.from({length: cols}, (_, c) => Math.round(lo + (c + 0.5) * width - 0.5));
+  const z = [], custom = [];
+  for (const arm of arms) {
+    const d = byArm[arm] || {x: [], y: []};
+    const sum = new Float64Array(cols), cnt = new Uint32Array(cols);
+    const mn = new Array(cols).fill(Infinity), mx = new Array(cols).fill(-Infinity);
+    for (let i = 0; i < d.x.length; i++) {
+      const v = d.y[i];
+      if (v === null || v === undefined) continue;
+      const c = Math.min(cols - 1, Math.floor((d.x[i] - lo) / width));
+      sum[c] += v; cnt[c] += 1;
+      if (v < mn[c]) mn[c] = v;
+      if (v > mx[c]) mx[c] = v;
+    }
+    const row = new Array(cols), crow = new Array(cols);
+    for (let c = 0; c < cols; c++) {
+      row[c] = cnt[c] ? sum[c] / cnt[c] : null;
+      crow[c] = [Math.ceil(lo + c * width), Math.ceil(lo + (c + 1) * width) - 1, cnt[c] ? mn[c] : null, cnt[c] ? mx[c] : null];
+    }
+    z.push(row);
+    custom.push(crow);
+  }
+  return {x, z, custom};
+}
+
+function height(n) {
+  return Math.round(Math.min(900, Math.max(200, 70 + n * (n > 64 ? 3.2 : n > 16 ? 10.5 : 18))));
+}
+
+const rgb = (hex) => [1, 3, 5].map((i) => parseInt(hex.slice(i, i + 2), 16));
+
+function colourOf(scale, t) {
+  for (let k = 1; k < scale.length; k++) {
+    if (t <= scale[k][0] || k === scale.length - 1) {
+      const [t0, c0] = scale[k - 1], [t1, c1] = scale[k];
+      const f = Math.min(1, Math.max(0, (t - t0) / (t1 - t0)));
+      const a = rgb(c0), b = rgb(c1);
+      return a.map((v, i) => Math.round(v + (b[i] - v) * f));
+    }
+  }
+  return rgb(scale[0][1]);
+}
+
+// The grid as an image, a pixel a cell (the plot stretches it; CSS keeps the cells sharp): Plotly.js's
+// basic bundle, which the page loads for its speed, has no heatmap trace, and an image draws 15,000
+// cells faster than one would.
+function image(g, scale, lo, hi) {
+  const rows = g.z.length, cols = g.x.length;
+  const canvas = document.createElement("canvas");
+  Object.assign(canvas, {width: cols, height: rows});
+  const ctx = canvas.getContext("2d");
+  const img = ctx.createImageData(cols, rows);
+  for (let r = 0; r < rows; r++) {
+    for (let c = 0; c < cols; c++) {
+      const v = g.z[r][c];
+      const o = 4 * (r * cols + c);
+      if (v === null) { img.data[o + 3] = 0; continue; }
+      const [R, G, B] = colourOf(scale, (v - lo) / (hi - lo || 1));
+      img.data.set([R, G, B, 255], o);
+    }
+  }
+  ctx.putImageData(img, 0, 0);
+  return canvas.toDataURL();
+}
+
+function fmtValue(v, format) {
+  if (v === null || v === undefined) return "—";
+  return format === ".0%" ? `${Math.round(100 * v)} %` : Number(v).toFixed(format === ".2f" ? 2 : 3);
+}
+
+function drawOne([metric, scale, range, format]) {
+  const el = document.getElementById(`heat-${metric}`);
+  if (!el) return;
+  const byArm = metric === "zero_var" ? zeroVar : (state.series[metric] || {});
+  const arms = state.arms.filter((a) => !state.opts.hidden.has(a));
+  const g = grid(byArm, arms, metric === "zero_var" ? zeroVarDownsampled : Boolean(state.downsampled[metric]));
+  if (!g) { el.textContent = metric === "zero_var" ? "no zero-variance share: the trainer sent no group ids" : "no data yet"; return; }
+  if (!el.data) el.textContent = "";
+  const values = g.z.flat().filter((v) => v !== null);
+  const [lo, hi] = range || [Math.min(0, ...values), Math.max(1e-9, ...values)];
+  const x0 = g.custom[0][0][0], x1 = g.custom[0][g.x.length - 1][1];
+  // Two invisible points carry the colour bar.
+  const bar = {type: "scatter", mode: "markers", x: [x0, x0], y: [0, 0], hoverinfo: "skip",
+    marker: {color: [lo, hi], cmin: lo, cmax: hi, colorscale: scale, opacity: 0, size: 1, showscale: true,
+      colorbar: {thickness: 10, len: 0.9, tickformat: format, outlinewidth: 0}}};
+  const small = arms.length > 64 ? 8 : arms.length > 24 ? 9 : 11;
+  const layout = SB.layout({
+    height: height(arms.length), hovermode: false, dragmode: false, margin: {l: 8, r: 8, t: 6, b: 36},
+    xaxis: {title: {text: "step"}, showgrid: false, range: [x0 - 0.5, x1 + 0.5], fixedrange: true},
+    yaxis: {range: [arms.length - 0.5, -0.5], tickmode: "array", tickvals: arms.map((_, i) => i), ticktext: arms,
+      automargin: true, showgrid: false, fixedrange: true, tickfont: {size: small},
+      // At many arms every label no longer fits: every nth, the rest on hover.
+      ...(arms.length > 64 ? {tickvals: arms.map((_, i) => i).filter((i) => i % Math.ceil(arms.length / 64) === 0),
+        ticktext: arms.filter((_, i) => i % Math.ceil(arms.length / 64) === 0)} : {})},
+    images: [{source: image(g, scale, lo, hi), xref: "x", yref: "y", x: x0 - 0.5, y: -0.5, sizex: x1 - x0 + 1,
+      sizey: arms.length, sizing: "stretch", layer: "below", xanchor: "left", yanchor: "top"}],
+  });
+  Plotly.react(el, [bar], layout, Object.assign({}, SB.config, {displayModeBar: false}));
+  el._heat = {g, arms, format};
+  bindHover(el);
+}
+
+// Hover: the arm, the column's steps, the mean with its min and max, in a tooltip of the page's own.
+function bindHover(el) {
+  if (el.dataset.hover) return;
+  el.dataset.hover = "1";
+  const tip = Object.assign(document.createElement("div"), {className: "heat-tip", hidden: true});
+  tip.setAttribute("role", "status");
+  el.append(tip);
+  el.addEventListener("mouseleave", () => { tip.hidden = true; });
+  el.addEventListener("mousemove", (ev) => {
+    const fl = el._fullLayout, h = el._heat;
+    if (!fl || !h) return;
+    const box = el.getBoundingClientRect();
+    const px = ev.clientX - box.left - fl.xaxis._offset, py = ev.clientY - box.top - fl.yaxis._offset;
+    const step = fl.xaxis.p2l(px), r = Math.round(fl.yaxis.p2l(py));
+    const cols = h.g.x.length;
+    const c = h.g.custom[0].findIndex((cell) => step >= cell[0] - 0.5 && step <= cell[1] + 0.5);
+    if (px < 0 || py < 0 || px > fl.xaxis._length || py > fl.yaxis._length || r < 0 || r >= h.arms.length || c < 0 || c >= cols) {
+      tip.hidden = true;
+      return;
+    }
+    const [a, b, mn, mx] = h.g.custom[r][c];
+    tip.replaceChildren(Object.assign(document.createElement("b"), {textContent: h.arms[r]}),
+      document.createElement("br"), `steps ${a}–${b}`, document.createElement("br"),
+      `mean ${fmtValue(h.g.z[r][c], h.format)} (min ${fmtValue(mn, h.format)}, max ${fmtValue(mx, h.format)})`);
+    tip.hidden = false;
+    tip.style.left = `${Math.min(ev.clientX - box.left + 12, box.width - 230)}px`;
+    tip.style.top = `${ev.clientY - box.top + 12}px`;
+  });
+}
+
+let last = 0;
+let timer = null;
+
+function drawAll() {
+  if (!box || !box.open || typeof Plotly === "undefined") return;
+  last = performance.now();
+  MAPS.forEach(drawOne);
+  performance.mark("sb:heatmaps");
+}
+
+function soon() {
+  if (timer !== null) return;
+  timer = setTimeout(() => { timer = null; drawAll(); }, Math.max(0, REDRAW_MS - (performance.now() - last)));
+}
+
+async function loadZeroVar() {
+  const doc = await getJSON(viewURL("zero_var"));
+  for (const key of Object.keys(zeroVar)) delete zeroVar[key];
+  zeroVarDownsampled = doc.series.some((s) => s.downsampled);
+  for (const s of doc.series) zeroVar[s.arm] = {x: s.steps, y: s.values};
+  zeroVarLoaded = true;
+}
+
+async function reload() {
+  if (!box || !box.open) return;
+  drawAll();  // what the charts hold, at once; the zero-variance share when it arrives
+  await loadZeroVar();
+  drawOne(MAPS[3]);
+}
+
+function onUpdate(d) {
+  if (!d.steps) return;
+  for (const s of d.steps) {
+    for (const rec of s.arms) {
+      if (rec.zero_var === null || rec.zero_var === undefined) continue;
+      const z = zeroVar[rec.arm] || (zeroVar[rec.arm] = {x: [], y: []});
+      if (z.x.length && s.step <= z.x[z.x.length - 1]) continue;
+      z.x.push(s.step);
+      z.y.push(rec.zero_var);
+    }
+  }
+  if (box.open && state.drawn) soon();
+}
+
+if (box) {
+  document.addEventListener("sb:series", () => reload().catch(flash));
+  document.addEventListener("sb:update", (ev) => onUpdate(ev.detail));
+  document.addEventListener("sb:theme", () => drawAll());
+  document.getElementById("arm-toggles")?.addEventListener("change", () => { if (state.drawn) drawAll(); });
+  box.addEventListener("toggle", () => {
+    if (!box.open || !state.drawn) return;
+    if (zeroVarLoaded) drawAll(); else reload().catch(flash);
+  });
+}
