@@ -224,6 +224,7 @@ def _run_ctx(
         "event_seq": detail.event_seq,
         "arms": [a.name for a in detail.arms],
         "scheduler": detail.scheduler,
+        "status": run_store.shown_status(detail.status, detail.stale),
         "markers": markers,
         "charts": [asdict(c) for c in RUN_CHARTS],
         "points": chart_points(len(detail.arms)),

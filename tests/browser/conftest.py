@@ -19,6 +19,7 @@ from tests.server.conftest import (  # noqa: F401 (fixtures used by the tests he
     app_server,
     db_url,
     empty_db,
+    engine,
     prefix,
     rds,
     settings,

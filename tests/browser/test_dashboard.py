@@ -272,16 +272,19 @@ def test_operator_pins_viewer_cannot(
     page.on("dialog", accept)
     form = page.locator('form[data-arm="kk4"][data-kind="pin"]')
     form.locator("input[name=value]").fill("0.5")
+    page.fill("#steer-reason", "kk4 is the held-out control")
     form.locator("button[type=submit]").click()
     message = page.locator('form[data-arm="kk4"][data-kind="pin"] .form-message')
     expect(message).to_have_attribute("data-command-id", re.compile(r"^[0-9a-f-]{36}$"), timeout=WAIT_MS)
-    assert dialogs == ["Pin kk4 to this probability?"]
+    # The confirmation states the exact command and its reason; the reason is spent once sent.
+    assert dialogs == ["Pin kk4 to p = 0.5?\nReason: kk4 is the held-out control\nApplied at the next step."]
+    expect(page.locator("#steer-reason")).to_have_value("")
     cid = message.get_attribute("data-command-id")
     status = page.locator(f'td.cmd-status[data-command-id="{cid}"]')
     expect(status).to_have_text(re.compile(r"^applied at step \d+$"), timeout=WAIT_MS)
     ack = next(c for c in app_server.client.get(f"/api/runs/{run}/commands").json() if c["id"] == cid)
-    assert (ack["status"], ack["actor"], ack["kind"], ack["arm"], ack["value"]) == (
-        "applied", "olga", "pin", "kk4", 0.5)
+    assert (ack["status"], ack["actor"], ack["kind"], ack["arm"], ack["value"], ack["reason"]) == (
+        "applied", "olga", "pin", "kk4", 0.5, "kk4 is the held-out control")
     n = ack["applied_step"]
     expect(status).to_have_text(f"applied at step {n}")
     expect(message).to_have_text(f"applied at step {n}")
@@ -295,6 +298,10 @@ def test_operator_pins_viewer_cannot(
     label = page.evaluate("() => document.getElementById('chart-probability').layout.annotations[0].text")
     assert (shape, label) == (n, "pin kk4=0.5")
     expect(page.locator('tr[data-arm="kk4"] .arm-pin')).to_have_text("0.500", timeout=WAIT_MS)
+    # Pinned, it offers Release; active, it does not offer Restore.
+    expect(page.locator('form[data-arm="kk4"][data-kind="release"]')).to_be_visible()
+    expect(page.locator('form[data-arm="kk4"][data-kind="restore"]')).to_be_hidden()
+    expect(page.locator('form[data-arm="kk3"][data-kind="release"]')).to_be_hidden()
     screenshot(page, "run_page_pinned")
 
     # A POST without the CSRF token is refused, even from the operator's own page.

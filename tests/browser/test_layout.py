@@ -13,7 +13,7 @@ import pytest
 from playwright.sync_api import Browser, Page
 from sqlalchemy import Engine
 
-from tests.server.conftest import ROOT, LiveServer, engine, ingest_docs, run_start  # noqa: F401,F811 (a fixture)
+from tests.server.conftest import ROOT, LiveServer, ingest_docs, run_start
 
 from .conftest import SCREENSHOTS
 

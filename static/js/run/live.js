@@ -9,6 +9,7 @@ import {addEvals, loadEvals} from "./evals.js";
 import {appendMetrics, reloadPanels} from "./metrics.js";
 import {API, CHARTS, flash} from "./page.js";
 import {loadViews} from "./series.js";
+import {followArms, followRun} from "./steer.js";
 import {
   addArm, appendPart, appendValue, armIndex, countLive, endReload, holdSteps, setStepTime, startReload, state,
 } from "./state.js";
@@ -49,6 +50,7 @@ function showStep(step) {
     row.querySelector(".arm-pin").textContent = fmt(rec.pin, 3);
     row.querySelector(".arm-boost").textContent = fmt(rec.boost, 2);
   }
+  followArms(step.arms);
 }
 
 function appendSteps(steps) {
@@ -127,6 +129,7 @@ export function connect(after) {
     if (d.status) {
       const badge = document.getElementById("run-status");
       if (badge) { badge.textContent = d.status.status; badge.className = `badge status-${d.status.status}`; }
+      followRun(d.status.status);
     }
     setLive("live");  // the step is the header's (one counter, updated as the steps are drawn)
   });
