@@ -213,7 +213,8 @@ function onUpdate(d) {
 }
 
 if (box) {
-  document.addEventListener("sb:series", () => reload().catch(flash));
+  // After the line charts have painted (setTimeout): not on their critical path.
+  document.addEventListener("sb:series", () => setTimeout(() => reload().catch(flash), 0));
   document.addEventListener("sb:update", (ev) => onUpdate(ev.detail));
   document.addEventListener("sb:theme", () => drawAll());
   document.getElementById("arm-toggles")?.addEventListener("change", () => { if (state.drawn) drawAll(); });
