@@ -109,8 +109,8 @@ def test_run_page_full_and_fragment(app_server: LiveServer, rds: redis.Redis, se
     ]
     assert data["points"] == {"per_arm": 1000, "per_part": 500}  # 4 arms: the most a chart shows per arm
     scripts = [s.get("src") for s in page.select("script[src]")]
-    assert scripts == ["/static/vendor/htmx.min.js", "/static/js/app.js", PLOTLY_URL, "/static/js/charts.js",
-                       "/static/js/run/main.js", "/static/js/run/early.js"]
+    assert scripts == ["/static/js/theme.js", "/static/vendor/htmx.min.js", "/static/js/app.js", PLOTLY_URL,
+                       "/static/js/charts.js", "/static/js/run/main.js", "/static/js/run/early.js"]
     # Plotly, SB's helpers and the page's module run after the document is parsed, in this order (a module
     # script is deferred); early.js, a classic script, runs as the parser reaches it, right after the page
     # data it reads: the data requests start while Plotly loads.

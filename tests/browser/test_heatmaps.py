@@ -1,0 +1,111 @@
+"""Heatmaps and the cockpit on runs of 9 and 64 arms (static/js/run/heatmaps.js, cockpit.js): stored runs
+shaped like DUMP curricula (arms that saturate, arms out of reach, one that regresses), their screenshots
+under test-output/screenshots/, the heatmaps' grid and hover against the stored values."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from playwright.sync_api import Page, expect
+from sqlalchemy import Engine
+
+from tests.server.conftest import LiveServer, engine, ingest_docs, run_start  # noqa: F401 (fixture)
+
+from .conftest import PageWatch
+
+pytestmark = pytest.mark.browser
+
+WAIT_MS = 30_000
+G, COMPLETIONS = 8, 512
+
+
+def curriculum_run(eng: Engine, run: str, n_arms: int, steps: int, seed: int = 0) -> list[str]:
+    """A DUMP-like run stored through ingest: arm i learns from step t0_i up to its ceiling (a few never
+    learn, a few saturate, one forgets at 60 %); p a softmax of mean |A| plus a UCB bonus."""
+    rng = np.random.default_rng(seed)
+    arms = [f"arith{i:02d}" if i % 2 else f"logic{i:02d}" for i in range(n_arms)]
+    t0 = rng.uniform(0, 1.2 * steps, n_arms)
+    ceiling = rng.choice([0.02, 0.7, 0.9, 1.0], n_arms, p=[0.15, 0.35, 0.25, 0.25])
+    n_total = np.zeros(n_arms)
+    window_mab = np.full(n_arms, 0.5)
+    docs = [run_start(run, 1, arms, ts=1_700_000_000.0, params={"window": 300, "c": 1.0, "temperature": 0.1})]
+    for step in range(steps):
+        acc = ceiling / (1 + np.exp(-(step - t0) / (steps / 12)))
+        if step > 0.6 * steps:
+            acc[1] *= 0.5
+        bonus = np.sqrt(2 * math.log(step * COMPLETIONS + 2) / (n_total + 1)) * 0.3
+        score = window_mab + bonus
+        p = np.exp((score - score.max()) / 0.1)
+        p /= p.sum()
+        n = rng.multinomial(COMPLETIONS // G, p) * G
+        n_total += n
+        recs = []
+        for i, arm in enumerate(arms):
+            q = float(np.clip(acc[i], 0, 1))
+            zv = q ** G + (1 - q) ** G
+            mab = float(np.sqrt(q * (1 - q)) * 0.9 * (1 - zv) + rng.normal(0, 0.01)) if n[i] else None
+            if mab is not None:
+                window_mab[i] = 0.97 * window_mab[i] + 0.03 * abs(mab)
+            recs.append({
+                "arm": arm, "p": float(p[i]), "score": float(score[i]),
+                "parts": {"mu": float(window_mab[i]), "bonus": float(bonus[i])}, "n_step": int(n[i]),
+                "n_total": int(n_total[i]), "mean_abs_adv": None if mab is None else abs(mab),
+                "mean_reward": None if not n[i] else float(rng.binomial(n[i], q) / n[i]),
+                "accuracy": None if not n[i] else float(rng.binomial(n[i], q) / n[i]), "state": "active",
+                "pin": None, "boost": None, "n_groups": int(n[i] // G) if n[i] else 0,
+                "zero_var": None if not n[i] else float(np.clip(zv + rng.normal(0, 0.03), 0, 1)), "pass_hist": None,
+            })
+        docs.append({"v": 1, "type": "step", "run": run, "seq": step + 2, "ts": 1_700_000_000.0 + step, "step": step,
+                     "metrics": {"loss": 1 / (step + 1)}, "dropped": 0, "arms": recs})
+    ingest_docs(eng, docs, batch=200)
+    return arms
+
+
+def heatmaps_drawn(page: Page, n_arms: int) -> None:
+    page.wait_for_function(
+        "(n) => ['probability', 'mean_abs_adv', 'accuracy', 'zero_var'].every((m) => {"
+        " const el = document.getElementById('heat-' + m); return el && el._heat && el._heat.arms.length === n; })",
+        arg=n_arms, timeout=WAIT_MS)
+
+
+@pytest.mark.parametrize("n_arms", [9, 64])
+def test_heatmaps_and_cockpit_of_a_long_run(app_server: LiveServer, pages: PageWatch, engine: Engine,  # noqa: F811
+                                            n_arms: int) -> None:
+    steps = 1500
+    run = f"heat-{n_arms}"
+    arms = curriculum_run(engine, run, n_arms, steps)
+    page = pages.new_page()
+    page.goto(f"/runs/{run}")
+    box = page.locator("#heatmaps")
+    # Open by default above 12 arms, and placed before the line charts; folded below the charts at 9.
+    assert (box.get_attribute("open") is not None) == (n_arms > 12)
+    if n_arms <= 12:
+        box.locator("summary").click()
+    heatmaps_drawn(page, n_arms)
+    grid = page.evaluate("() => { const h = document.getElementById('heat-accuracy')._heat;"
+                         " return {x: h.g.x.length, y: h.arms, z: h.g.z.length, c: h.g.custom[0][0]}; }")
+    assert grid["y"] == arms and grid["z"] == n_arms and 100 <= grid["x"] <= 240
+    assert grid["c"][0] == 0 and grid["c"][1] >= 0  # the first column's steps
+    ticks = page.locator("#heat-accuracy .ytick text").all_text_contents()
+    assert ticks == arms  # every arm labelled at 64
+    # Hover names the arm, the steps and the value.
+    el = page.locator("#heat-accuracy .nsewdrag").first
+    el.scroll_into_view_if_needed()
+    bb = el.bounding_box()
+    assert bb is not None
+    page.mouse.move(bb["x"] + bb["width"] * 0.5, bb["y"] + bb["height"] * 0.5)
+    hover = page.locator("#heat-accuracy .heat-tip")
+    expect(hover).to_contain_text("steps ", timeout=WAIT_MS)
+    assert any(a in hover.inner_text() for a in arms)
+    # The cockpit: every arm diagnosed, its figures and sparklines drawn.
+    expect(page.locator("#cockpit tbody tr .diag:not(.diag-none)")).to_have_count(n_arms, timeout=WAIT_MS)
+    assert page.locator("#cockpit svg.sparkline polyline").count() == 2 * n_arms
+    assert "mu" in page.locator("#cockpit tbody tr").first.locator(".arm-why").inner_text()
+    page.click('th[data-sort="diag"] button.sort')
+    page.mouse.move(0, 0)
+    shots = "test-output/screenshots"
+    box.screenshot(path=f"{shots}/heatmaps_{n_arms}_arms.png")
+    page.locator(".cockpit-section").screenshot(path=f"{shots}/cockpit_{n_arms}_arms.png")
+    page.screenshot(path=f"{shots}/run_page_{n_arms}_arms.png", full_page=True)
