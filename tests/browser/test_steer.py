@@ -109,3 +109,29 @@ def test_commands_on_nearby_steps_share_one_marker(
     commands = page.evaluate("() => document.getElementById('chart-probability').layout.shapes"
                              ".filter((s) => s.line.color === '#b42318').map((s) => s.x0)")
     assert commands == [min(steps.values())]  # one line (diagnosis changes have markers of their own)
+
+
+def test_on_a_phone_each_arms_controls_fold_into_a_menu(
+    app_server: LiveServer, pages: PageWatch, agents: Callable[..., AgentLoop]
+) -> None:
+    run = "steer-phone"
+    agents(run, hz=6.0)
+    wait_for(lambda: app_server.client.get(f"/api/runs/{run}").status_code == 200
+             and app_server.client.get(f"/api/runs/{run}").json()["last_step"] >= 2)
+    ctx = pages.browser.new_context(base_url=pages.base_url, viewport={"width": 390, "height": 844})
+    pages.contexts.append(ctx)
+    page = ctx.new_page()
+    page.goto(f"/runs/{run}")
+    expect(page.locator("#live-state")).to_contain_text("live", timeout=WAIT_MS)
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= 390
+    menus = page.locator("details.steer-menu")
+    expect(menus).to_have_count(4)
+    assert shown_forms(page, "kk4") == []  # folded
+    menu = page.locator('tr[data-arm="kk4"] details.steer-menu')
+    menu.locator("summary").scroll_into_view_if_needed()
+    menu.locator("summary").click()
+    assert shown_forms(page, "kk4") == ["pin", "boost", "retire"]
+    page.on("dialog", lambda d: d.accept())
+    menu.locator('form[data-kind="pin"] input[name=value]').fill("0.4")
+    menu.locator('form[data-kind="pin"] button[type=submit]').click()
+    expect(page.locator('tr[data-arm="kk4"] .arm-pin')).to_have_text("0.400", timeout=WAIT_MS)

@@ -103,6 +103,15 @@ function bind() {
   });
 }
 
+// On a phone each arm's controls fold into its menu (a <details> per row, open on wider screens).
+function foldOnPhones() {
+  if (!window.matchMedia("(max-width: 700px)").matches) return;
+  for (const menu of document.querySelectorAll("details.steer-menu")) {
+    if (!menu.querySelector(".form-error, .form-message")) menu.open = false;
+  }
+}
+
 markRendered();
 followRun(page.status);
+foldOnPhones();
 bind();
