@@ -10,12 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, Request, sync_playwright
+from playwright.sync_api import Browser, Page, Request, expect, sync_playwright
 
 from server.settings import Settings
 from tests.server.conftest import (  # noqa: F401 (fixtures used by the tests here)
     REDIS_URL,
     ROOT,
+    LiveServer,
     app_server,
     db_url,
     empty_db,
@@ -23,6 +24,7 @@ from tests.server.conftest import (  # noqa: F401 (fixtures used by the tests he
     prefix,
     rds,
     settings,
+    wait_for,
 )
 from trainer_agent import CurriculumAgent
 
@@ -146,3 +148,18 @@ def agents(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[
 def screenshot(page: Page, name: str) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+def live_page(server: LiveServer, pages: PageWatch, run: str, viewport: dict[str, int] | None = None) -> Page:
+    """The run page of a run that has stored a step or two, once its live stream is up."""
+    wait_for(lambda: server.client.get(f"/api/runs/{run}").status_code == 200
+             and server.client.get(f"/api/runs/{run}").json()["last_step"] >= 1)
+    if viewport is None:
+        page = pages.new_page()
+    else:
+        ctx = pages.browser.new_context(base_url=pages.base_url, viewport=viewport)
+        pages.contexts.append(ctx)
+        page = ctx.new_page()
+    page.goto(f"/runs/{run}")
+    expect(page.locator("#live-state")).to_contain_text("live", timeout=20_000)
+    return page

@@ -11,7 +11,7 @@ from playwright.sync_api import Page, expect
 
 from tests.server.conftest import LiveServer, wait_for
 
-from .conftest import SCREENSHOTS, AgentLoop, PageWatch, screenshot
+from .conftest import SCREENSHOTS, AgentLoop, PageWatch, live_page, screenshot
 
 pytestmark = pytest.mark.browser
 
@@ -35,15 +35,6 @@ SEEN = """() => {
     };
     look();
 }"""
-
-
-def live_page(app_server: LiveServer, pages: PageWatch, run: str) -> Page:
-    wait_for(lambda: app_server.client.get(f"/api/runs/{run}").status_code == 200
-             and app_server.client.get(f"/api/runs/{run}").json()["last_step"] >= 1)
-    page = pages.new_page()
-    page.goto(f"/runs/{run}")
-    expect(page.locator("#live-state")).to_contain_text("live", timeout=WAIT_MS)
-    return page
 
 
 def has_point(page: Page, name: str, step: int) -> None:

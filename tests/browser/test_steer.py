@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 
 from tests.server.conftest import LiveServer, ingest_docs, run_start, step_msg, wait_for
 
-from .conftest import AgentLoop, PageWatch
+from .conftest import AgentLoop, PageWatch, live_page
 
 pytestmark = pytest.mark.browser
 
@@ -24,19 +24,16 @@ def shown_forms(page: Page, arm: str) -> list[str]:
     return [k for k in KINDS if page.locator(f'form[data-arm="{arm}"][data-kind="{k}"]').is_visible()]
 
 
-def open_live(app_server: LiveServer, pages: PageWatch, run: str) -> Page:
-    wait_for(lambda: app_server.client.get(f"/api/runs/{run}").status_code == 200
-             and app_server.client.get(f"/api/runs/{run}").json()["last_step"] >= 2)
-    page = pages.new_page()
-    page.goto(f"/runs/{run}")
-    expect(page.locator("#live-state")).to_contain_text("live", timeout=WAIT_MS)
-    return page
-
-
 def post(app_server: LiveServer, run: str, kind: str, arm: str, **fields: object) -> str:
     r = app_server.client.post(f"/api/runs/{run}/commands", json={"kind": kind, "arm": arm, **fields})
     assert r.status_code == 202, r.text
     return str(r.json()["id"])
+
+
+def command(app_server: LiveServer, run: str, kind: str, arm: str, **fields: object) -> None:
+    """Send a command as another operator would, and wait until the trainer applied it."""
+    cid = post(app_server, run, kind, arm, **fields)
+    wait_for(lambda: applied(app_server, run, [cid]))
 
 
 def applied(app_server: LiveServer, run: str, ids: list[str]) -> dict[str, int]:
@@ -64,7 +61,7 @@ def test_controls_follow_each_arms_state_and_stale_errors_clear(
 ) -> None:
     run = "steer-states"
     agents(run, hz=6.0)
-    page = open_live(app_server, pages, run)
+    page = live_page(app_server, pages, run)
     expect(page.locator("#steer-note")).to_be_hidden()
     assert shown_forms(page, "kk5") == ["pin", "boost", "retire"]  # active, neither pinned nor boosted
 
@@ -77,14 +74,12 @@ def test_controls_follow_each_arms_state_and_stale_errors_clear(
     expect(error).to_be_visible(timeout=WAIT_MS)
 
     # ... until the arm's state changes (retired by someone else): retired, it offers Restore only.
-    cid = post(app_server, run, "retire", "kk5")
-    wait_for(lambda: applied(app_server, run, [cid]))
+    command(app_server, run, "retire", "kk5")
     expect(page.locator('tr[data-arm="kk5"]')).to_have_attribute("data-state", "retired", timeout=WAIT_MS)
     expect(page.locator('form[data-arm="kk5"] .form-error')).to_have_count(0)
     assert shown_forms(page, "kk5") == ["restore"]
     # Boosted, an arm offers Release too.
-    cid = post(app_server, run, "boost", "kk3", value=2.0)
-    wait_for(lambda: applied(app_server, run, [cid]))
+    command(app_server, run, "boost", "kk3", value=2.0)
     expect(page.locator('tr[data-arm="kk3"]')).to_have_attribute("data-boosted", "1", timeout=WAIT_MS)
     assert shown_forms(page, "kk3") == ["pin", "boost", "retire", "release"]
 
@@ -94,7 +89,7 @@ def test_commands_on_nearby_steps_share_one_marker(
 ) -> None:
     run = "steer-markers"
     agents(run, hz=6.0)
-    page = open_live(app_server, pages, run)
+    page = live_page(app_server, pages, run)
     ids = [post(app_server, run, "pin", "kk3", value=0.4), post(app_server, run, "boost", "kk4", value=2.0),
            post(app_server, run, "retire", "kk6")]
     steps = wait_for(lambda: applied(app_server, run, ids))
@@ -116,13 +111,7 @@ def test_on_a_phone_each_arms_controls_fold_into_a_menu(
 ) -> None:
     run = "steer-phone"
     agents(run, hz=6.0)
-    wait_for(lambda: app_server.client.get(f"/api/runs/{run}").status_code == 200
-             and app_server.client.get(f"/api/runs/{run}").json()["last_step"] >= 2)
-    ctx = pages.browser.new_context(base_url=pages.base_url, viewport={"width": 390, "height": 844})
-    pages.contexts.append(ctx)
-    page = ctx.new_page()
-    page.goto(f"/runs/{run}")
-    expect(page.locator("#live-state")).to_contain_text("live", timeout=WAIT_MS)
+    page = live_page(app_server, pages, run, viewport={"width": 390, "height": 844})
     assert page.evaluate("() => document.documentElement.scrollWidth") <= 390
     menus = page.locator("details.steer-menu")
     expect(menus).to_have_count(4)

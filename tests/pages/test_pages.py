@@ -320,7 +320,8 @@ def test_csv_export(app_server: LiveServer, rds: redis.Redis, settings: Settings
     rows = list(csv.DictReader(io.StringIO(r.text)))
     assert len(rows) == 3 * len(ARMS)
     assert list(rows[0]) == ["step", "ts", "arm", "probability", "score", "n_step", "n_total", "mean_abs_adv",
-                             "mean_reward", "accuracy", "part_exploit", "part_explore"]
+                             "mean_reward", "accuracy", "n_groups", "zero_var", "pass_hist", "part_exploit",
+                             "part_explore"]
     by_key = {(int(row["step"]), row["arm"]): row for row in rows}
     for s in range(3):
         for rec in step_msg("pg-csv", 0, s, ARMS)["arms"]:
@@ -331,6 +332,7 @@ def test_csv_export(app_server: LiveServer, rds: redis.Redis, settings: Settings
             assert float(row["accuracy"]) == rec["accuracy"]
             assert row["mean_reward"] == ("" if rec["mean_reward"] is None else repr(rec["mean_reward"]))
             assert float(row["part_explore"]) == rec["parts"]["explore"]
+            assert (row["n_groups"], row["zero_var"], row["pass_hist"]) == ("", "", "")  # not sent: empty
 
     app_server.client.post("/api/runs/pg-csv/commands", json={"kind": "boost", "arm": "kk5", "value": 2, "steps": 4})
     r = app_server.client.get("/api/runs/pg-csv/export.csv", params={"what": "commands"})
