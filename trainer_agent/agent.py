@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .checkpoint import check_arms, int_array, int_value, list_of, mapping, require
+from .checkpoint import check_arms, generator_from_state, int_array, int_value, list_of, mapping, require
 from .distributed import DistContext
 from .errors import CommandError, ConfigError, ObservationError
-from .overrides import Ack, Command, Overrides, check_static
+from .inputs import clean_metrics, eval_value
+from .overrides import Ack, Command, Overrides
 from .protocol import (
     MAX_STEP,
     RunEndStatus,
@@ -28,6 +29,7 @@ from .protocol import (
     run_start_message,
 )
 from .run_status import current_status, status_of
+from .scheduler_control import SchedulerControl, apply_command, check_command
 from .schedulers import Scheduler, make_scheduler
 from .signals import GroupRecords, prompt_keys
 from .stats import FloatArray, ObservationBuffer, StepObservations, grpo_groups, index_arms, to_numpy
@@ -68,6 +70,9 @@ class CurriculumAgent:
             the step it resumes at, so that its steps do not reuse numbers the server already holds
             (it keeps the first write of each step). `load_state_dict` sets the step too, and wins.
         prompt_window: steps over which the pass-rate profile of prompts is kept (`observe(prompts=)`).
+        scheduler_snapshot_s: while streaming, the scheduler's state is sent at the first step, at every
+            step a scheduler command changed it, and otherwise at most this often (the server previews
+            scheduler commands from the latest one; 0: every step).
 
     Example:
         >>> agent = CurriculumAgent(run="doc", arms=["easy", "hard"], scheduler="dump", redis_url=None)
@@ -105,6 +110,7 @@ class CurriculumAgent:
         distributed: bool | None = None,
         start_step: int = 0,
         prompt_window: int = 50,
+        scheduler_snapshot_s: float = 1.0,
     ) -> None:
         problem = run_name_problem(run)
         if problem is not None:
@@ -135,9 +141,11 @@ class CurriculumAgent:
             if scheduler_params:
                 raise ConfigError("scheduler_params apply to a scheduler given by name only")
             scheduler.bind(self.arms)
-            self.scheduler = scheduler
         else:
-            self.scheduler = make_scheduler(scheduler, self.arms, scheduler_params)
+            scheduler = make_scheduler(scheduler, self.arms, scheduler_params)
+        self._control = SchedulerControl(scheduler)
+        self._snapshot_s = float(scheduler_snapshot_s)
+        self._snapshot_at, self._snapshot_version = -math.inf, -1
         self.seed = int(seed)
         self.config = dict(config or {})
         self.step = int(start_step)
@@ -148,7 +156,7 @@ class CurriculumAgent:
         self._buffer = ObservationBuffer(len(self.arms), self.threshold, prompt_window)
         self._overrides = Overrides(self.arms)
         self._local_commands: collections.deque[Command] = collections.deque()
-        self._set_p(self._overrides.resolve(self.scheduler.probabilities(self._overrides.active)))
+        self._set_p(self._overrides.resolve(self._control.probabilities(self._overrides.active)))
         self._t0 = time.time()
         self._closed = False
         self._dist = DistContext.detect(distributed)
@@ -229,9 +237,23 @@ class CurriculumAgent:
         n_invalid, self._buffer.n_invalid = self._buffer.n_invalid, 0
         stats = self._decide(obs, n_invalid, metrics)
         if self._transport is not None:
-            self._transport.send_step(stats)
+            self._stream(stats)
         self.step += 1
         return stats
+
+    @property
+    def scheduler(self) -> Scheduler:
+        """The scheduler in force (a `switch` command replaces it)."""
+        return self._control.scheduler
+
+    def _stream(self, stats: StepStats) -> None:
+        """Send the step, and the scheduler's snapshot when it is due (docs/wire.md, `scheduler`)."""
+        assert self._transport is not None
+        self._transport.send_step(stats)
+        control = self._control
+        if control.version != self._snapshot_version or time.monotonic() - self._snapshot_at >= self._snapshot_s:
+            self._snapshot_at, self._snapshot_version = time.monotonic(), control.version
+            self._transport.send(control.snapshot(stats.step))
 
     def _end_step_distributed(self, metrics: Mapping[str, Any] | None) -> StepStats:
         assert self._dist is not None
@@ -247,7 +269,7 @@ class CurriculumAgent:
             obs = self._buffer.reduce_arrays(arms, rewards, abs_adv, groups)
             stats = self._decide(obs, sum(int(g[3]) for g in gathered), metrics)
             if self._transport is not None:
-                self._transport.send_step(stats)
+                self._stream(stats)
         stats = self._dist.broadcast_from_main(stats)
         assert stats is not None
         if self.rank != 0:
@@ -262,10 +284,10 @@ class CurriculumAgent:
         """Update the scheduler, apply commands, set the probabilities in force; the step's stats."""
         if n_invalid:
             log.warning("step %d: dropped %d completions with non-finite reward/advantage", self.step, n_invalid)
-        self.scheduler.update(obs)
+        self._control.update(obs)
         expired = self._overrides.tick()
         acks = self._apply_commands()
-        self._set_p(self._overrides.resolve(self.scheduler.probabilities(self._overrides.active)))
+        self._set_p(self._overrides.resolve(self._control.probabilities(self._overrides.active)))
         score = self.scheduler.scores()
         ov = self._overrides
         stats = StepStats(
@@ -273,7 +295,7 @@ class CurriculumAgent:
             score=None if score is None else np.array(score, dtype=np.float64),
             parts=self.scheduler.parts(), obs=obs,
             overrides=ov.snapshot(),
-            acks=acks, metrics=_clean_metrics(metrics), n_invalid=n_invalid, expired=expired,
+            acks=acks, metrics=clean_metrics(metrics), n_invalid=n_invalid, expired=expired,
         )
         return stats
 
@@ -310,7 +332,7 @@ class CurriculumAgent:
             if (problem := arm_name_problem(arm)) is not None:
                 raise ConfigError(problem)
             count = n.get(arm) if isinstance(n, Mapping) else n
-            accuracy, correct, total = _eval_value(arm, value, count)
+            accuracy, correct, total = eval_value(arm, value, count)
             out[arm] = accuracy
             records.append({"arm": arm, "accuracy": accuracy, "correct": correct, "total": total})
         if self._transport is not None:
@@ -342,8 +364,25 @@ class CurriculumAgent:
         """Clear the pin and boost of `arm`."""
         return self._command(Command("release", arm, reason=reason))
 
+    # -- the scheduler ---------------------------------------------------------------------------
+    def set_scheduler_params(self, *, reason: str = "", **params: Any) -> str:
+        """Change parameters of the scheduler in force from the next step on (e.g. `temperature=0.2`)."""
+        return self._command(Command("set_params", "", params=params, reason=reason))
+
+    def switch_scheduler(self, name: str, *, reason: str = "", **params: Any) -> str:
+        """Switch to the scheduler registered as `name` from the next step on (docs/formulas.md, "switch")."""
+        return self._command(Command("switch", "", scheduler=name, params=params, reason=reason))
+
+    def freeze(self, *, reason: str = "") -> str:
+        """Hold the scheduler's probabilities as they are at the next step (overrides still apply)."""
+        return self._command(Command("freeze", "", reason=reason))
+
+    def unfreeze(self, *, reason: str = "") -> str:
+        """Let the scheduler's probabilities move again."""
+        return self._command(Command("unfreeze", "", reason=reason))
+
     def _command(self, cmd: Command) -> str:
-        check_static(cmd, self.arms)
+        check_command(cmd, self.arms)
         self._local_commands.append(cmd)
         return cmd.id
 
@@ -355,12 +394,12 @@ class CurriculumAgent:
             cmds.extend(self._transport.take_commands())
         acks = []
         for cmd in cmds:
-            ack = self._overrides.apply(cmd, self.step)
+            ack = apply_command(self._overrides, self._control, cmd, self.step)
             if cmd.replay:
                 continue
             acks.append(ack)
             if ack.status == "rejected":
-                log.warning("command %s (%s %s) rejected: %s", cmd.id, cmd.kind, cmd.arm, ack.message)
+                log.warning("command %s (%s %s) rejected: %s", cmd.id, cmd.kind, cmd.arm or "-", ack.message)
             else:
                 log.info("command %s applied at step %d: %s", cmd.id, self.step, ack.message)
         if self._transport is not None and acks:
@@ -396,6 +435,8 @@ class CurriculumAgent:
             "step": self.step,
             "arms": list(self.arms),
             "scheduler": self.scheduler.state_dict(),
+            # Held probabilities, recent statistics, whether a command changed the scheduler.
+            "scheduler_control": {k: v for k, v in self._control.state_dict().items() if k != "scheduler"},
             "n_total": self._buffer.n_total.tolist(),
             # 128-bit integers as strings: some JSON libraries stop at 64 bits.
             "rng": {
@@ -431,30 +472,34 @@ class CurriculumAgent:
         check_arms(require(state, "arms", where), self.arms, "the agent state")
         sched_state = mapping(require(state, "scheduler", where), f"{where}: scheduler")
         saved_name = sched_state.get("name")
-        if saved_name != self.scheduler.name:
+        # States saved before scheduler commands have no control state: nothing held, not commanded.
+        control_state = mapping(state.get("scheduler_control", {"held": None, "recent": {"n_total": state.get(
+            "n_total"), "steps": []}, "commanded": False}), f"{where}: scheduler_control")
+        if saved_name != self.scheduler.name and control_state.get("commanded") is not True:
             raise ConfigError(f"the agent state was saved with scheduler {saved_name!r}; this agent runs "
                               f"{self.scheduler.name!r}")
         step = int_value(require(state, "step", where), f"{where}: step", 0, MAX_STEP)
         n_total = int_array(require(state, "n_total", where), f"{where}: n_total", len(self.arms))
-        rng = _generator_from_state(require(state, "rng", where), type(self._rng.bit_generator))
+        rng = generator_from_state(require(state, "rng", where), type(self._rng.bit_generator))
         overrides = Overrides(self.arms)
         overrides.load_state_dict(require(state, "overrides", where))
         pending: list[Command] = []
         for doc in list_of(require(state, "pending_commands", where), f"{where}: pending_commands"):
             try:
                 cmd = Command.from_message(mapping(doc, f"{where}: pending command"))
-                check_static(cmd, self.arms)
+                check_command(cmd, self.arms)
             except CommandError as e:
                 raise ConfigError(f"{where}: pending command {doc!r}: {e}") from e
             pending.append(cmd)
         # Last of the checks; it changes the scheduler only when the whole state fits.
-        self.scheduler.load_state_dict(sched_state)
+        self._control.load_state_dict(control_state, sched_state)
+        self._snapshot_version = -1
         self.step = step
         self._buffer.n_total[:] = n_total
         self._rng = rng
         self._overrides = overrides
         self._local_commands = collections.deque(pending)
-        self._set_p(self._overrides.resolve(self.scheduler.probabilities(self._overrides.active)))
+        self._set_p(self._overrides.resolve(self._control.probabilities(self._overrides.active)))
         if self._transport is not None:
             self._transport.note_step(step - 1)
 
@@ -525,64 +570,3 @@ class CurriculumAgent:
 def _is_step(x: object) -> bool:
     # numpy integers are ints here too; bools are not, though Python counts them as ints.
     return isinstance(x, int | np.integer) and not isinstance(x, bool) and 0 <= int(x) <= MAX_STEP
-
-
-def _generator_from_state(saved: Any, bitgen_type: type[np.random.BitGenerator]) -> np.random.Generator:
-    """A numpy Generator in the state `state_dict()` saved (its integers were saved as strings)."""
-    where = "agent state: rng"
-    doc = mapping(saved, where)
-    name = doc.get("bit_generator")
-    if name != bitgen_type.__name__:
-        raise ConfigError(f"{where}: saved from a {name!r} generator; this agent uses {bitgen_type.__name__}")
-    try:
-        bitgen = bitgen_type()
-        bitgen.state = {
-            "bit_generator": name,
-            "state": {str(k): int(v) for k, v in mapping(doc["state"], f"{where}: state").items()},
-            "has_uint32": int(doc["has_uint32"]),
-            "uinteger": int(doc["uinteger"]),
-        }
-    except (KeyError, TypeError, ValueError) as e:
-        raise ConfigError(f"{where}: malformed generator state ({e})") from e
-    return np.random.Generator(bitgen)
-
-
-def _eval_value(arm: str, value: Any, count: Any) -> tuple[float, float | None, int | None]:
-    """(accuracy, correct, total) of one arm's evaluation result, or a ConfigError naming the arm."""
-    where = f"evaluation of {arm!r}"
-    if isinstance(value, Mapping):
-        value = (value.get("correct"), value.get("total"))
-    if isinstance(value, tuple | list):
-        if len(value) != 2:
-            raise ConfigError(f"{where}: expected (correct, total), got {value!r}")
-        correct, total = value
-        total = int_value(total, f"{where}: total", low=1)
-        correct_f = float(correct) if isinstance(correct, int | float | np.number) else math.nan
-        if not (math.isfinite(correct_f) and 0 <= correct_f <= total):
-            raise ConfigError(f"{where}: correct must be a number in [0, total], got {correct!r}")
-        return correct_f / total, correct_f, total
-    try:  # numbers, numpy scalars, one-element tensors
-        accuracy = math.nan if isinstance(value, str | bytes) else float(value)
-    except (TypeError, ValueError):
-        accuracy = math.nan
-    if not (math.isfinite(accuracy) and 0.0 <= accuracy <= 1.0):
-        raise ConfigError(f"{where}: accuracy must be a number in [0, 1], got {value!r}")
-    if count is None:
-        return accuracy, None, None
-    total = int_value(count, f"{where}: n", low=1)
-    return accuracy, accuracy * total, total
-
-
-def _clean_metrics(metrics: Mapping[str, Any] | None) -> dict[str, float]:
-    if not metrics:
-        return {}
-    out: dict[str, float] = {}
-    for k, v in metrics.items():
-        try:
-            x = float(v.item() if hasattr(v, "item") else v)
-        except (TypeError, ValueError):
-            log.warning("metric %r is not a number (%r); not recorded", k, type(v).__name__)
-            continue
-        if math.isfinite(x):
-            out[str(k)] = x
-    return out

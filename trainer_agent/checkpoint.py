@@ -108,3 +108,23 @@ def check_arms(saved: Any, arms: Sequence[str], where: str) -> None:
     else:
         detail = f"the same arms in another order ({', '.join(map(str, saved_list[:10]))})"
     raise ConfigError(f"{where} was saved for other arms than this agent's: {detail}")
+
+
+def generator_from_state(saved: Any, bitgen_type: type[np.random.BitGenerator]) -> np.random.Generator:
+    """A numpy Generator in the state `state_dict()` saved (its integers were saved as strings)."""
+    where = "agent state: rng"
+    doc = mapping(saved, where)
+    name = doc.get("bit_generator")
+    if name != bitgen_type.__name__:
+        raise ConfigError(f"{where}: saved from a {name!r} generator; this agent uses {bitgen_type.__name__}")
+    try:
+        bitgen = bitgen_type()
+        bitgen.state = {
+            "bit_generator": name,
+            "state": {str(k): int(v) for k, v in mapping(doc["state"], f"{where}: state").items()},
+            "has_uint32": int(doc["has_uint32"]),
+            "uinteger": int(doc["uinteger"]),
+        }
+    except (KeyError, TypeError, ValueError) as e:
+        raise ConfigError(f"{where}: malformed generator state ({e})") from e
+    return np.random.Generator(bitgen)

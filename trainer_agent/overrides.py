@@ -18,7 +18,7 @@ import numpy as np
 
 from .checkpoint import bool_array, float_array, float_value, int_value, list_of, mapping, require
 from .errors import CommandError, ConfigError
-from .protocol import COMMAND_KINDS, AckStatus
+from .protocol import ARM_COMMAND_KINDS, COMMAND_KINDS, AckStatus
 from .stats import BoolArray, FloatArray
 
 # Σpins may exceed 1 by float noise when a user pins e.g. 0.1 + 0.2 + 0.7 (1 + 2e-16). The bound
@@ -28,7 +28,9 @@ PIN_SUM_TOL = 1e-12
 
 @dataclass(frozen=True, slots=True)
 class Command:
-    """One override. `value` is the pin probability or the boost factor; `steps` bounds a boost."""
+    """One command. On an arm: `value` is the pin probability or the boost factor; `steps` bounds a
+    boost. On the scheduler (`arm` ""): `scheduler` names the one to switch to, `params` the parameters
+    of `set_params` and `switch` (trainer_agent/scheduler_control.py)."""
 
     kind: str
     arm: str
@@ -39,6 +41,8 @@ class Command:
     reason: str = ""
     # Re-applied by a restarted agent to rebuild its state: answered before, so not acked again.
     replay: bool = False
+    scheduler: str | None = None
+    params: Mapping[str, Any] | None = None
 
     @classmethod
     def from_message(cls, m: Mapping[str, Any]) -> Command:
@@ -46,6 +50,10 @@ class Command:
         try:
             value = m.get("value")
             steps = m.get("steps")
+            params = m.get("params")
+            if params is not None and not isinstance(params, Mapping):
+                raise TypeError(f"params must be an object, got {type(params).__name__}")
+            scheduler = m.get("scheduler")
             return cls(
                 kind=str(m["kind"]),
                 arm=str(m["arm"]),
@@ -54,6 +62,8 @@ class Command:
                 id=str(m["id"]),
                 actor=str(m.get("actor") or "unknown"),
                 reason=str(m.get("reason") or ""),
+                scheduler=None if scheduler is None else str(scheduler),
+                params=None if params is None else dict(params),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise CommandError(f"malformed command: {e}") from e
@@ -61,7 +71,8 @@ class Command:
     def as_message(self) -> dict[str, Any]:
         """The fields `from_message` reads back (`replay` is not one: it is a property of a delivery)."""
         return {"id": self.id, "kind": self.kind, "arm": self.arm, "value": self.value, "steps": self.steps,
-                "actor": self.actor, "reason": self.reason}
+                "actor": self.actor, "reason": self.reason, "scheduler": self.scheduler,
+                "params": None if self.params is None else dict(self.params)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,9 +87,14 @@ class Ack:
 
 def check_static(cmd: Command, arms: Sequence[str], run: str | None = None) -> None:
     """Reject what no state could make valid (the server answers these with 422): an unknown kind or
-    arm, a missing or extra value, p outside [0, 1], a factor <= 0, `steps` on anything but a boost."""
-    if cmd.kind not in COMMAND_KINDS:
+    arm, a missing or extra value, p outside [0, 1], a factor <= 0, `steps` on anything but a boost.
+    Scheduler commands are checked by `scheduler_control.check_command`, which calls this for the others."""
+    if cmd.kind not in ARM_COMMAND_KINDS:
+        if cmd.kind in COMMAND_KINDS:
+            raise CommandError(f"{cmd.kind} is a scheduler command, not a command on an arm")
         raise CommandError(f"unknown command kind {cmd.kind!r}; expected one of {', '.join(COMMAND_KINDS)}")
+    if cmd.scheduler is not None or cmd.params is not None:
+        raise CommandError(f"{cmd.kind} takes no scheduler or params (they are for scheduler commands)")
     if cmd.arm not in arms:
         shown = ", ".join(arms[:20]) + (", ..." if len(arms) > 20 else "")
         where = "this run" if run is None else f"run {run!r}"

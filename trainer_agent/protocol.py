@@ -4,7 +4,7 @@ Pure: no network, no numpy, no pydantic. The transport encodes with it, the serv
 (`server.wire`), settings and live relay import it, so a rule written here holds on both sides:
 
 - the version and the message types of the ingest stream;
-- the command kinds of the control stream;
+- the command kinds of the control stream (on arms, and on the scheduler);
 - the Redis key layout, with the run name as a Redis Cluster hash tag (`{run}`);
 - the run-, arm- and evaluation-name rules;
 - the fields of the per-arm record of a `step` message;
@@ -22,11 +22,16 @@ from typing import Any, Final, Literal, get_args
 
 WIRE_VERSION: Final = 1
 
-MessageType = Literal["run_start", "step", "command_ack", "heartbeat", "run_end", "eval"]
+MessageType = Literal["run_start", "step", "command_ack", "heartbeat", "run_end", "eval", "scheduler"]
 MESSAGE_TYPES: Final[tuple[str, ...]] = get_args(MessageType)
 
-CommandKind = Literal["pin", "boost", "retire", "restore", "release"]
-COMMAND_KINDS: Final[tuple[str, ...]] = get_args(CommandKind)
+ArmCommandKind = Literal["pin", "boost", "retire", "restore", "release"]
+ARM_COMMAND_KINDS: Final[tuple[str, ...]] = get_args(ArmCommandKind)
+# Commands on the scheduler itself (docs/formulas.md, "Scheduler commands"): no arm, no value.
+SchedulerCommandKind = Literal["set_params", "switch", "freeze", "unfreeze"]
+SCHEDULER_COMMAND_KINDS: Final[tuple[str, ...]] = get_args(SchedulerCommandKind)
+CommandKind = Literal[ArmCommandKind, SchedulerCommandKind]
+COMMAND_KINDS: Final[tuple[str, ...]] = ARM_COMMAND_KINDS + SCHEDULER_COMMAND_KINDS
 
 RunEndStatus = Literal["finished", "failed", "interrupted"]
 RUN_END_STATUSES: Final[tuple[str, ...]] = get_args(RunEndStatus)
@@ -182,6 +187,15 @@ def eval_message(name: str, step: int, arms: list[dict[str, Any]]) -> dict[str, 
     return {"type": "eval", "name": name, "step": step, "arms": arms}
 
 
+def scheduler_message(step: int, name: str, params: Mapping[str, Any], frozen: bool,
+                      state: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The scheduler in force after `step` (`SchedulerControl.snapshot`): its name, parameters, whether
+    it is frozen, and its whole state (`SchedulerControl.state_dict()`, null when too large to send),
+    from which the server previews scheduler commands."""
+    return {"type": "scheduler", "step": step, "name": name, "params": dict(params), "frozen": frozen,
+            "state": None if state is None else dict(state)}
+
+
 def heartbeat_message(step: int) -> dict[str, Any]:
     return {"type": "heartbeat", "step": step}
 
@@ -191,7 +205,10 @@ def run_end_message(status: RunEndStatus, step: int) -> dict[str, Any]:
 
 
 def command_document(*, id: str, kind: CommandKind, arm: str, value: float | None, steps: int | None,
-                     actor: str, reason: str, ts: float) -> dict[str, Any]:
-    """A command on a run's control stream (field `m`), as the server sends it."""
+                     actor: str, reason: str, ts: float, scheduler: str | None = None,
+                     params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A command on a run's control stream (field `m`), as the server sends it. A scheduler command has
+    `arm` "" and, for `switch`, the `scheduler` to switch to; `params` for `set_params` and `switch`."""
     return {"v": WIRE_VERSION, "id": id, "kind": kind, "arm": arm, "value": value, "steps": steps,
+            "scheduler": scheduler, "params": None if params is None else dict(params),
             "actor": actor, "reason": reason, "ts": ts}

@@ -11,12 +11,17 @@ import logging
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
 from .checkpoint import check_arms, float_array, int_array, mapping, require
 from .errors import ConfigError
+from .params import TEMPERATURE, Param
+from .params import positive as _positive
+from .params import unit as _unit
+from .recent import ArmSummary
 from .stats import BoolArray, FloatArray, StepObservations
 
 log = logging.getLogger("trainer_agent")
@@ -59,22 +64,23 @@ def register_scheduler(name: str) -> Callable[[S], S]:
 
 
 _WARNED: set[type[Scheduler]] = set()
-# Bound of a saved accuracy EMA: 1, plus room for rounding in its updates.
-_ACCURACY_MAX = 1.0 + 1e-9
 
 
 def available_schedulers() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def scheduler_class(name: str) -> type[Scheduler]:
+    """The class registered as `name` (ConfigError naming the registered ones when there is none)."""
+    cls = _REGISTRY.get(name)
+    if cls is None:
+        raise ConfigError(f"unknown scheduler {name!r}; available: {', '.join(available_schedulers())}")
+    return cls
+
+
 def make_scheduler(name: str, arms: Sequence[str], params: Mapping[str, Any] | None = None) -> Scheduler:
     """Build the scheduler registered as `name` for `arms`, with keyword `params`."""
-    try:
-        cls = _REGISTRY[name]
-    except KeyError as e:
-        raise ConfigError(
-            f"unknown scheduler {name!r}; available: {', '.join(available_schedulers())}"
-        ) from e
+    cls = scheduler_class(name)
     try:
         sched = cls(**dict(params or {}))
     except TypeError as e:
@@ -103,21 +109,6 @@ def uniform_over(mask: BoolArray) -> FloatArray:
     return out
 
 
-def _positive(name: str, value: float) -> float:
-    value = float(value)
-    if not (math.isfinite(value) and value > 0):
-        raise ConfigError(f"{name} must be a positive number, got {value!r}")
-    return value
-
-
-def _unit(name: str, value: float, *, open_low: bool = True) -> float:
-    value = float(value)
-    low_ok = value > 0 if open_low else value >= 0
-    if not (math.isfinite(value) and low_ok and value <= 1):
-        raise ConfigError(f"{name} must be in {'(0' if open_low else '[0'}, 1], got {value!r}")
-    return value
-
-
 class Scheduler(ABC):
     """Base class. Subclasses keep per-arm state in arrays indexed like `self.arms`.
 
@@ -129,6 +120,11 @@ class Scheduler(ABC):
     name: ClassVar[str] = "scheduler"
     # True for schedulers that learn nothing (their state is their parameters).
     stateless: ClassVar[bool] = False
+    # Every parameter `params()` returns, with its type and range (trainer_agent/params.py).
+    param_schema: ClassVar[Mapping[str, Param]] = {}
+    # What it learns from ("abs_adv", "accuracy"), or None: a switch between two schedulers of one
+    # signal carries the learned estimate over (`estimate`), any other starts from recent statistics.
+    signal: ClassVar[str | None] = None
     arms: tuple[str, ...] = ()
 
     def bind(self, arms: Sequence[str]) -> None:
@@ -193,6 +189,24 @@ class Scheduler(ABC):
             log.warning("scheduler %r resumes with other parameters than it was saved with: %s", self.name,
                         ", ".join(f"{k} {saved.get(k)!r} -> {now.get(k)!r}" for k in changed))
 
+    def with_params(self, changes: Mapping[str, Any]) -> Scheduler:
+        """A scheduler of this kind with `changes` made to its parameters, continuing from this one's state
+        (ConfigError when the constructor refuses them)."""
+        new = make_scheduler(self.name, self.arms, {**self.params(), **changes})
+        new.load_state_dict({**self.state_dict(), "params": new.params()})
+        return new
+
+    def state_size(self) -> int:
+        """About how many numbers `state_dict()` holds (a snapshot too large to stream is not sent)."""
+        return 4 * len(self.arms)
+
+    def estimate(self, summary: ArmSummary) -> ArmSummary:
+        """`summary` with this scheduler's learned per-arm estimate of its `signal` in place (NaN where none)."""
+        return summary
+
+    def warm_start(self, summary: ArmSummary) -> None:  # noqa: B027 - optional hook
+        """Start from a run's per-arm statistics (a `switch` to this scheduler mid-run)."""
+
     def _mask(self, active: BoolArray | None) -> BoolArray:
         if active is None:
             return np.ones(len(self.arms), dtype=np.bool_)
@@ -223,6 +237,8 @@ class Fixed(Scheduler):
     """
 
     stateless = True
+    param_schema: ClassVar[Mapping[str, Param]] = {
+        "weights": Param("json", "arm -> weight >= 0 (missing arms 0), or a list in arm order")}
 
     def __init__(self, weights: Mapping[str, float] | Sequence[float] | None = None) -> None:
         self._weights_arg = weights
@@ -276,6 +292,11 @@ class Dump(Scheduler):
         c: exploration coefficient.
         temperature: softmax temperature τ.
     """
+
+    param_schema: ClassVar[Mapping[str, Param]] = {
+        "window": Param("int", "|A| values kept per arm (FIFO)", low=1, high=100_000),
+        "c": Param("float", "exploration coefficient", low=0.0), "temperature": TEMPERATURE}
+    signal = "abs_adv"
 
     def __init__(self, window: int = 300, c: float = 1.0, temperature: float = 0.1) -> None:
         if int(window) < 1:
@@ -337,6 +358,33 @@ class Dump(Scheduler):
     def params(self) -> dict[str, Any]:
         return {"window": self.window, "c": self.c, "temperature": self.temperature}
 
+    def state_size(self) -> int:
+        return int(self.fill.sum()) + 2 * len(self.arms)
+
+    def estimate(self, summary: ArmSummary) -> ArmSummary:
+        return replace(summary, abs_adv=np.where(self.fill > 0, self._parts()[0], np.nan))
+
+    def warm_start(self, summary: ArmSummary) -> None:
+        # One value per arm with an estimate (its window's mean is that estimate); n from the run.
+        has = np.isfinite(summary.abs_adv)
+        self.ring[has, 0] = summary.abs_adv[has]
+        self.fill[has], self.head[has] = 1, 1 % self.window
+        self.n = np.maximum(summary.n_total, self.fill)
+        self._cache = None
+
+    def with_params(self, changes: Mapping[str, Any]) -> Scheduler:
+        new = make_scheduler(self.name, self.arms, {**self.params(), **changes})
+        if not isinstance(new, Dump) or new.window == self.window:
+            return super().with_params(changes)
+        # Another window: each arm keeps its newest min(values, window) values, in FIFO order.
+        for j, f in enumerate(self.fill.tolist()):
+            row = self.ring[j, :f] if f < self.window else np.roll(self.ring[j], -int(self.head[j]))
+            keep = row[-new.window:]
+            new.ring[j, :keep.size] = keep
+            new.fill[j], new.head[j] = keep.size, keep.size % new.window
+        new.n = self.n.copy()
+        return new
+
     def state_dict(self) -> dict[str, Any]:
         # Each arm's window as stored (ring slot order, not FIFO order) and where the next value
         # goes: loading it back gives the same array, so mu sums in the same order, to the bit.
@@ -389,6 +437,11 @@ class Sec(Scheduler):
         decay_absent: also move arms not sampled this step towards 0.
     """
 
+    param_schema: ClassVar[Mapping[str, Param]] = {
+        "alpha": Param("float", "TD learning rate α", low=0.0, high=1.0, low_open=True), "temperature": TEMPERATURE,
+        "decay_absent": Param("bool", "also move arms not sampled this step towards 0")}
+    signal = "abs_adv"
+
     def __init__(self, alpha: float = 0.5, temperature: float = 1.0, decay_absent: bool = False) -> None:
         self.alpha = _unit("alpha", alpha)
         self.temperature = _positive("temperature", temperature)
@@ -413,122 +466,15 @@ class Sec(Scheduler):
     def params(self) -> dict[str, Any]:
         return {"alpha": self.alpha, "temperature": self.temperature, "decay_absent": self.decay_absent}
 
+    def estimate(self, summary: ArmSummary) -> ArmSummary:
+        return replace(summary, abs_adv=np.where(summary.n_total > 0, self.q, np.nan))
+
+    def warm_start(self, summary: ArmSummary) -> None:
+        self.q = np.nan_to_num(summary.abs_adv, nan=0.0)
+
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "q": self.q.tolist()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         super().load_state_dict(state)
         self.q = float_array(require(state, "q", "sec state"), "sec state: q", len(self.arms))
-
-
-@register_scheduler("learning_progress")
-class LearningProgress(Scheduler):
-    """Learning progress: |fast EMA - slow EMA| of each arm's accuracy, softmax, ε-uniform mix.
-
-    f <- β·acc + (1-β)·f; s <- β·f + (1-β)·s (for arms seen this step; both start at 0);
-    LP_j = |f_j - s_j|; p = (1-ε)·softmax(LP/τ) + ε/K_active.
-    Sources: Teacher-Student Curriculum Learning (Matiisen et al., 2017); Syllabus
-    `syllabus/curricula/learning_progress.py` (Sullivan et al.).
-
-    Args:
-        beta: EMA rate β.
-        temperature: softmax temperature τ.
-        eps: uniform mixing weight ε.
-    """
-
-    def __init__(self, beta: float = 0.1, temperature: float = 0.05, eps: float = 0.05) -> None:
-        self.beta = _unit("beta", beta)
-        self.temperature = _positive("temperature", temperature)
-        self.eps = _unit("eps", eps, open_low=False)
-
-    def _init_state(self, k: int) -> None:
-        self.fast = np.zeros(k, dtype=np.float64)
-        self.slow = np.zeros(k, dtype=np.float64)
-
-    def update(self, obs: StepObservations) -> None:
-        seen = obs.seen
-        accuracy = obs.n_correct[seen] / obs.n_step[seen]
-        b = self.beta
-        self.fast[seen] = b * accuracy + (1.0 - b) * self.fast[seen]
-        self.slow[seen] = b * self.fast[seen] + (1.0 - b) * self.slow[seen]
-
-    def scores(self) -> FloatArray:
-        return np.abs(self.fast - self.slow)
-
-    def parts(self) -> dict[str, FloatArray]:
-        return {"fast": self.fast.copy(), "slow": self.slow.copy()}
-
-    def probabilities(self, active: BoolArray | None = None) -> FloatArray:
-        mask = self._mask(active)
-        return (1.0 - self.eps) * softmax(self.scores(), mask, self.temperature) + self.eps * uniform_over(mask)
-
-    def params(self) -> dict[str, Any]:
-        return {"beta": self.beta, "temperature": self.temperature, "eps": self.eps}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "fast": self.fast.tolist(), "slow": self.slow.tolist()}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        super().load_state_dict(state)
-        where, k = "learning_progress state", len(self.arms)
-        # EMAs of accuracies that start at 0 stay in [0, 1] (give or take rounding).
-        fast = float_array(require(state, "fast", where), f"{where}: fast", k, low=0.0, high=_ACCURACY_MAX)
-        slow = float_array(require(state, "slow", where), f"{where}: slow", k, low=0.0, high=_ACCURACY_MAX)
-        self.fast, self.slow = fast, slow
-
-
-@register_scheduler("balanced")
-class Balanced(Scheduler):
-    """Keep arms near a 50% pass rate: p_j ∝ acc_j·(1 - acc_j) + ε, acc_j an EMA of arm accuracy.
-
-    The learnability score p(1-p) is the variance of a Bernoulli reward, which is what makes a GRPO
-    group informative (Online Difficulty Filtering, Bae et al., 2025). Accuracy EMAs start at `init`
-    (0.5: an arm never seen is assumed maximally learnable).
-
-    Args:
-        ema: EMA rate of the accuracy estimate.
-        eps: floor added to every active arm's weight.
-        init: starting accuracy estimate.
-    """
-
-    def __init__(self, ema: float = 0.1, eps: float = 0.01, init: float = 0.5) -> None:
-        self.ema = _unit("ema", ema)
-        self.eps = float(eps)
-        if not (math.isfinite(self.eps) and self.eps >= 0):
-            raise ConfigError(f"eps must be >= 0, got {eps!r}")
-        self.init = _unit("init", init, open_low=False)
-
-    def _init_state(self, k: int) -> None:
-        self.accuracy_ema = np.full(k, self.init, dtype=np.float64)
-
-    def update(self, obs: StepObservations) -> None:
-        seen = obs.seen
-        accuracy = obs.n_correct[seen] / obs.n_step[seen]
-        self.accuracy_ema[seen] = self.ema * accuracy + (1.0 - self.ema) * self.accuracy_ema[seen]
-
-    def scores(self) -> FloatArray:
-        return self.accuracy_ema * (1.0 - self.accuracy_ema) + self.eps
-
-    def parts(self) -> dict[str, FloatArray]:
-        # "acc_ema" is the part's stored name in existing runs; it stays.
-        return {"acc_ema": self.accuracy_ema.copy()}
-
-    def probabilities(self, active: BoolArray | None = None) -> FloatArray:
-        mask = self._mask(active)
-        w = np.where(mask, self.scores(), 0.0)
-        total = w.sum()
-        return w / total if total > 0 else uniform_over(mask)
-
-    def params(self) -> dict[str, Any]:
-        return {"ema": self.ema, "eps": self.eps, "init": self.init}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "accuracy_ema": self.accuracy_ema.tolist()}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        super().load_state_dict(state)
-        # Outside [0, 1] (give or take rounding) the learnability a·(1 - a) would turn negative.
-        # Checkpoints written before 0.2 call the EMA "acc".
-        key = "acc" if "acc" in state and "accuracy_ema" not in state else "accuracy_ema"
-        self.accuracy_ema = float_array(require(state, key, "balanced state"), f"balanced state: {key}",
-                                        len(self.arms), low=0.0, high=_ACCURACY_MAX)

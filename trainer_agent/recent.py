@@ -1,0 +1,79 @@
+"""The run's recent per-arm statistics, which the agent keeps for scheduler switches (docs/formulas.md).
+
+A `switch` to a scheduler that learns from another signal than the one in force starts it from these:
+per arm, the completions, accuracy and mean |A| pooled over the last `window` steps that observed
+anything. Keeping them costs one append per step (the step's own arrays, never copied).
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .checkpoint import float_array, int_array, list_of, require
+from .errors import ConfigError
+from .stats import FloatArray, IntArray, StepObservations
+
+RECENT_STEPS = 20
+
+
+@dataclass(frozen=True, slots=True)
+class ArmSummary:
+    """Per arm: all-time completions, and recent completions, accuracy and mean |A| (NaN: none recent)."""
+
+    n_total: IntArray
+    n_recent: IntArray
+    accuracy: FloatArray
+    abs_adv: FloatArray
+
+
+class RecentStats:
+    """The last `window` steps with observations: (n_step, n_correct, sum_abs_adv) per arm."""
+
+    def __init__(self, k: int, window: int = RECENT_STEPS) -> None:
+        self.k = k
+        self.steps: collections.deque[tuple[IntArray, FloatArray, FloatArray]] = collections.deque(maxlen=window)
+        self.n_total: IntArray = np.zeros(k, dtype=np.int64)
+
+    def add(self, obs: StepObservations) -> None:
+        self.n_total = obs.n_total
+        if obs.n_step.any():
+            self.steps.append((obs.n_step, obs.n_correct, obs.sum_abs_adv))
+
+    def summary(self) -> ArmSummary:
+        n = np.zeros(self.k, dtype=np.int64)
+        correct = np.zeros(self.k)
+        abs_adv = np.zeros(self.k)
+        for n_step, n_correct, sum_abs_adv in self.steps:
+            n += n_step
+            correct += n_correct
+            abs_adv += sum_abs_adv
+        has = n > 0
+        accuracy = np.full(self.k, np.nan)
+        mean_abs = np.full(self.k, np.nan)
+        accuracy[has] = correct[has] / n[has]
+        mean_abs[has] = abs_adv[has] / n[has]
+        return ArmSummary(self.n_total.copy(), n, accuracy, mean_abs)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"n_total": self.n_total.tolist(),
+                "steps": [[a.tolist(), b.tolist(), c.tolist()] for a, b, c in self.steps]}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        where, k = "recent statistics", self.k
+        n_total = int_array(require(state, "n_total", where), f"{where}: n_total", k)
+        steps: collections.deque[tuple[IntArray, FloatArray, FloatArray]] = collections.deque(
+            maxlen=self.steps.maxlen)
+        for row in list_of(require(state, "steps", where), f"{where}: steps"):
+            items = list_of(row, f"{where}: step")
+            if len(items) != 3:
+                raise ConfigError(f"{where}: a step has 3 lists (n_step, n_correct, sum_abs_adv)")
+            steps.append((int_array(items[0], f"{where}: n_step", k),
+                          float_array(items[1], f"{where}: n_correct", k, low=0.0),
+                          float_array(items[2], f"{where}: sum_abs_adv", k, low=0.0)))
+        self.n_total, self.steps = n_total, steps
+
