@@ -130,7 +130,8 @@ def test_step_records_match_wire_format():
     recs = stats.records()
     assert [r["arm"] for r in recs] == ["easy", "hard"]
     assert set(recs[0]) == {"arm", "p", "score", "parts", "n_step", "n_total", "mean_abs_adv", "mean_reward",
-                            "accuracy", "state", "pin", "boost"}
+                            "accuracy", "n_groups", "zero_var", "pass_hist", "state", "pin", "boost"}
+    assert (recs[0]["n_groups"], recs[0]["zero_var"], recs[0]["pass_hist"]) == (1, 1.0, None)  # one group, all equal
     assert recs[1]["accuracy"] is None and recs[0]["accuracy"] == 1.0
     assert set(recs[0]["parts"]) == {"mu", "bonus"}
     assert stats.metrics == {"loss": 0.25}

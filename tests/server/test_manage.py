@@ -150,10 +150,15 @@ def test_delete_removes_the_run_everywhere(
         assert c.post(f"/api/runs/{run}/commands", json={"kind": "pin", "arm": "a1", "value": 0.5}).status_code == 202
         assert c.patch(f"/api/runs/{run}", json={"add_tags": ["mine"], "note": "n"}).status_code == 200
         rds.set(settings.keys.control_applied(run), "0-1")  # what the run's agent keeps
+        # A person's answer to an arm's diagnosis (suggestion_responses).
+        arm = next(a for a in c.get(f"/api/runs/{run}/diagnoses").json()["arms"] if a["diagnosis"])
+        r = c.post(f"/api/runs/{run}/suggestions/dismiss",
+                   json={"arm": arm["arm"], "diagnosis": arm["diagnosis"], "since_step": arm["since_step"]})
+        assert r.status_code == 201, r.text
     del_id, keep_id = rid(engine, "mg-del"), rid(engine, "mg-keep")
     assert del_id is not None and keep_id is not None
     before, keep_before = counts(engine, del_id), counts(engine, keep_id)
-    assert all(n > 0 for n in before.values()), before  # the deletion has something to do in every table
+    assert all(n > 0 for n in before.values()), repr(before)  # the deletion has something to do in every table
     keys = [settings.keys.control("mg-del"), settings.keys.control_applied("mg-del")]
     assert rds.exists(*keys) == 2
 
