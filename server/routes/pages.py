@@ -165,6 +165,9 @@ class Chart:
     smooth: bool = False  # the EMA slider applies
     yrange: tuple[float, float] | None = None
     wide: bool = False  # the full width of the page
+    # A heatmap shows the same statistic (static/js/run/heatmaps.js): above HEATMAP_ARMS arms the lines
+    # are folded until asked for (64 lines do not read, and drawing them cost a second of the page load).
+    heatmap: bool = False
 
 
 # The run page's charts, in page order: rendered into the page's figures and sent in its data (#run-data),
@@ -173,13 +176,13 @@ class Chart:
 RUN_CHARTS: tuple[Chart, ...] = (
     Chart("chart-probability", "Sampling probability in force (overrides included)",
           (ChartView("probability", "p", axis="probability (0-1)"),), stacked=True, yrange=(0, 1),
-          wide=True),
+          wide=True, heatmap=True),
     Chart("chart-mean_abs_adv", "Mean |advantage| per arm",
           (ChartView("mean_abs_adv", "mean_abs_adv", axis="mean |advantage|", counted=True),),
-          smooth=True),
+          smooth=True, heatmap=True),
     Chart("chart-accuracy", "Accuracy per arm",
           (ChartView("accuracy", "accuracy", axis="accuracy (0-1)", counted=True),), smooth=True,
-          yrange=(0, 1.02)),
+          yrange=(0, 1.02), heatmap=True),
     Chart("chart-counts", "Completions",
           (ChartView("n_step", "n_step", "per step", axis="completions per step"),
            ChartView("n_total", "n_total", "cumulative", axis="completions, total"))),
@@ -188,6 +191,8 @@ RUN_CHARTS: tuple[Chart, ...] = (
            ChartView("parts", "parts", "its parts", key="e.g. DUMP: mu = exploit, bonus = explore",
                      axis="score term")), smooth=True),
 )
+# Above this many arms the heatmaps are the default view and the charts they cover are folded.
+HEATMAP_ARMS = 12
 # Points per arm per chart: up to 1,000, fewer when there are many arms, so a chart holds about 24,000
 # points in all and the page draws in a second or two whatever the run's length.
 CHART_POINTS = 24_000
@@ -232,7 +237,7 @@ def _run_ctx(
     return {
         "run": detail, "run_name": detail.name, "commands": _commands_ctx(session, detail.name, commands), "page": page,
         "kinds": KINDS,
-        "charts": RUN_CHARTS,
+        "charts": RUN_CHARTS, "heatmap_arms": HEATMAP_ARMS,
         "forms": forms or {}, "confirm": _CONFIRM, "labels": manage_store.labels(session, detail.name), "manage": {},
     }
 

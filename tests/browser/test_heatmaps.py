@@ -103,6 +103,16 @@ def test_heatmaps_and_cockpit_of_a_long_run(app_server: LiveServer, pages: PageW
     expect(page.locator("#cockpit tbody tr .diag:not(.diag-none)")).to_have_count(n_arms, timeout=WAIT_MS)
     assert page.locator("#cockpit svg.sparkline polyline").count() == 2 * n_arms
     assert "mu" in page.locator("#cockpit tbody tr").first.locator(".arm-why").inner_text()
+    # Above 12 arms the line charts the heatmaps cover are folded (not drawn) until asked for.
+    covered = ("chart-probability", "chart-mean_abs_adv", "chart-accuracy")
+    drawn = "(id) => !!document.getElementById(id).data"
+    page.wait_for_function(f"() => ({drawn})('chart-counts')", timeout=WAIT_MS)
+    assert [page.evaluate(drawn, c) for c in covered] == [n_arms <= 12] * 3
+    if n_arms > 12:
+        page.click('button.unfold[data-chart="chart-accuracy"]')
+        page.wait_for_function(f"() => ({drawn})('chart-accuracy')", timeout=WAIT_MS)
+        assert page.evaluate("() => document.getElementById('chart-accuracy').data.length") == n_arms
+        assert not page.evaluate(drawn, "chart-probability")
     page.click('th[data-sort="diag"] button.sort')
     page.mouse.move(0, 0)
     shots = "test-output/screenshots"

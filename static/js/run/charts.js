@@ -157,9 +157,11 @@ function labelParts() {
   label.parentElement.hidden = !state.partNames.length;
 }
 
+const folded = (el) => el.closest("figure.folded") !== null;
+
 export function draw(chart) {
   const el = document.getElementById(chart.id);
-  if (!el) return;
+  if (!el || folded(el)) return;
   if (viewOf(chart).metric === "parts") labelParts();
   // uirevision stays the same across redraws: the user's zoom is kept.
   Plotly.react(el, buildTraces(chart), chartLayout(chart), SB.config);

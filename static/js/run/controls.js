@@ -80,6 +80,14 @@ export function applyView(view) {
 }
 
 export function bindControls() {
+  // A chart folded under its heatmap (many arms): drawn when asked for.
+  document.querySelectorAll("button.unfold").forEach((b) => b.addEventListener("click", () => {
+    b.closest("figure").classList.remove("folded");
+    b.nextElementSibling?.remove();
+    b.remove();
+    const chart = CHARTS.find((c) => c.id === b.dataset.chart);
+    if (chart && state.drawn) draw(chart);
+  }));
   legend().addEventListener("change", (e) => {
     if (e.target.matches(".arm-toggle")) show([e.target.value], e.target.checked);
   });
