@@ -8,6 +8,7 @@ from typing import Any, ClassVar, Literal, get_args
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Dialect,
@@ -217,6 +218,26 @@ class SentCommand(Base):
     message: Mapped[str | None] = mapped_column(Text)
     acked_at: Mapped[dt.datetime | None]
     ack_event_seq: Mapped[int | None] = mapped_column(BigInteger)
+    # Scheduler commands (issue 14; `arm` is ""): the scheduler a switch goes to, the parameters of
+    # set_params and switch.
+    scheduler: Mapped[str | None] = mapped_column(String(128))
+    params: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class SchedulerSnapshot(Base):
+    """A run's latest scheduler snapshot from its agent (wire message `scheduler`): what the scheduler
+    panel shows and what the server decides and previews scheduler commands from. One row per run."""
+
+    __tablename__ = "scheduler_snapshots"
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    step: Mapped[int] = mapped_column(Integer)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    ts: Mapped[float] = mapped_column(Float)
+    name: Mapped[str] = mapped_column(String(128))
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    frozen: Mapped[bool] = mapped_column(Boolean)
+    state: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class User(Base):

@@ -164,14 +164,74 @@ class CommandIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: CommandKind
-    arm: str = Field(min_length=1, max_length=256)
+    arm: str | None = Field(
+        None, min_length=1, max_length=256, description="the arm of pin/boost/retire/restore/release; "
+        "none for the scheduler commands (set_params, switch, freeze, unfreeze)"
+    )
     value: float | None = Field(
         None, allow_inf_nan=False, description="pin: probability in [0, 1]; boost: factor > 0"
     )
     steps: int | None = Field(
         None, le=1_000_000_000, description="boost only: expire after this many steps (>= 1)"
     )
+    scheduler: str | None = Field(default=None, max_length=128, description="switch only: the scheduler to switch to")
+    params: dict[str, Any] | None = Field(
+        default=None, max_length=64, description="set_params: parameter -> new value; switch: the new scheduler's "
+        "parameters (GET /api/runs/{run}/scheduler lists each scheduler's schema)"
+    )
     reason: str = Field("", max_length=2000)
+
+
+class ArmPreview(BaseModel):
+    arm: str
+    current: float = Field(description="the probability in force, from the agent's latest scheduler snapshot")
+    preview: float = Field(description="what the command would put in force")
+
+
+class SchedulerPreview(BaseModel):
+    """What a command would do to the probabilities now, computed from the agent's scheduler state."""
+
+    scheduler: str = Field(description="the scheduler the preview ends with")
+    params: dict[str, Any]
+    frozen: bool
+    message: str = Field(description="what the agent's acknowledgement would say")
+    snapshot_step: int = Field(description="the step of the scheduler snapshot the preview starts from")
+    last_step: int = Field(description="the run's last step; later than snapshot_step when the snapshot is older")
+    pending: int = Field(description="commands still pending, applied before this one in the preview")
+    arms: list[ArmPreview]
+
+
+class SchedulerCommandEntry(BaseModel):
+    """A scheduler command of the audit log, with the label its chart marker shows."""
+
+    id: str
+    kind: str
+    scheduler: str | None
+    params: dict[str, Any] | None
+    actor: str
+    reason: str
+    created_at: dt.datetime
+    status: str
+    applied_step: int | None
+    message: str | None
+    label: str
+
+
+class SchedulerPanel(BaseModel):
+    """The scheduler in force (as the agent last reported it), every scheduler's parameters, the history."""
+
+    name: str
+    params: dict[str, Any]
+    frozen: bool
+    step: int = Field(description="the step of the latest snapshot; -1: none yet (name and params from run_start)")
+    previewable: bool = Field(description="the agent sent its scheduler state, so previews can be computed")
+    param_schema: dict[str, dict[str, Any]] = Field(
+        description="the scheduler's parameters: type, doc, low, high, low_open, high_open, choices"
+    )
+    schedulers: dict[str, dict[str, dict[str, Any]]] = Field(
+        description="every scheduler a switch may name, with its parameters' schema"
+    )
+    history: list[SchedulerCommandEntry] = Field(description="the run's scheduler commands, newest first")
 
 
 class CommandAccepted(BaseModel):

@@ -180,6 +180,17 @@ class Eval(_Msg):
         return arms
 
 
-AnyMessage = RunStart | Step | CommandAck | Heartbeat | RunEnd | Eval
+class SchedulerReport(_Msg):
+    """The scheduler in force after `step` (`trainer_agent.scheduler_control.SchedulerControl.snapshot`)."""
+
+    type: Literal["scheduler"]
+    step: int = Field(ge=0, le=MAX_STEP)
+    name: str = Field(min_length=1, max_length=128)
+    params: dict[str, Any] = Field(default_factory=dict)
+    frozen: bool = False
+    state: dict[str, Any] | None = None
+
+
+AnyMessage = RunStart | Step | CommandAck | Heartbeat | RunEnd | Eval | SchedulerReport
 IngestMessage = Annotated[AnyMessage, Field(discriminator="type")]
 INGEST_ADAPTER: TypeAdapter[AnyMessage] = TypeAdapter(IngestMessage)

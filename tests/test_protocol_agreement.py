@@ -20,6 +20,7 @@ from server.errors import CommandConflict, InvalidCommand
 from server.schemas import CommandIn
 from server.steering import decide
 from server.store.commands import ArmView, PendingCommand, SteeringView
+from server.store.scheduler import SchedulerHead
 from server.wire import INGEST_ADAPTER
 from trainer_agent import CurriculumAgent
 from trainer_agent.errors import ConfigError
@@ -162,25 +163,31 @@ class Server:
         self.arms = [ArmView(a, "active", None, None) for a in ARMS]
         self.pending: list[PendingCommand] = []
         self.n = 0
+        # As run_start reports it, before the agent's first scheduler snapshot.
+        self.scheduler = SchedulerHead("dump", {"window": 300, "c": 1.0, "temperature": 0.1}, False, -1)
 
-    def post(self, kind: str, arm: str, value: float | None, steps: int | None) -> tuple[int, str]:
+    def post(self, kind: str, arm: str | None, value: float | None, steps: int | None,
+             scheduler: str | None = None, params: dict[str, Any] | None = None) -> tuple[int, str]:
         self.n += 1
         cid = f"c{self.n}"
         try:
-            cmd = CommandIn(kind=kind, arm=arm, value=value, steps=steps)  # type: ignore[arg-type]
-            decide(SteeringView(1, "prop", "running", self.arms, self.pending), cmd)
+            cmd = CommandIn(kind=kind, arm=arm, value=value, steps=steps,  # type: ignore[arg-type]
+                            scheduler=scheduler, params=params)
+            decide(SteeringView(1, "prop", "running", self.arms, self.pending, self.scheduler), cmd)
         except ValidationError:
             return 422, cid
         except InvalidCommand:
             return 422, cid
         except CommandConflict:
             return 409, cid
-        self.pending.append(PendingCommand(cid, kind, arm, value, steps))
+        self.pending.append(PendingCommand(cid, kind, arm or "", value, steps, scheduler, params))
         return 202, cid
 
-    def reported(self, records: list[dict[str, Any]]) -> None:
+    def reported(self, records: list[dict[str, Any]], head: dict[str, Any] | None = None) -> None:
         self.arms = [ArmView(r["arm"], r["state"], r["pin"], r["boost"]) for r in records]
         self.pending = []
+        if head is not None:  # the agent's scheduler snapshot (name, params, frozen)
+            self.scheduler = SchedulerHead(head["name"], head["params"], head["frozen"], 0)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -266,3 +273,65 @@ def test_the_per_arm_record_has_one_spelling() -> None:
     INGEST_ADAPTER.validate_python(
         {"v": 1, "type": "step", "run": "fields", "seq": 1, "ts": 0.0, "step": 0, "arms": records}
     )
+
+
+# Scheduler commands, mixed with arm commands: mostly valid ones, now and then an unknown parameter, a
+# value out of range or of the wrong type, an unknown scheduler, a freeze twice, a no-op set_params.
+SCHED_PARAMS = st.sampled_from([
+    {"temperature": 0.5}, {"temperature": 0.1}, {"c": 2.0}, {"window": 5}, {"alpha": 0.3}, {"beta": 0.2},
+    {"temperature": 0.0}, {"temperature": -1.0}, {"window": 0}, {"window": 2.5}, {"tau": 1.0}, {"eps": 0.5},
+    {"decay_absent": True}, {"c": "x"}, {},
+])
+
+
+@st.composite
+def scheduler_post(draw: st.DrawFn) -> tuple[Any, ...]:
+    kind = draw(st.sampled_from(["set_params", "switch", "freeze", "unfreeze"]))
+    target = draw(st.sampled_from(["dump", "sec", "balanced", "learning_progress", "uniform", "dmup"]))
+    params = draw(SCHED_PARAMS | st.none())
+    arm = draw(st.just(None) | st.just(None) | st.just("a"))
+    return ("sched", kind, arm, target if kind == "switch" else draw(st.none() | st.just("sec")), params)
+
+
+sched_actions = st.lists(st.one_of(scheduler_post(), scheduler_post(), post(), st.just(("step",))),
+                         min_size=1, max_size=40)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(sched_actions)
+def test_server_answers_scheduler_commands_as_the_agent_does(seq: list[tuple[Any, ...]]) -> None:
+    server = Server()
+    agent = CurriculumAgent("prop", ARMS, scheduler="dump", redis_url=None)
+    answers: dict[str, int] = {}
+    what: dict[str, tuple[Any, ...]] = {}
+    rng = __import__("numpy").random.default_rng(0)
+
+    def step() -> None:
+        arms = [a for a in ARMS for _ in range(4)]
+        agent.observe(arms, (rng.random(len(arms)) < 0.5).astype(float), groups=[i // 2 for i in range(len(arms))])
+        stats = agent.end_step()
+        for ack in stats.acks:
+            expected = "applied" if answers[ack.id] == 202 else "rejected"
+            assert ack.status == expected, (what[ack.id], answers[ack.id], ack.message, seq)
+        assert len(stats.acks) == len(answers)
+        answers.clear()
+        server.reported(stats.records(), agent._control.head())
+        p = stats.p
+        assert abs(float(p.sum()) - 1.0) < 1e-9 and (p >= 0).all()
+
+    for action in seq:
+        if action[0] == "step":
+            step()
+            continue
+        if action[0] == "sched":
+            _, kind, arm, scheduler, params = action
+            status, cid = server.post(kind, arm, None, None, scheduler, params)
+            cmd = Command(kind, arm or "", None, None, id=cid, scheduler=scheduler, params=params)
+        else:
+            _, kind, arm, value, steps = action
+            status, cid = server.post(kind, arm, value, steps)
+            cmd = Command(kind, arm, value, steps, id=cid)
+        answers[cid], what[cid] = status, action
+        agent._local_commands.append(cmd)
+    step()
+    agent.close()

@@ -7,17 +7,32 @@ import datetime as dt
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Connection, func, insert, select, update
 from sqlalchemy.orm import Session
 
+from server.store.scheduler import SchedulerHead, scheduler_head
 from server.store.sql import ARMS, COMMANDS, RUNS, run_row, utc_from_ts, utcnow
 from server.wire import CommandAck
 
 
-def command_label(kind: str, arm: str, value: float | None, steps: int | None) -> str:
+def _params_text(params: dict[str, Any] | None) -> str:
+    return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in (params or {}).items())
+
+
+def command_label(kind: str, arm: str, value: float | None, steps: int | None,
+                  scheduler: str | None = None, params: dict[str, Any] | None = None) -> str:
     """The short text a page shows for a command, on a chart marker or an audit log row:
-    `pin kk3=0.5`, `boost kk4×2 for 50 steps`, `retire kk5`."""
+    `pin kk3=0.5`, `boost kk4×2 for 50 steps`, `retire kk5`, `set temperature=0.2`, `switch to sec (alpha=0.3)`,
+    `freeze scheduler`."""
+    if kind == "set_params":
+        return f"set {_params_text(params)}"
+    if kind == "switch":
+        extra = f" ({_params_text(params)})" if params else ""
+        return f"switch to {scheduler}{extra}"
+    if kind in ("freeze", "unfreeze"):
+        return f"{kind} scheduler"
     if kind == "pin":
         return f"pin {arm}={value:g}" if value is not None else f"pin {arm}"
     if kind == "boost":
@@ -43,6 +58,8 @@ class PendingCommand:
     arm: str
     value: float | None
     steps: int | None
+    scheduler: str | None = None
+    params: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +71,7 @@ class SteeringView:
     status: str
     arms: list[ArmView]
     pending: list[PendingCommand]
+    scheduler: SchedulerHead | None = None  # None: scheduler commands cannot be decided
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,10 +91,12 @@ class AuditEntry:
     applied_step: int | None
     message: str | None
     acked_at: dt.datetime | None
+    scheduler: str | None = None
+    params: dict[str, Any] | None = None
 
     @property
     def label(self) -> str:
-        return command_label(self.kind, self.arm, self.value, self.steps)
+        return command_label(self.kind, self.arm, self.value, self.steps, self.scheduler, self.params)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +111,8 @@ class AckedCommand:
     status: str
     applied_step: int | None
     message: str | None
+    scheduler: str | None = None
+    params: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +129,7 @@ class SteeringState:
     arms: tuple[ArmView, ...]
     n_pending: int
     last_pending: str | None
+    scheduler: SchedulerHead | None = None
 
 
 def steering_state(session: Session, run: str) -> SteeringState:
@@ -122,14 +145,15 @@ def steering_state(session: Session, run: str) -> SteeringState:
     last = session.execute(
         select(c.id).where(pending).order_by(c.created_at.desc(), c.id.desc()).limit(1)
     ).scalar_one_or_none()
-    return SteeringState(r.id, r.name, r.status, tuple(ArmView(*a) for a in arms), int(n_pending), last)
+    return SteeringState(r.id, r.name, r.status, tuple(ArmView(*a) for a in arms), int(n_pending), last,
+                         scheduler_head(session, r.id))
 
 
 def pending_commands(session: Session, run_id: int) -> list[PendingCommand]:
     """The run's unanswered commands, in the order the agent will apply them."""
     c = COMMANDS.c
     rows = session.execute(
-        select(c.id, c.kind, c.arm, c.value, c.steps)
+        select(c.id, c.kind, c.arm, c.value, c.steps, c.scheduler, c.params)
         .where(c.run_id == run_id, c.status == "pending")
         .order_by(c.created_at, c.id)
     )
@@ -145,16 +169,19 @@ def record_command(
     steps: int | None,
     actor: str,
     reason: str,
+    scheduler: str | None = None,
+    params: dict[str, Any] | None = None,
 ) -> AuditEntry:
     """Add a command to the audit log as pending (in the caller's transaction)."""
     run = session.execute(select(RUNS.c.name).where(RUNS.c.id == run_id)).scalar_one()
     entry = AuditEntry(
         id=str(uuid.uuid4()), run=run, kind=kind, arm=arm, value=value, steps=steps, actor=actor, reason=reason,
         created_at=utcnow(), status="pending", applied_step=None, message=None, acked_at=None,
+        scheduler=scheduler, params=params,
     )
     session.execute(insert(COMMANDS).values(
         id=entry.id, run_id=run_id, kind=kind, arm=arm, value=value, steps=steps, actor=actor, reason=reason,
-        created_at=entry.created_at, status=entry.status,
+        created_at=entry.created_at, status=entry.status, scheduler=scheduler, params=params,
     ))
     return entry
 
@@ -181,7 +208,8 @@ def record_acks(conn: Connection, run_id: int, acks: Sequence[CommandAck], event
                 status=ack.status, applied_step=ack.applied_step, message=ack.message,
                 acked_at=utc_from_ts(ack.ts), ack_event_seq=event_seq,
             )
-            .returning(c.id, c.kind, c.arm, c.value, c.steps, c.status, c.applied_step, c.message)
+            .returning(c.id, c.kind, c.arm, c.value, c.steps, c.status, c.applied_step, c.message, c.scheduler,
+                       c.params)
         ).first()
         if row is not None:
             out.append(AckedCommand(*row))
@@ -192,21 +220,22 @@ def acked_since(conn: Connection, run_id: int, after: int) -> list[tuple[int, Ac
     """The run's commands settled at live events after `after`: (event seq, command), in ack order."""
     c = COMMANDS.c
     rows = conn.execute(
-        select(c.ack_event_seq, c.id, c.kind, c.arm, c.value, c.steps, c.status, c.applied_step, c.message)
+        select(c.ack_event_seq, c.id, c.kind, c.arm, c.value, c.steps, c.status, c.applied_step, c.message,
+               c.scheduler, c.params)
         .where(c.run_id == run_id, c.ack_event_seq > after)
         .order_by(c.acked_at)
     )
     return [(int(seq), AckedCommand(*rest)) for seq, *rest in rows]
 
 
-def list_commands(session: Session, run: str, limit: int) -> list[AuditEntry]:
-    """The run's audit log, newest first."""
+def list_commands(session: Session, run: str, limit: int, kinds: Sequence[str] | None = None) -> list[AuditEntry]:
+    """The run's audit log (its commands of `kinds` when given), newest first."""
     r = run_row(session, run, RUNS.c.id, RUNS.c.name)
     c = COMMANDS.c
     q = (
         select(c.id, c.kind, c.arm, c.value, c.steps, c.actor, c.reason, c.created_at, c.status, c.applied_step,
-               c.message, c.acked_at)
-        .where(c.run_id == r.id)
+               c.message, c.acked_at, c.scheduler, c.params)
+        .where(c.run_id == r.id, *(() if kinds is None else (c.kind.in_(list(kinds)),)))
         .order_by(c.created_at.desc())
         .limit(limit)
     )
@@ -214,7 +243,7 @@ def list_commands(session: Session, run: str, limit: int) -> list[AuditEntry]:
         AuditEntry(
             id=x.id, run=r.name, kind=x.kind, arm=x.arm, value=x.value, steps=x.steps, actor=x.actor,
             reason=x.reason, created_at=x.created_at, status=x.status, applied_step=x.applied_step,
-            message=x.message, acked_at=x.acked_at,
+            message=x.message, acked_at=x.acked_at, scheduler=x.scheduler, params=x.params,
         )
         for x in session.execute(q)
     ]

@@ -67,7 +67,8 @@ def ack_entry(c: AckedCommand) -> dict[str, Any]:
     return {
         "id": c.id, "kind": c.kind, "arm": c.arm, "value": c.value, "steps": c.steps, "status": c.status,
         "applied_step": c.applied_step, "message": c.message,
-        "label": command_label(c.kind, c.arm, c.value, c.steps),
+        "label": command_label(c.kind, c.arm, c.value, c.steps, c.scheduler, c.params),
+        "scheduler": c.scheduler, "params": c.params,
     }
 
 

@@ -20,8 +20,9 @@ from server.store.evals import insert_evals, update_eval_summary
 from server.store.events import LiveEvent, ack_entry, status_entry, step_entry
 from server.store.manage import sync_agent_tags
 from server.store.rollups import NUMERIC_COLS, merge_rollups
+from server.store.scheduler import store_snapshot
 from server.store.sql import ARMS, RUN_STEPS, RUNS, insert, utc_from_ts
-from server.wire import AnyMessage, ArmRecord, CommandAck, Eval, Heartbeat, RunEnd, RunStart, Step
+from server.wire import AnyMessage, ArmRecord, CommandAck, Eval, Heartbeat, RunEnd, RunStart, SchedulerReport, Step
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +57,7 @@ class _RunAcc:
     steps: list[tuple[Entry, Step]] = field(default_factory=list)
     acks: list[CommandAck] = field(default_factory=list)
     evals: list[Eval] = field(default_factory=list)
+    scheduler: SchedulerReport | None = None  # the batch's newest scheduler snapshot
 
 
 def apply_ingest(conn: Connection, entries: Sequence[Entry]) -> list[LiveEvent]:
@@ -96,6 +98,9 @@ def apply_ingest(conn: Connection, entries: Sequence[Entry]) -> list[LiveEvent]:
         elif isinstance(m, Eval):
             # An evaluation's step is not the run's progress (step 0 is the baseline before training).
             acc.evals.append(m)
+        elif isinstance(m, SchedulerReport):
+            if acc.scheduler is None or (m.step, m.seq) > (acc.scheduler.step, acc.scheduler.seq):
+                acc.scheduler = m
         else:
             acc.acks.append(m)
 
@@ -119,6 +124,10 @@ def apply_ingest(conn: Connection, entries: Sequence[Entry]) -> list[LiveEvent]:
         if evals:
             payload["evals"] = [p.entry() for p in evals]
             update_eval_summary(conn, acc.run_id)
+            changed = True
+        head = store_snapshot(conn, acc.run_id, acc.scheduler) if acc.scheduler is not None else None
+        if head is not None:
+            payload["scheduler"] = head.entry()
             changed = True
         rows = diag_by_run.get(acc.run_id)
         if rows is not None or evals:

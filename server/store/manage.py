@@ -20,9 +20,30 @@ from sqlalchemy import Connection, CursorResult, Table, delete, func, select, up
 from sqlalchemy.orm import Session
 
 from server.errors import InvalidRequest
-from server.models import TAG_MAX, RunAction, RunTag, arm_rollups, part_rollups
+from server.models import (
+    TAG_MAX,
+    DiagnosisChange,
+    RunAction,
+    RunDiagnosis,
+    RunTag,
+    SuggestionResponse,
+    arm_rollups,
+    part_rollups,
+)
 from server.store.runs import is_stale, shown_status
-from server.store.sql import ARM_STEPS, ARMS, COMMANDS, EVALS, RUN_STEPS, RUNS, insert, run_id, run_row, utcnow
+from server.store.sql import (
+    ARM_STEPS,
+    ARMS,
+    COMMANDS,
+    EVALS,
+    RUN_STEPS,
+    RUNS,
+    SCHEDULER_SNAPSHOTS,
+    insert,
+    run_id,
+    run_row,
+    utcnow,
+)
 
 RUN_TAGS = cast(Table, RunTag.__table__)
 RUN_ACTIONS = cast(Table, RunAction.__table__)
@@ -39,6 +60,10 @@ RUN_TABLES: tuple[tuple[Table, str], ...] = (
     (RUN_STEPS, "steps"),
     (EVALS, "evaluation rows"),
     (COMMANDS, "commands"),
+    (cast(Table, RunDiagnosis.__table__), "arm diagnoses"),
+    (cast(Table, DiagnosisChange.__table__), "diagnosis changes"),
+    (cast(Table, SuggestionResponse.__table__), "suggestion answers"),
+    (SCHEDULER_SNAPSHOTS, "scheduler snapshots"),
     (RUN_TAGS, "tags"),
     (ARMS, "arms"),
 )

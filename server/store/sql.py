@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from server.db import BINARY_ROWS
 from server.errors import RunNotFound
-from server.models import Arm, ArmStep, Run, RunEval, RunStep, SentCommand
+from server.models import Arm, ArmStep, Run, RunEval, RunStep, SchedulerSnapshot, SentCommand
 
 RUNS = cast(Table, Run.__table__)
 ARMS = cast(Table, Arm.__table__)
@@ -21,6 +21,7 @@ ARM_STEPS = cast(Table, ArmStep.__table__)
 RUN_STEPS = cast(Table, RunStep.__table__)
 COMMANDS = cast(Table, SentCommand.__table__)
 EVALS = cast(Table, RunEval.__table__)
+SCHEDULER_SNAPSHOTS = cast(Table, SchedulerSnapshot.__table__)
 
 
 def utcnow() -> dt.datetime:

@@ -72,7 +72,7 @@ def test_bad_set_params_are_rejected_with_the_reason(params: dict[str, Any], rea
 
 def test_a_switch_to_an_unknown_scheduler_is_refused_when_asked() -> None:
     agent = _trained(steps=0)
-    with pytest.raises(CommandError, match="unknown scheduler 'dmup'; available: balanced, .*dump"):
+    with pytest.raises(CommandError, match=r"unknown scheduler 'dmup'; available: balanced, .*dump"):
         agent.switch_scheduler("dmup")
     with pytest.raises(CommandError, match="scheduler 'sec' has no parameter 'c'"):
         agent.switch_scheduler("sec", c=1.0)

@@ -115,7 +115,8 @@ def test_command_validation(app_server: LiveServer, rds: redis.Redis, settings: 
         ("api-3", {"kind": "retire", "arm": "kk6"}, 409, "already retired"),
         ("api-3", {"kind": "restore", "arm": "kk3"}, 409, "not retired"),
         ("api-3", {"kind": "explode", "arm": "kk3"}, 422,
-         "kind: Input should be 'pin', 'boost', 'retire', 'restore' or 'release'"),
+         "kind: Input should be 'pin', 'boost', 'retire', 'restore', 'release', 'set_params', 'switch', 'freeze' "
+         "or 'unfreeze'"),
         ("api-3", {"arm": "kk3"}, 422, "kind: Field required"),
     ]
     for run, body, status, message in cases:

@@ -104,9 +104,9 @@ def test_acks_say_what_the_command_was(engine: Engine) -> None:
                           first=2)
     expected = [
         {"id": boost.id, "kind": "boost", "arm": "a", "value": 2.0, "steps": 50, "status": "applied",
-         "applied_step": 7, "message": "", "label": "boost a×2 for 50 steps"},
+         "applied_step": 7, "message": "", "label": "boost a×2 for 50 steps", "scheduler": None, "params": None},
         {"id": retire.id, "kind": "retire", "arm": "b", "value": None, "steps": None, "status": "rejected",
-         "applied_step": None, "message": "last arm", "label": "retire b"},
+         "applied_step": None, "message": "last arm", "label": "retire b", "scheduler": None, "params": None},
     ]
     assert set(published) == {"run", "seq", "entry_ids", "acks"}
     assert published["acks"] == expected

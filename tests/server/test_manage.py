@@ -36,6 +36,8 @@ def make_run(engine: Engine, run: str, steps: int = 300) -> None:
         run_start(run, 1, ARMS, config={"tags": ["from-config"]}),
         *(step_msg(run, s + 2, s, ARMS) for s in range(steps)),
         eval_msg(run, steps + 10, 0), eval_msg(run, steps + 11, steps - 1),
+        {"v": 1, "type": "scheduler", "run": run, "seq": steps + 12, "ts": 1700000000.0, "step": steps - 1,
+         "name": "uniform", "params": {}, "frozen": False, "state": None},
     ])
 
 
