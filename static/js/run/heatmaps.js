@@ -82,19 +82,33 @@ function colourOf(scale, t) {
 // The grid as an image, a pixel a cell (the plot stretches it; CSS keeps the cells sharp): Plotly.js's
 // basic bundle, which the page loads for its speed, has no heatmap trace, and an image draws 15,000
 // cells faster than one would.
+// A scale as 256 RGB entries, computed once: a cell's colour is a lookup (15,000 cells at 64 arms).
+const LEVELS = 256;
+const luts = new Map();
+function lut(scale) {
+  if (!luts.has(scale)) {
+    const t = new Uint8ClampedArray(3 * LEVELS);
+    for (let k = 0; k < LEVELS; k++) t.set(colourOf(scale, k / (LEVELS - 1)), 3 * k);
+    luts.set(scale, t);
+  }
+  return luts.get(scale);
+}
+
 function image(g, scale, lo, hi) {
   const rows = g.z.length, cols = g.x.length;
   const canvas = document.createElement("canvas");
   Object.assign(canvas, {width: cols, height: rows});
   const ctx = canvas.getContext("2d");
   const img = ctx.createImageData(cols, rows);
+  const colours = lut(scale), span = hi - lo || 1, data = img.data;
   for (let r = 0; r < rows; r++) {
+    const row = g.z[r];
     for (let c = 0; c < cols; c++) {
-      const v = g.z[r][c];
+      const v = row[c];
       const o = 4 * (r * cols + c);
-      if (v === null) { img.data[o + 3] = 0; continue; }
-      const [R, G, B] = colourOf(scale, (v - lo) / (hi - lo || 1));
-      img.data.set([R, G, B, 255], o);
+      if (v === null) { data[o + 3] = 0; continue; }
+      const k = 3 * Math.round(Math.min(1, Math.max(0, (v - lo) / span)) * (LEVELS - 1));
+      data[o] = colours[k]; data[o + 1] = colours[k + 1]; data[o + 2] = colours[k + 2]; data[o + 3] = 255;
     }
   }
   ctx.putImageData(img, 0, 0);
@@ -122,11 +136,13 @@ function drawOne([metric, scale, range, format]) {
     marker: {color: [lo, hi], cmin: lo, cmax: hi, colorscale: scale, opacity: 0, size: 1, showscale: true,
       colorbar: {thickness: 10, len: 0.9, tickformat: format, outlinewidth: 0}}};
   const small = arms.length > 64 ? 8 : arms.length > 24 ? 9 : 11;
+  // The left margin from the longest label (Plotly's automargin lays the chart out twice to find it).
+  const left = Math.min(260, 12 + Math.ceil(0.62 * small * Math.max(...arms.map((a) => a.length))));
   const layout = SB.layout({
-    height: height(arms.length), hovermode: false, dragmode: false, margin: {l: 8, r: 8, t: 6, b: 36},
+    height: height(arms.length), hovermode: false, dragmode: false, margin: {l: left, r: 8, t: 6, b: 36},
     xaxis: {title: {text: "step"}, showgrid: false, range: [x0 - 0.5, x1 + 0.5], fixedrange: true},
     yaxis: {range: [arms.length - 0.5, -0.5], tickmode: "array", tickvals: arms.map((_, i) => i), ticktext: arms,
-      automargin: true, showgrid: false, fixedrange: true, tickfont: {size: small},
+      showgrid: false, fixedrange: true, tickfont: {size: small},
       // At many arms every label no longer fits: every nth, the rest on hover.
       ...(arms.length > 64 ? {tickvals: arms.map((_, i) => i).filter((i) => i % Math.ceil(arms.length / 64) === 0),
         ticktext: arms.filter((_, i) => i % Math.ceil(arms.length / 64) === 0)} : {})},
@@ -183,8 +199,14 @@ function soon() {
   timer = setTimeout(() => { timer = null; drawAll(); }, Math.max(0, REDRAW_MS - (performance.now() - last)));
 }
 
+// Requested when the module loads, beside the charts' data; awaited when the heatmaps are drawn.
+let zeroVarRequest = box && box.open ? getJSON(viewURL("zero_var")) : null;
+if (zeroVarRequest) zeroVarRequest.catch(() => {});  // surfaces when awaited
+
 async function loadZeroVar() {
-  const doc = await getJSON(viewURL("zero_var"));
+  const request = zeroVarRequest || getJSON(viewURL("zero_var"));
+  zeroVarRequest = null;
+  const doc = await request;
   for (const key of Object.keys(zeroVar)) delete zeroVar[key];
   zeroVarDownsampled = doc.series.some((s) => s.downsampled);
   for (const s of doc.series) zeroVar[s.arm] = {x: s.steps, y: s.values};
@@ -193,9 +215,9 @@ async function loadZeroVar() {
 
 async function reload() {
   if (!box || !box.open) return;
-  drawAll();  // what the charts hold, at once; the zero-variance share when it arrives
-  await loadZeroVar();
-  drawOne(MAPS[3]);
+  // The zero-variance share was requested with the charts' data: drawn with the others, once.
+  await loadZeroVar().catch((err) => { drawAll(); throw err; });
+  drawAll();
 }
 
 function onUpdate(d) {
