@@ -288,12 +288,13 @@ class CurriculumAgent:
         expired = self._overrides.tick()
         acks = self._apply_commands()
         self._set_p(self._overrides.resolve(self._control.probabilities(self._overrides.active)))
-        score = self.scheduler.scores()
+        scheduler = self._control.scheduler
+        score = scheduler.scores()
         ov = self._overrides
         stats = StepStats(
             step=self.step, ts=time.time(), arms=self.arms, p=self._p,
             score=None if score is None else np.array(score, dtype=np.float64),
-            parts=self.scheduler.parts(), obs=obs,
+            parts=scheduler.parts(), obs=obs,
             overrides=ov.snapshot(),
             acks=acks, metrics=clean_metrics(metrics), n_invalid=n_invalid, expired=expired,
         )

@@ -41,7 +41,7 @@ class RecentStats:
 
     def add(self, obs: StepObservations) -> None:
         self.n_total = obs.n_total
-        if obs.n_step.any():
+        if obs.abs_adv.size:  # the step observed something (an attribute read, not a numpy call)
             self.steps.append((obs.n_step, obs.n_correct, obs.sum_abs_adv))
 
     def summary(self) -> ArmSummary:

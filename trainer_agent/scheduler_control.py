@@ -102,7 +102,7 @@ class SchedulerControl:
     def update(self, obs: StepObservations) -> None:
         """Learn from a step (frozen or not: a freeze holds the probabilities, not the learning)."""
         self.scheduler.update(obs)
-        self.recent.add(obs)
+        self.recent.add(obs)  # one append: the step's own arrays
 
     def probabilities(self, active: BoolArray) -> FloatArray:
         """q: the held probabilities while frozen, else the scheduler's."""
