@@ -23,7 +23,7 @@
     const css = getComputedStyle(document.documentElement);
     const v = (name, fallback) => css.getPropertyValue(name).trim() || fallback;
     return {fg: v("--fg", "#1f2933"), card: v("--card", "#fff"), grid: v("--grid", "#e5e9f0"),
-      line: v("--line", "#d9dee5")};
+      line: v("--line", "#d9dee5"), hover: v("--hover-bg", "rgba(255,255,255,.85)")};
   }
 
   function layout(extra) {
@@ -32,7 +32,8 @@
       margin: {l: 56, r: 12, t: 8, b: 40},
       height: 280,
       hovermode: "x unified",
-      hoverlabel: {namelength: -1},
+      // A smaller, see-through hover box: on a small chart the default covered half of it.
+      hoverlabel: {namelength: -1, font: {size: 11}, bgcolor: c.hover},
       legend: {orientation: "h", y: -0.22, font: {size: 11}},
       font: {family: "system-ui, -apple-system, Segoe UI, sans-serif", size: 12, color: c.fg},
       paper_bgcolor: c.card,
@@ -53,7 +54,7 @@
     const c = colours();
     for (const el of document.querySelectorAll(".js-plotly-plot")) {
       if (!el.layout) continue;
-      const update = {"paper_bgcolor": c.card, "plot_bgcolor": c.card, "font.color": c.fg};
+      const update = {"paper_bgcolor": c.card, "plot_bgcolor": c.card, "font.color": c.fg, "hoverlabel.bgcolor": c.hover};
       for (const key of Object.keys(el.layout)) if (/^[xy]axis\d*$/.test(key)) update[`${key}.gridcolor`] = c.grid;
       Plotly.relayout(el, update);
     }

@@ -56,6 +56,21 @@ def test_an_ended_run_offers_no_steering(app_server: LiveServer, pages: PageWatc
     expect(page.locator("#steer-reason")).to_be_hidden()
 
 
+def test_a_stale_run_shows_its_controls_disabled_with_the_reason(app_server: LiveServer, pages: PageWatch,
+                                                                  engine: Engine) -> None:
+    arms = ["kk3", "kk4"]
+    # Stored from stream entries of 1970 (ingest_docs' ids): not heard from since, so stale.
+    ingest_docs(engine, [run_start("quiet", 1, arms), *[step_msg("quiet", 2 + s, s, arms) for s in range(5)]])
+    page = pages.new_page()
+    page.goto("/runs/quiet")
+    expect(page.locator("#run-status")).to_have_text("stale")
+    expect(page.locator("#steer-note")).to_contain_text("stale): steering is off until it sends a step again")
+    assert shown_forms(page, "kk3") == ["pin", "boost", "retire"]
+    buttons = page.locator("form.cmd button")
+    assert buttons.count() > 0 and all(b.is_disabled() for b in buttons.all())
+    assert "stale" in (buttons.first.get_attribute("title") or "")
+
+
 def test_controls_follow_each_arms_state_and_stale_errors_clear(
     app_server: LiveServer, pages: PageWatch, agents: Callable[..., AgentLoop]
 ) -> None:

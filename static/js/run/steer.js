@@ -1,7 +1,7 @@
 // The steering controls follow the run and each arm (templates/_command_form.html's forms in the arms
 // table):
-// - an ended run (finished, failed, interrupted) has none, and says so; a stale one keeps them, with a
-//   note that a command waits until its trainer is heard from again;
+// - an ended run (finished, failed, interrupted) has none, and says so; a stale one shows them disabled,
+//   with the reason, until a step arrives from its trainer again;
 // - each arm offers only what makes sense in its state: a retired arm Restore only; an active one Pin,
 //   Boost and Retire, and Release only while it is pinned or boosted;
 // - an error under a form is cleared once the arm's state it was about has changed;
@@ -60,10 +60,15 @@ export function followRun(status) {
   main.dataset.runEnded = ended ? "1" : "";
   const note = $("steer-note");
   if (!note) return;
-  note.hidden = !(ended || status === "stale");
+  const stale = status === "stale";
+  note.hidden = !(ended || stale);
   note.textContent = ended
     ? `This run has ended (${status}): steering is off.`
-    : "No word from this run's trainer for a while (stale): a command waits until it is back.";
+    : "No word from this run's trainer for a while (stale): steering is off until it sends a step again.";
+  for (const button of document.querySelectorAll("form.cmd button")) {
+    button.disabled = stale;
+    button.title = stale ? "the run is stale: its trainer would not receive the command" : "";
+  }
 }
 
 function number(form, name) {
