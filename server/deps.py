@@ -64,7 +64,19 @@ def get_principal(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     """Who is asking (see server.auth): a bearer token, a logged-in person, local dev mode, or anonymous."""
-    return auth.resolve(request, session, settings, credentials.credentials if credentials else None)
+    principal = auth.resolve(request, session, settings, credentials.credentials if credentials else None)
+    release(session)
+    return principal
+
+
+def release(session: Session) -> None:
+    """End the session's transaction so its connection goes back to the pool between dependencies.
+
+    Each sync dependency runs on its own trip to the thread pool; a connection held from one trip to the
+    next deadlocks a burst of requests (300 SSE viewers connecting at once): every pool thread waits for a
+    connection while the requests holding the pool's 15 wait for a thread. A later query opens a new one.
+    """
+    session.commit()
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
@@ -79,12 +91,18 @@ def reject_invalid_bearer(request: Request, session: SessionDep, settings: Setti
     scheme, _, token = header.strip().partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("the Authorization header must be `Bearer <token>`")
-    auth.bearer_principal(session, settings, token.strip())
+    try:
+        auth.bearer_principal(session, settings, token.strip())
+    finally:
+        release(session)
 
 
 def get_reader(request: Request, principal: PrincipalDep, session: SessionDep, settings: SettingsDep) -> Principal:
     """Someone allowed to view: a viewer or operator once logins are in force (server.auth)."""
-    auth.require_reader(request, principal, session, settings)
+    try:
+        auth.require_reader(request, principal, session, settings)
+    finally:
+        release(session)
     return principal
 
 

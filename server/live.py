@@ -5,6 +5,11 @@ the run's gapless event sequence number. Every SSE connection tracks the last se
 gap (a slow consumer's queue overflowed, Redis reconnected, two workers published out of order)
 it rebuilds the missing events from SQL (server.store.events.events_since), so a page never misses or
 repeats an event, including when it reconnects with `Last-Event-ID`.
+
+Fan-out does the per-event work once, not once per connection: the hub parses an event's `seq` and
+encodes its SSE frame (`id`, `event`, `data` lines) when it arrives, and every connection of the run is
+handed the same `Frame`, whose bytes go to the socket as they are. What a connection does per event is
+a queue append, a comparison and a write.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 
+import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
@@ -22,12 +28,30 @@ from server.settings import Settings
 log = logging.getLogger(__name__)
 
 
+SSE_SEP = b"\r\n"  # sse-starlette's line separator, for frames built here and there alike
+
+
+def sse_frame(event: str, event_id: int, data: bytes) -> bytes:
+    """One server-sent event, encoded: `id`, `event`, a `data` line per line of `data`, a blank line."""
+    lines = data.splitlines() if (b"\n" in data or b"\r" in data) else [data]
+    head = b"id: %d%bevent: %b%b" % (event_id, SSE_SEP, event.encode(), SSE_SEP)
+    return head + b"".join(b"data: " + line + SSE_SEP for line in lines) + SSE_SEP
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """A live event as every connection of its run sends it."""
+
+    seq: int
+    data: bytes  # the whole SSE frame
+
+
 @dataclass(eq=False)
 class Subscription:
     """One SSE connection's view of a run's live channel."""
 
     run: str
-    queue: asyncio.Queue[bytes] = field(default_factory=lambda: asyncio.Queue(maxsize=256))
+    queue: asyncio.Queue[Frame] = field(default_factory=lambda: asyncio.Queue(maxsize=256))
     lagged: bool = False  # set when events were dropped for it; it must catch up from SQL
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -68,9 +92,18 @@ class LiveHub:
                 del self._subs[sub.run]
 
     def _dispatch(self, run: str, data: bytes) -> None:
-        for sub in self._subs.get(run, ()):
+        subs = self._subs.get(run)
+        if not subs:
+            return
+        try:
+            seq = int(orjson.loads(data)["seq"])
+        except (ValueError, KeyError, TypeError):
+            log.warning("live hub: an event of a run without a seq was dropped")
+            return
+        frame = Frame(seq, sse_frame("update", seq, data))
+        for sub in subs:
             try:
-                sub.queue.put_nowait(data)
+                sub.queue.put_nowait(frame)
             except asyncio.QueueFull:
                 sub.lagged = True  # the connection catches up from SQL instead
             sub.wake.set()

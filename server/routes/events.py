@@ -19,12 +19,12 @@ from typing import Annotated
 
 import orjson
 from fastapi import APIRouter, Header, Query
-from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
 from server.deps import HubDep, SessionMakerDep, SettingsDep
 from server.errors import InvalidRequest
-from server.live import LiveHub, Subscription
+from server.live import LiveHub, Subscription, sse_frame
 from server.schemas import ErrorResponse
 from server.store.events import LiveEvent, event_seq, events_since
 
@@ -87,8 +87,8 @@ async def run_events(
     )
 
 
-def _seq_doc(run: str, seq: int) -> str:
-    return orjson.dumps({"run": run, "seq": seq}).decode()
+def _seq_frame(event: str, run: str, seq: int, event_id: int | None = None) -> bytes:
+    return sse_frame(event, seq if event_id is None else event_id, orjson.dumps({"run": run, "seq": seq}))
 
 
 async def _stream(
@@ -99,14 +99,14 @@ async def _stream(
     current_seq: Callable[[], int],
     current: int,
     after: int | None,
-) -> AsyncIterator[ServerSentEvent]:
+) -> AsyncIterator[bytes]:
     try:
         if after is not None and after > current:
             # An id this run never reached (another database, a deleted run): start over.
-            yield ServerSentEvent(_seq_doc(run, current), event="reset", id=str(current))
+            yield _seq_frame("reset", run, current)
             after = None
         last = current if after is None else after
-        yield ServerSentEvent(_seq_doc(run, current), event="ready", id=str(last))
+        yield _seq_frame("ready", run, current, event_id=last)
         pending_gap = after is not None and after < current
         while True:
             if pending_gap or sub.lagged:
@@ -116,26 +116,25 @@ async def _stream(
                 if res is None:
                     seq = await run_in_threadpool(current_seq)
                     last = seq
-                    yield ServerSentEvent(_seq_doc(run, seq), event="reset", id=str(seq))
+                    yield _seq_frame("reset", run, seq)
                 else:
                     for ev in res[1]:
                         if ev.seq > last:
                             last = ev.seq
-                            yield ServerSentEvent(orjson.dumps(ev.payload).decode(), event="update", id=str(ev.seq))
+                            yield sse_frame("update", ev.seq, orjson.dumps(ev.payload))
             try:
-                data = sub.queue.get_nowait()
+                frame = sub.queue.get_nowait()
             except asyncio.QueueEmpty:
                 sub.wake.clear()
                 if sub.queue.empty() and not sub.lagged:
                     await sub.wake.wait()
                 continue
-            seq = int(orjson.loads(data)["seq"])
-            if seq <= last:
+            if frame.seq <= last:
                 continue  # already sent (replayed from SQL)
-            if seq > last + 1:
+            if frame.seq > last + 1:
                 pending_gap = True  # the missing events are committed; rebuild them from SQL
                 continue
-            last = seq
-            yield ServerSentEvent(data.decode(), event="update", id=str(seq))
+            last = frame.seq
+            yield frame.data  # encoded once by the hub for every connection
     finally:
         hub.unsubscribe(sub)
