@@ -62,8 +62,11 @@ def test_stream_carries_run_start_steps_acks_and_run_end(key_prefix, tmp_path):
         assert [(a.id, a.status, a.applied_step) for a in stats.acks] == [(cid, "applied", 3)]
         assert agent.probabilities()["a"] == 0.8
     msgs = messages(r, key_prefix)
-    types = [m["type"] for m in msgs if m["type"] != "heartbeat"]
+    # Scheduler snapshots (for the preview) go with the first step and then on a clock: not counted here.
+    types = [m["type"] for m in msgs if m["type"] not in ("heartbeat", "scheduler")]
     assert types == ["run_start", "step", "step", "step", "command_ack", "step", "run_end"]
+    sent = [m for m in msgs if m["type"] != "heartbeat"]
+    assert [m["type"] for m in sent[:3]] == ["run_start", "step", "scheduler"] and sent[2]["name"] == "dump"
     seqs = [m["seq"] for m in msgs]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
     start = msgs[0]
@@ -190,7 +193,8 @@ def test_spool_left_at_exit_is_replayed_by_the_next_process(private_redis: Redis
                          cwd=Path(__file__).resolve().parents[2])
     assert out.returncode == 0, out.stderr
     pending = [json.loads(line) for line in (spool / "pending.jsonl").read_text().splitlines()]
-    assert [m["type"] for m in pending if m["type"] not in ("heartbeat",)] == ["run_start"] + ["step"] * 5 + ["run_end"]
+    assert [m["type"] for m in pending if m["type"] not in ("heartbeat", "scheduler")] == (
+        ["run_start"] + ["step"] * 5 + ["run_end"])
     private_redis.start()
     with CurriculumAgent("t-replay", ["a", "b"], redis_url=private_redis.url, key_prefix="rp:", spool_dir=spool):
         pass

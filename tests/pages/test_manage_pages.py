@@ -194,7 +194,8 @@ def test_delete_from_the_pages(app_server: LiveServer, rds: redis.Redis, setting
     assert page.select_one("h1").text == "Delete run pm-del?"
     what = {li["data-kind"]: li.select_one("strong").text for li in page.select("#delete-what li[data-kind]")}
     assert what == {"arm step rows": "16", "rollup rows": "16", "score-part rollup rows": "24", "steps": "4",
-                    "evaluation rows": "0", "commands": "0", "tags": "0", "arms": "4"}
+                    "evaluation rows": "0", "commands": "0", "arm diagnoses": "1", "diagnosis changes": "0",
+                    "suggestion answers": "0", "scheduler snapshots": "0", "tags": "0", "arms": "4"}
     assert "control stream" in page.select("#delete-what li")[-1].text
     assert page.select_one("#delete-running").text.split()[:4] == ["This", "run", "is", "running."]
     assert page.select_one("#delete-confirm-button").text == "Delete pm-del for good"

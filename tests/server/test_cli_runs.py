@@ -66,7 +66,7 @@ def test_runs_list_and_delete(settings: Settings, engine: Engine, rds: redis.Red
     assert r.returncode == 0, r.stderr
     # 8 arm steps, 8 rollups (4 widths x 2 arms), 12 part rollups (3 widths x 2 arms x 2 parts), 4 steps,
     # 1 tag, 2 arms, the run.
-    assert r.stdout.endswith("for good? [y/N]: run cli-old deleted (36 rows, 2 Redis keys)\n")
+    assert r.stdout.endswith("for good? [y/N]: run cli-old deleted (37 rows, 2 Redis keys)\n")
     assert n_rows(engine, "cli-old") == 0
     assert rds.exists(settings.keys.control("cli-old"), settings.keys.control_applied("cli-old")) == 0
     with make_sessionmaker(engine)() as session:

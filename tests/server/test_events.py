@@ -103,7 +103,7 @@ def test_live_then_resume_without_gaps_or_duplicates(
         ]
         assert got[1]["data"]["acks"] == [{
             "id": cid, "kind": "boost", "arm": "b", "value": 3.0, "steps": None, "status": "applied",
-            "applied_step": 2, "message": "", "label": "boost b×3",
+            "applied_step": 2, "message": "", "label": "boost b×3", "scheduler": None, "params": None,
         }]
         assert [s["step"] for s in got[2]["data"]["steps"]] == [3]
         # Then live again, continuing the sequence.
