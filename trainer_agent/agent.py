@@ -61,6 +61,9 @@ class CurriculumAgent:
         threshold: a completion counts as correct when its reward is above this.
         key_prefix: prefix of every Redis key.
         spool_dir: where messages wait while Redis is unreachable (default: a temp dir per run).
+        spool_max_bytes: the most the spool holds (default: STEERBOARD_SPOOL_MAX_BYTES or 256 MiB); past it
+            its oldest steps are thinned (older stretches sparser, the newest steps, run_start, run_end,
+            acks and evaluations all kept) and counted in the steps' `dropped`.
         heartbeat_s: seconds between heartbeats while streaming.
         close_timeout: seconds `close()` waits to flush before giving up (never hangs).
         distributed: reduce over `torch.distributed` (rank 0 decides and broadcasts; only rank 0
@@ -105,6 +108,7 @@ class CurriculumAgent:
         threshold: float = 0.5,
         key_prefix: str = "steerboard:",
         spool_dir: str | os.PathLike[str] | None = None,
+        spool_max_bytes: int | None = None,
         heartbeat_s: float = 5.0,
         close_timeout: float = 5.0,
         distributed: bool | None = None,
@@ -168,6 +172,7 @@ class CurriculumAgent:
             self._transport = Transport(
                 redis_url=redis_url, run=run, key_prefix=key_prefix, spool_dir=spool_dir,
                 heartbeat_s=heartbeat_s, close_timeout=close_timeout, last_step=self.step - 1,
+                spool_max_bytes=spool_max_bytes,
             )
             self._transport.start(self._run_start_message())
 

@@ -58,17 +58,29 @@ def default_spool_dir(run: str) -> Path:
     return base / "steerboard" / "spool" / safe
 
 
+DEFAULT_SPOOL_MAX_BYTES = 256 << 20
+_STEP_PREFIX = '{"type":"step",'  # how protocol.encode writes a step message (its type comes first)
+
+
 class Spool:
     """An append-only JSON-lines file of messages waiting for Redis, replayed oldest first.
 
     Replay reads it in small batches and records how far it got in a sidecar file, so a crash during
     replay re-sends at most one batch (the server is idempotent on (run, seq)).
+
+    Bounded: past `max_bytes` of messages waiting, the oldest steps are thinned until they take three
+    quarters of it: the older half of the waiting steps keeps every other step, again and again while it
+    is still too big, so the older a stretch of the run the sparser it becomes, and the newest steps are
+    all kept. Other messages (run_start, run_end, command acks, evaluations, heartbeats, scheduler
+    snapshots) are never thinned. `append` returns how many steps it thinned.
     """
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, max_bytes: int = DEFAULT_SPOOL_MAX_BYTES) -> None:
         self.path = directory / "pending.jsonl"
         self.offset_path = directory / "pending.offset"
+        self.max_bytes = max_bytes
         self._count: int | None = None
+        self._bytes: int | None = None
 
     def __len__(self) -> int:
         """Messages not yet replayed."""
@@ -81,19 +93,72 @@ class Spool:
                 self._count = 0
         return self._count
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the messages not yet replayed."""
+        if self._bytes is None:
+            try:
+                self._bytes = max(0, self.path.stat().st_size - self._offset())
+            except FileNotFoundError:
+                self._bytes = 0
+        return self._bytes
+
     def _offset(self) -> int:
         try:
             return int(self.offset_path.read_text() or 0)
         except (FileNotFoundError, ValueError):
             return 0
 
-    def append(self, payloads: list[str]) -> None:
+    def append(self, payloads: list[str]) -> int:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write("".join(p + "\n" for p in payloads))
+        data = "".join(p + "\n" for p in payloads).encode("utf-8")
+        with self.path.open("ab") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         self._count = len(self) + len(payloads)
+        self._bytes = self.nbytes + len(data)
+        return self._thin() if self._bytes > self.max_bytes else 0
+
+    def _thin(self) -> int:
+        """Drop old steps until the waiting messages fit in 3/4 of `max_bytes`; how many were dropped."""
+        offset = self._offset()
+        sizes: list[int] = []
+        steps: list[int] = []  # indexes of step lines
+        with self.path.open("rb") as f:
+            f.seek(offset)
+            for i, line in enumerate(f):
+                sizes.append(len(line))
+                if line.startswith(_STEP_PREFIX.encode()):
+                    steps.append(i)
+        total, target = sum(sizes), self.max_bytes * 3 // 4
+        drop: set[int] = set()
+        while total > target:
+            older = steps[: len(steps) // 2]  # the newest half is kept whole
+            if len(older) < 2:
+                break
+            gone = older[1::2]  # every other one of the older half
+            drop.update(gone)
+            total -= sum(sizes[i] for i in gone)
+            steps = [i for i in steps if i not in drop]
+        if not drop:
+            return 0
+        tmp = self.path.with_suffix(".thin")
+        with self.path.open("rb") as src, tmp.open("wb") as dst:
+            src.seek(offset)
+            for i, line in enumerate(src):
+                if i not in drop:
+                    dst.write(line)
+            dst.flush()
+            os.fsync(dst.fileno())
+        # Offset first: a crash in between re-sends what was sent already, which the server ignores.
+        self.offset_path.write_text("0")
+        os.replace(tmp, self.path)
+        self._count = len(sizes) - len(drop)
+        self._bytes = total
+        log.warning("steerboard: the spool passed %d bytes; %d of its oldest steps were thinned out",
+                    self.max_bytes, len(drop))
+        return len(drop)
 
     def batches(self, size: int) -> Iterator[tuple[list[str], int]]:
         """Yield (payloads, end offset) from where the last replay stopped."""
@@ -117,11 +182,13 @@ class Spool:
         """Mark everything before byte `offset` as sent."""
         self.offset_path.write_text(str(offset))
         self._count = max(0, len(self) - n)
+        self._bytes = None
 
     def clear(self) -> None:
         self.path.unlink(missing_ok=True)
         self.offset_path.unlink(missing_ok=True)
         self._count = 0
+        self._bytes = 0
 
 
 class Transport:
@@ -137,18 +204,23 @@ class Transport:
         queue_size: bound of the in-memory queue between the training thread and this one.
         last_step: the run's last completed step before this agent's first (-1 for a new run): what
             heartbeats say until this agent completes a step.
+        spool_max_bytes: the most the spool keeps waiting (default: STEERBOARD_SPOOL_MAX_BYTES or 256 MiB);
+            past it the oldest steps are thinned (`Spool`) and counted in `dropped`.
     """
 
     def __init__(self, redis_url: str, run: str, key_prefix: str = "steerboard:",
                  spool_dir: str | os.PathLike[str] | None = None, heartbeat_s: float = 5.0,
-                 close_timeout: float = 5.0, queue_size: int = 10_000, last_step: int = -1) -> None:
+                 close_timeout: float = 5.0, queue_size: int = 10_000, last_step: int = -1,
+                 spool_max_bytes: int | None = None) -> None:
         self.redis_url = redis_url
         self.run = run
         keys = Keys(key_prefix)
         self.ingest_key = keys.ingest
         self.control_key = keys.control(run)
         self.applied_key = keys.control_applied(run)
-        self.spool = Spool(Path(spool_dir) if spool_dir is not None else default_spool_dir(run))
+        if spool_max_bytes is None:
+            spool_max_bytes = int(os.environ.get("STEERBOARD_SPOOL_MAX_BYTES") or DEFAULT_SPOOL_MAX_BYTES)
+        self.spool = Spool(Path(spool_dir) if spool_dir is not None else default_spool_dir(run), spool_max_bytes)
         self.heartbeat_s = heartbeat_s
         self.close_timeout = close_timeout
         self._q: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=queue_size)
@@ -336,7 +408,7 @@ class Transport:
         if not payloads:
             return
         try:
-            self.spool.append(payloads)
+            self.dropped += self.spool.append(payloads)
         except OSError as e:
             self.dropped += len(payloads)
             log.error("steerboard: cannot spool %d messages (%s); %d dropped so far",
