@@ -19,7 +19,7 @@ from server.settings import Settings
 from tests.server.conftest import REDIS_URL, LiveServer, free_port, run_start, step_msg, wait_for, xadd
 from trainer_agent import CurriculumAgent
 
-G, PROMPTS = 8, 32
+from .test_diagnoses_api import step_bernoulli
 
 
 class Receiver:
@@ -81,12 +81,7 @@ def test_diagnosis_changes_are_posted_with_their_reason_and_suggestion(
     rng = np.random.default_rng(0)
     with CurriculumAgent("alert-diag", list(rates), scheduler="uniform", redis_url=REDIS_URL,
                          key_prefix=s.key_prefix, seed=0) as agent:
-        for _ in range(40):
-            chosen = agent.sample(PROMPTS)
-            q = np.repeat([rates[a] for a in chosen], G)
-            agent.observe([a for a in chosen for _ in range(G)], (rng.random(q.size) < q).astype(float),
-                          groups=np.repeat(np.arange(PROMPTS), G))
-            agent.end_step()
+        step_bernoulli(agent, rates, rng, 40)
     got = wait_for(lambda: {b["arm"]: b for b in receiver.bodies if b["kind"] == "diagnosis"}.keys() >= {"easy", "hard"}
                    and {b["arm"]: b for b in receiver.bodies if b["kind"] == "diagnosis"})
     easy = got["easy"]

@@ -16,6 +16,16 @@ from trainer_agent import CurriculumAgent
 G, PROMPTS = 8, 32
 
 
+def step_bernoulli(agent: CurriculumAgent, rates: dict[str, float], rng: np.random.Generator, steps: int) -> None:
+    """`steps` GRPO steps of PROMPTS groups of G, each completion correct with its arm's rate."""
+    for _ in range(steps):
+        chosen = agent.sample(PROMPTS)
+        q = np.repeat([rates[a] for a in chosen], G)
+        agent.observe([a for a in chosen for _ in range(G)], (rng.random(q.size) < q).astype(float),
+                      groups=np.repeat(np.arange(PROMPTS), G))
+        agent.end_step()
+
+
 def test_a_saturated_arm_is_diagnosed_live_and_its_suggestion_accepted(
     app_server: LiveServer, settings: Settings, engine: Engine
 ) -> None:
@@ -24,12 +34,7 @@ def test_a_saturated_arm_is_diagnosed_live_and_its_suggestion_accepted(
     rng = np.random.default_rng(0)
     with CurriculumAgent("diag-live", list(rates), scheduler="uniform", redis_url=REDIS_URL,
                          key_prefix=settings.key_prefix, seed=0) as agent:
-        for _ in range(40):
-            chosen = agent.sample(PROMPTS)
-            q = np.repeat([rates[a] for a in chosen], G)
-            agent.observe([a for a in chosen for _ in range(G)], (rng.random(q.size) < q).astype(float),
-                          groups=np.repeat(np.arange(PROMPTS), G))
-            agent.end_step()
+        step_bernoulli(agent, rates, rng, 40)
         wait_for(lambda: c.get("/api/runs/diag-live").json().get("last_step") == 39)
         got = c.get("/api/runs/diag-live/diagnoses").json()
         by_arm = {a["arm"]: a for a in got["arms"]}
