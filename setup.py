@@ -34,6 +34,9 @@ VENDOR = {
     # Plotly's official partial bundle (scatter, bar, pie: all the pages draw), a quarter of the full
     # bundle's size and parse time.
     "plotly.js-basic-dist-min/plotly-basic.min.js": "plotly-basic.min.js",
+    # The API browser at /docs (FastAPI's default page loads these from a CDN).
+    "swagger-ui-dist/swagger-ui-bundle.js": "swagger-ui-bundle.js",
+    "swagger-ui-dist/swagger-ui.css": "swagger-ui.css",
 }
 
 # Top-level file or folder -> where the wheel puts it inside the server package.

@@ -25,7 +25,8 @@ needed = [
     "server/alembic.ini", "server/migrations/env.py", "server/migrations/script.py.mako",
     "server/templates/base.html", "server/static/css/app.css", "server/static/js/app.js",
     "server/static/vendor/htmx.min.js", "server/static/vendor/htmx-ext-sse.min.js",
-    "server/static/vendor/plotly-basic.min.js", "server/py.typed", "trainer_agent/py.typed",
+    "server/static/vendor/plotly-basic.min.js", "server/static/vendor/swagger-ui-bundle.js",
+    "server/static/vendor/swagger-ui.css", "server/py.typed", "trainer_agent/py.typed",
 ]
 missing = [n for n in needed if n not in names]
 migrations = [n for n in names if n.startswith("server/migrations/versions/") and n.endswith(".py")]

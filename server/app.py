@@ -204,6 +204,9 @@ def create_app(settings: Settings | None = None, ingest: bool = False) -> FastAP
         version=trainer_agent.__version__,
         lifespan=lifespan,
         dependencies=[Depends(reject_invalid_bearer)],
+        # /docs is served from the package's own Swagger UI (routes/assets.py): FastAPI's loads a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     install_error_handlers(app)
     # Last added runs first: forwarded headers (trusted proxies only), then the Host check and security

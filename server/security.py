@@ -4,8 +4,8 @@ One pure ASGI middleware (no BaseHTTPMiddleware: SSE streams pass through untouc
 - Content-Security-Policy without inline script (the pages' scripts are files under /static; their
   data travels in `<script type="application/json">` blocks, which are not run), frame-ancestors 'none'
   and X-Frame-Options DENY (no page of another site may frame the steering forms), nosniff, and a
-  same-origin Referrer-Policy. /docs and /redoc (FastAPI's API browsers, which load their scripts from
-  a CDN and start them inline) get their own policy.
+  same-origin Referrer-Policy. The API browser at /docs is Swagger UI from npm, served like the pages'
+  scripts (server/routes/assets.py), under the same policy.
 - The Host header must name this server (DNS rebinding: a page on evil.example resolving to 127.0.0.1
   would otherwise reach dev mode): localhost, 127.0.0.1, ::1, the bind address when it is not a
   wildcard, and STEERBOARD_ALLOWED_HOSTS ("*" accepts any). Others get 400.
@@ -32,20 +32,6 @@ CSP = "; ".join([
     "form-action 'self'",
     "frame-ancestors 'none'",
 ])
-_CDN = "https://cdn.jsdelivr.net"
-DOCS_CSP = "; ".join([
-    "default-src 'self'",
-    f"script-src 'self' 'unsafe-inline' {_CDN}",
-    f"style-src 'self' 'unsafe-inline' {_CDN} https://fonts.googleapis.com",
-    f"img-src 'self' data: {_CDN} https://fastapi.tiangolo.com",
-    "font-src 'self' https://fonts.gstatic.com",
-    "worker-src 'self' blob:",
-    "connect-src 'self'",
-    "object-src 'none'",
-    "base-uri 'none'",
-    "frame-ancestors 'none'",
-])
-_DOCS_PATHS = ("/docs", "/redoc")
 _COMMON: list[tuple[bytes, bytes]] = [
     (b"x-frame-options", b"DENY"),
     (b"x-content-type-options", b"nosniff"),
@@ -85,8 +71,7 @@ class SecurityMiddleware:
             return
         headers = dict(scope.get("headers") or [])
         host = host_name(headers.get(b"host", b"").decode("latin-1"))
-        path: str = scope.get("path", "")
-        csp = DOCS_CSP if path in _DOCS_PATHS else CSP
+        csp = CSP
         secure = scope.get("scheme") in ("https", "wss")
 
         async def send_with_headers(message: Message) -> None:

@@ -39,6 +39,7 @@ WHEEL_NEEDS = [
     "server/alembic.ini", "server/migrations/env.py", "server/migrations/script.py.mako",
     "server/templates/base.html", "server/static/css/app.css", "server/static/vendor/htmx.min.js",
     "server/static/vendor/htmx-ext-sse.min.js", "server/static/vendor/plotly-basic.min.js",
+    "server/static/vendor/swagger-ui-bundle.js", "server/static/vendor/swagger-ui.css",
 ]
 
 
@@ -255,7 +256,7 @@ def test_installed_wheel_runs_the_agent_bare_and_the_server_with_its_extra(
         assert runs.get(run, {}).get("last_step") == 2, (runs, log.read_text(errors="replace"))
 
         assets: set[str] = set()
-        for page in ("/", f"/runs/{run}", f"/compare?runs={run}", "/login"):
+        for page in ("/", f"/runs/{run}", f"/compare?runs={run}", "/login", "/docs"):
             assets.update(_referenced_assets(client, page))
         assert all(a.startswith("/static/") for a in assets), assets  # served here, no CDN
         seen: set[str] = set()
@@ -268,4 +269,5 @@ def test_installed_wheel_runs_the_agent_bare_and_the_server_with_its_extra(
                 assets.update(urljoin(url, m) for m in IMPORT.findall(r.text))
     vendor = {u.rsplit("/", 1)[1] for u in seen if u.startswith("/static/vendor/")}
     assert "htmx.min.js" in vendor and any(v.startswith("plotly-") for v in vendor), seen
+    assert {"swagger-ui-bundle.js", "swagger-ui.css"} <= vendor, seen  # the API browser, no CDN
     assert "/static/css/app.css" in seen

@@ -1,10 +1,11 @@
 """Plotly.js, served from the installed `plotly` package (no CDN; nothing third-party committed); the icon
-at the address browsers ask for without a page (`/favicon.ico`)."""
+at the address browsers ask for without a page (`/favicon.ico`); the API browser at /docs (Swagger UI,
+from npm into static/vendor/ like htmx, started by a script file: no inline script, no CDN)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
-from fastapi.responses import FileResponse, RedirectResponse
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 
 from server.errors import NotFound
 from server.web import PLOTLY_URL, plotly_js_path
@@ -26,3 +27,27 @@ def plotly_js() -> FileResponse:
 @router.get("/favicon.ico")
 def favicon() -> RedirectResponse:
     return RedirectResponse("/static/favicon.svg", status_code=308)
+
+
+_DOCS = """<!doctype html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <meta name="viewport" content="width=device-width, initial-scale=1">
+  <title>Steerboard API</title>
+  <link rel="icon" href="/static/favicon.svg" type="image/svg+xml">
+  <link rel="stylesheet" href="/static/vendor/swagger-ui.css">
+</head>
+<body>
+  <div id="swagger-ui"></div>
+  <script src="/static/vendor/swagger-ui-bundle.js"></script>
+  <script src="/static/js/docs.js"></script>
+</body>
+</html>
+"""
+
+
+@router.get("/docs", response_class=HTMLResponse)
+def api_docs() -> HTMLResponse:
+    """The JSON API's browser (OpenAPI at /openapi.json)."""
+    return HTMLResponse(_DOCS)

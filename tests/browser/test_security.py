@@ -63,3 +63,16 @@ def test_another_site_cannot_frame_the_run_page(app_server: LiveServer, rds: red
     # Chromium says why: the refusal is a CSP report, the one this test expects.
     assert any("frame-ancestors" in m for m in pages.blocked), pages.blocked
     pages.blocked.clear()
+
+
+def test_the_api_browser_runs_from_the_package_under_the_csp(app_server: LiveServer, pages: PageWatch) -> None:
+    page = pages.new_page()
+    page.goto("/docs")
+    # Swagger UI drew the API from /openapi.json: its title and an operation of the runs list.
+    expect(page.locator(".swagger-ui .info .title")).to_contain_text("Steerboard", timeout=WAIT_MS)
+    expect(page.locator(".opblock-summary-path", has_text="/api/runs/{run}/metrics").first).to_be_visible()
+    assert pages.outside() == []  # nothing from a CDN
+    r = app_server.client.get("/docs")
+    assert "script-src 'self';" in r.headers["content-security-policy"] + ";"
+    assert "'unsafe-inline'" not in r.headers["content-security-policy"].split("script-src")[1].split(";")[0]
+    assert app_server.client.get("/redoc").status_code == 404
