@@ -122,6 +122,34 @@ def db_upgrade(database_url: str | None, revision: str) -> None:
     click.echo(f"database at {_safe_url(settings.database_url)} is at {revision}")
 
 
+@db.command("prune")
+@click.option("--database-url", help="defaults to STEERBOARD_DATABASE_URL")
+@click.option("--older-than-days", type=float, help="default: STEERBOARD_RETENTION_RAW_DAYS")
+@click.option("--dry-run", is_flag=True, help="say what would be dropped, drop nothing")
+def db_prune(database_url: str | None, older_than_days: float | None, dry_run: bool) -> None:
+    """Drop the raw per-arm rows of runs that ended more than N days ago; their charts read the rollups."""
+    from server.store.retention import prune_raw
+
+    settings = _settings(database_url=database_url)
+    _logging(settings.log_level)
+    days = older_than_days if older_than_days is not None else settings.retention_raw_days
+    if days is None or days <= 0:
+        raise click.UsageError("give --older-than-days N (> 0) or set STEERBOARD_RETENTION_RAW_DAYS")
+    from server.db import make_engine, require_current_schema
+
+    with _friendly_errors(settings):
+        engine = make_engine(settings.database_url)
+        try:
+            require_current_schema(engine, settings.database_url)
+            done = prune_raw(engine, days, dry_run=dry_run)
+        finally:
+            engine.dispose()
+    verb = "would drop" if dry_run else "dropped"
+    for p in done:
+        click.echo(f"{p.run}: {verb} {p.rows} raw arm rows")
+    click.echo(f"{len(done)} run(s) ended more than {days:g} days ago; {verb} {sum(p.rows for p in done)} raw arm rows")
+
+
 @db.command("current")
 @click.option("--database-url", help="defaults to STEERBOARD_DATABASE_URL")
 def db_current(database_url: str | None) -> None:

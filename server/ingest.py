@@ -146,6 +146,9 @@ class IngestWorker:
         self.stream = settings.keys.ingest
         self.group = settings.ingest_group
         self._last_claim = 0.0
+        self._last_maintenance = 0.0
+        self._last_prune = 0.0
+        self._pruner: threading.Thread | None = None
         self.diagnosis = diagnosis_config(settings)
         # Alert jobs go out with the post-commit pipeline (server/alerts.py), only when a webhook is set.
         self.alert_diagnoses = frozenset(settings.alert_diagnoses) if settings.alert_webhook_url else None
@@ -175,6 +178,8 @@ class IngestWorker:
             try:
                 if time.monotonic() - self._last_claim >= self.settings.ingest_claim_interval_s:
                     self.claim_once(stop)
+                if time.monotonic() - self._last_maintenance >= self.settings.ingest_maintenance_interval_s:
+                    self.maintain()
                 try:
                     parsed = batches.get(timeout=0.2)
                 except queue.Empty:
@@ -359,6 +364,54 @@ class IngestWorker:
             self.ensure_group()
         except redis.RedisError as e:
             log.warning("ingest: cannot recreate the consumer group: %s", e)
+
+    def maintain(self) -> None:
+        """Housekeeping between batches: dead consumers out of the group, and retention when it is due."""
+        self._last_maintenance = time.monotonic()
+        self.remove_dead_consumers()
+        days = self.settings.retention_raw_days
+        due = time.monotonic() - self._last_prune >= self.settings.retention_interval_s or not self._last_prune
+        if days is not None and due and (self._pruner is None or not self._pruner.is_alive()):
+            self._last_prune = time.monotonic()
+            # Its own thread: a large run's DELETE must not hold up this worker's batches.
+            self._pruner = threading.Thread(target=self._prune, args=(days,), name="ingest-retention", daemon=True)
+            self._pruner.start()
+
+    def _prune(self, days: float) -> None:
+        from server.store.retention import prune_raw
+
+        try:
+            done = prune_raw(self.engine, days)
+        except Exception:  # retried at the next interval
+            log.exception("retention: pruning raw rows failed")
+            return
+        if done:
+            log.info("retention: dropped %d raw arm rows of %d run(s) ended more than %g days ago",
+                     sum(p.rows for p in done), len(done), days)
+
+    def remove_dead_consumers(self) -> list[str]:
+        """XGROUP DELCONSUMER every other consumer of the group idle past `ingest_consumer_idle_ms` with
+        nothing pending (workers that died: what they left pending is reclaimed by XAUTOCLAIM first).
+        Returns the names removed."""
+        removed: list[str] = []
+        try:
+            consumers: Any = self.redis.xinfo_consumers(self.stream, self.group)
+            for c in consumers:
+                name = _s(c["name"])
+                if name == self.consumer or int(c["pending"]) or int(c["idle"]) < self.settings.ingest_consumer_idle_ms:
+                    continue
+                # DELCONSUMER answers the entries it still had pending: 0 unless it read one just now, and
+                # then it is alive after all (its entries would be lost to the group: re-checked first).
+                if self.redis.xpending_range(self.stream, self.group, min="-", max="+", count=1, consumername=name):
+                    continue
+                self.redis.xgroup_delconsumer(self.stream, self.group, name)
+                removed.append(name)
+        except redis.RedisError as e:
+            log.warning("ingest: could not clean up the consumer group: %s", e)
+        if removed:
+            log.info("ingest: removed %d dead consumer(s) from group %s: %s", len(removed), self.group,
+                     ", ".join(removed))
+        return removed
 
     def _leave(self) -> None:
         """Remove this consumer from the group on a clean stop, unless it still owns entries."""

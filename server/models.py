@@ -99,6 +99,8 @@ class Run(Base):
     eval_name: Mapped[str | None] = mapped_column(String(64))
     final_eval: Mapped[float | None] = mapped_column(Float)
     best_eval: Mapped[float | None] = mapped_column(Float)
+    # When retention dropped its raw per-arm rows (server.store.retention); charts read its rollups only.
+    raw_pruned_at: Mapped[dt.datetime | None]
 
 
 class Arm(Base):

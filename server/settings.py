@@ -87,6 +87,15 @@ class Settings(BaseSettings):
     ingest_claim_interval_s: float = Field(5.0, gt=0, description="how often a worker runs XAUTOCLAIM")
     ingest_max_bytes: int = Field(1 << 20, ge=1024, description="larger entries are dead-lettered")
     ingest_group: str = "ingest"
+    ingest_consumer_idle_ms: int = Field(
+        3_600_000, ge=1000, description="a live worker removes group consumers idle this long with nothing pending"
+    )
+    ingest_maintenance_interval_s: float = Field(60.0, gt=0, description="how often a worker runs that cleanup")
+
+    # Retention (server/store/retention.py): the raw per-arm rows of runs that ended more than this many
+    # days ago are dropped by the ingest workers (hourly) or `steerboard db prune`; the rollups stay.
+    retention_raw_days: float | None = Field(None, gt=0, description="unset: raw rows are kept forever")
+    retention_interval_s: float = Field(3600.0, gt=0, description="how often a worker prunes")
 
     # Stream lengths (XADD MAXLEN ~).
     ingest_maxlen: int = 1_000_000

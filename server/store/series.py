@@ -85,15 +85,17 @@ class _RunArms:
     id: int
     last_step: int
     arms: list[tuple[int, str]]
+    pruned: bool = False  # its raw rows were dropped (server.store.retention): rollups only
 
 
 def _chosen_arms(session: Session, run: str, arms: Sequence[str] | None) -> _RunArms:
     # Core selects: no ORM objects on the charts' hot path.
-    row = run_row(session, run, RUNS.c.id, RUNS.c.last_step)
+    row = run_row(session, run, RUNS.c.id, RUNS.c.last_step, RUNS.c.raw_pruned_at)
+    pruned = row.raw_pruned_at is not None
     all_arms = [(int(i), str(n)) for i, n in session.execute(
         select(ARMS.c.id, ARMS.c.name).where(ARMS.c.run_id == row.id).order_by(ARMS.c.position, ARMS.c.id))]
     if not arms:
-        return _RunArms(row.id, row.last_step, all_arms)
+        return _RunArms(row.id, row.last_step, all_arms, pruned)
     by_name = {n: (i, n) for i, n in all_arms}
     unknown = [a for a in arms if a not in by_name]
     if unknown:
@@ -101,7 +103,7 @@ def _chosen_arms(session: Session, run: str, arms: Sequence[str] | None) -> _Run
             f"run {run!r} has no arm {unknown[0]!r}; its arms are: {', '.join(sorted(by_name))}",
             unknown=unknown,
         )
-    return _RunArms(row.id, row.last_step, [by_name[a] for a in arms])
+    return _RunArms(row.id, row.last_step, [by_name[a] for a in arms], pruned)
 
 
 def series(
@@ -132,8 +134,12 @@ def series(
     ]
 
 
-def part_names(conn: Connection, run_id: int) -> list[str]:
-    """The score parts a run reports (read from its latest step)."""
+def part_names(conn: Connection, run_id: int, pruned: bool = False) -> list[str]:
+    """The score parts a run reports (read from its latest step, or its part rollups once pruned)."""
+    if pruned:
+        t = part_rollups.c
+        q = select(t.part).where(t.run_id == run_id, t.width == PART_ROLLUP_WIDTHS[-1]).distinct()
+        return sorted(str(p) for p, in conn.execute(q))
     row = conn.execute(
         select(ARM_STEPS.c.parts).where(ARM_STEPS.c.run_id == run_id).order_by(ARM_STEPS.c.step.desc()).limit(1)
     ).first()
@@ -155,7 +161,7 @@ def part_series(
     ids = [i for i, _ in r.arms]
     by_part = {
         p: _downsampled(conn, r, _part_source(p), ids, start, end, max_points)
-        for p in part_names(conn, r.id) if len(p) <= PART_NAME_MAX
+        for p in part_names(conn, r.id, r.pruned) if len(p) <= PART_NAME_MAX
     }
     return [
         PartPoints(arm=name, part=p, steps=st.tolist(), values=v.tolist(), downsampled=d)
@@ -176,6 +182,8 @@ def _downsampled(conn: Connection, r: _RunArms, src: _Source, ids: list[int], st
         return dict.fromkeys(ids, _EMPTY)
     span = hi - lo + 1
     pairs = max(2, max_points // 2)  # buckets per arm, two points each
+    if r.pruned:
+        return bucket_points(_pruned_rows(conn, r.id, src, ids, lo, hi, pairs), ids)
     if span <= max_points:
         return _series_rows(conn, r.id, src, ids, lo, hi)
     finest = src.widths[0]
@@ -244,6 +252,27 @@ def _rollup_rows(conn: Connection, run_id: int, src: _Source, ids: list[int], lo
     head_end, tail_start = b0 * w - 1, (b1 + 1) * w
     edges = int(lo <= head_end) + int(tail_start <= hi)
     per_group = max(1, -(-(b1 - b0 + 1) // max(1, groups - edges)))
+    parts = [_rollup_query(conn, run_id, src, ids, w, b0, b1, per_group)]
+    if lo <= head_end:
+        parts.append(_one_per_arm(_rollup_rows(conn, run_id, src, ids, lo, head_end, 1, widths[:1])))
+    if tail_start <= hi:
+        parts.append(_one_per_arm(_rollup_rows(conn, run_id, src, ids, tail_start, hi, 1, widths[:1])))
+    return np.concatenate(parts) if len(parts) > 1 else parts[0]
+
+
+def _pruned_rows(conn: Connection, run_id: int, src: _Source, ids: list[int], lo: int, hi: int,
+                 groups: int) -> np.ndarray[Any, Any]:
+    """[lo, hi] of a run without raw rows: the rollup buckets that overlap it, from the coarsest width that
+    still gives half the buckets wanted (the finest below that: a zoom under its width shows whole buckets,
+    which may reach a little past either end of the range)."""
+    w = next((w for w in reversed(src.widths) if (hi - lo + 1) // w >= groups // 2), src.widths[0])
+    b0, b1 = lo // w, hi // w
+    return _rollup_query(conn, run_id, src, ids, w, b0, b1, max(1, -(-(b1 - b0 + 1) // groups)))
+
+
+def _rollup_query(conn: Connection, run_id: int, src: _Source, ids: list[int], w: int, b0: int, b1: int,
+                  per_group: int) -> np.ndarray[Any, Any]:
+    """Rollup buckets b0..b1 of width `w`, merged `per_group` at a time: (arm, g, first, last, min, max, mean)."""
     t = src.table.c
     n = t[f"{src.prefix}_n"]
     vmin, vmax, vsum = t[f"{src.prefix}_min"], t[f"{src.prefix}_max"], t[f"{src.prefix}_sum"]
@@ -258,12 +287,7 @@ def _rollup_rows(conn: Connection, run_id: int, src: _Source, ids: list[int], lo
             .where(*where)
             .group_by(t.arm_id, g)
         )
-    parts = [fetch_array(conn, q, 7)]
-    if lo <= head_end:
-        parts.append(_one_per_arm(_rollup_rows(conn, run_id, src, ids, lo, head_end, 1, widths[:1])))
-    if tail_start <= hi:
-        parts.append(_one_per_arm(_rollup_rows(conn, run_id, src, ids, tail_start, hi, 1, widths[:1])))
-    return np.concatenate(parts) if len(parts) > 1 else parts[0]
+    return fetch_array(conn, q, 7)
 
 
 def _one_per_arm(rows: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
