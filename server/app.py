@@ -52,6 +52,7 @@ from server.routes import (
     pages,
     runs,
     scheduler,
+    warmstart,
 )
 from server.settings import Settings, get_settings
 
@@ -225,7 +226,8 @@ def create_app(settings: Settings | None = None, ingest: bool = False) -> FastAP
     if settings.forwarded_allow_ips.strip():
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.forwarded_allow_ips)
     readers = [Depends(get_reader)]
-    for module in (runs, metrics, manage, commands, scheduler, diagnoses, events, exports, pages, manage_pages):
+    for module in (runs, metrics, warmstart, manage, commands, scheduler, diagnoses, events, exports, pages,
+                   manage_pages):
         app.include_router(module.router, dependencies=readers)
     for module in (health, assets, login):
         app.include_router(module.router)

@@ -9,6 +9,7 @@ from . import accuracy_schedulers as _accuracy_schedulers  # noqa: F401 - regist
 from .agent import CurriculumAgent
 from .errors import CommandError, ConfigError, ObservationError, SteerboardError
 from .overrides import Ack, Command
+from .recent import WarmStart
 from .schedulers import Scheduler, available_schedulers, make_scheduler, register_scheduler
 from .stats import StepObservations, grpo_advantages
 from .step_stats import StepStats
@@ -24,6 +25,7 @@ __all__ = [
     "SteerboardError",
     "StepObservations",
     "StepStats",
+    "WarmStart",
     "available_schedulers",
     "grpo_advantages",
     "make_scheduler",

@@ -28,6 +28,7 @@ from .protocol import (
     run_name_problem,
     run_start_message,
 )
+from .recent import WarmStart
 from .run_status import current_status, status_of
 from .scheduler_control import SchedulerControl, apply_command, check_command
 from .schedulers import Scheduler, make_scheduler
@@ -76,6 +77,9 @@ class CurriculumAgent:
         scheduler_snapshot_s: while streaming, the scheduler's state is sent at the first step, at every
             step a scheduler command changed it, and otherwise at most this often (the server previews
             scheduler commands from the latest one; 0: every step).
+        warm_start: an earlier run's per-arm statistics to start the scheduler from (`recent.WarmStart`:
+            `SteerboardClient.warm_start(run)` or another agent's `warm_start_summary()`); the run's config
+            records it as `warm_start_from`.
 
     Example:
         >>> agent = CurriculumAgent(run="doc", arms=["easy", "hard"], scheduler="dump", redis_url=None)
@@ -115,6 +119,7 @@ class CurriculumAgent:
         start_step: int = 0,
         prompt_window: int = 50,
         scheduler_snapshot_s: float = 1.0,
+        warm_start: WarmStart | None = None,
     ) -> None:
         problem = run_name_problem(run)
         if problem is not None:
@@ -147,11 +152,15 @@ class CurriculumAgent:
             scheduler.bind(self.arms)
         else:
             scheduler = make_scheduler(scheduler, self.arms, scheduler_params)
+        if warm_start is not None:  # an earlier run's per-arm statistics (recent.WarmStart)
+            scheduler.warm_start(warm_start.summary_for(self.arms))
         self._control = SchedulerControl(scheduler)
         self._snapshot_s = float(scheduler_snapshot_s)
         self._snapshot_at, self._snapshot_version = -math.inf, -1
         self.seed = int(seed)
         self.config = dict(config or {})
+        if warm_start is not None:
+            self.config["warm_start_from"] = warm_start.run  # the run page says which run it started from
         self.step = int(start_step)
         self.threshold = float(threshold)
         self._rng = np.random.default_rng(self.seed)
@@ -175,6 +184,10 @@ class CurriculumAgent:
                 spool_max_bytes=spool_max_bytes,
             )
             self._transport.start(self._run_start_message())
+
+    def warm_start_summary(self) -> WarmStart:
+        """This run's per-arm statistics (recent steps), for another run's `warm_start=`."""
+        return WarmStart.from_summary(self.run, self.arms, self._control.recent.summary())
 
     # -- the training loop ---------------------------------------------------------------------
     def sample(self, n: int) -> list[str]:

@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .errors import SteerboardError
+from .recent import WarmStart
 
 
 class ClientError(SteerboardError):
@@ -132,6 +133,18 @@ class SteerboardClient:
         """Evaluations (`agent.log_eval`): one row per (name, step, arm) with accuracy, correct, total."""
         doc = self._get(self._run_path(run) + "/evals", {"name": name})
         return _frame(doc["evals"], self.as_frame, _EVAL_COLUMNS)
+
+    def warm_start(self, run: str, steps: int = 20) -> WarmStart:
+        """The run's per-arm statistics (completions so far; completions, accuracy and mean |A| over its
+        last `steps` steps), for a new run's `CurriculumAgent(..., warm_start=...)`."""
+        doc = self._get(self._run_path(run) + "/warm-start", {"steps": steps})
+        arms = doc["arms"]
+
+        def by_arm(key: str) -> dict[str, Any]:
+            return {a["arm"]: a[key] for a in arms}
+
+        return WarmStart(doc["run"], by_arm("n_total"), by_arm("n_recent"), by_arm("accuracy"),
+                         by_arm("mean_abs_adv"))
 
     def commands(self, run: str, limit: int = 10_000) -> Any:
         """The audit log: every command with its actor, reason, status and applied step, newest first."""

@@ -8,7 +8,7 @@ anything. Keeping them costs one append per step (the step's own arrays, never c
 from __future__ import annotations
 
 import collections
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,3 +77,40 @@ class RecentStats:
                           float_array(items[2], f"{where}: sum_abs_adv", k, low=0.0)))
         self.n_total, self.steps = n_total, steps
 
+
+
+@dataclass(frozen=True, slots=True)
+class WarmStart:
+    """An earlier run's per-arm statistics to start a new run's scheduler from, so that a re-run, a new
+    seed or a bigger model skips the cold exploration (the Meta-ACL idea: reuse what earlier learners
+    taught the teacher). Per arm name: all-time completions, and recent completions, accuracy and mean
+    |A|. Pass it as `CurriculumAgent(..., warm_start=...)`; get one from the server with
+    `SteerboardClient.warm_start(run)`, or from an agent in the same process with `agent.warm_start_summary()`.
+    """
+
+    run: str
+    n_total: Mapping[str, int]
+    n_recent: Mapping[str, int]
+    accuracy: Mapping[str, float]
+    abs_adv: Mapping[str, float]
+
+    @classmethod
+    def from_summary(cls, run: str, arms: Sequence[str], s: ArmSummary) -> WarmStart:
+        """From a run's summary (`CurriculumAgent.warm_start_summary()`), arms in its order."""
+        def by_arm(values: Any) -> dict[str, Any]:
+            return dict(zip(arms, values.tolist(), strict=True))
+
+        return cls(run, by_arm(s.n_total), by_arm(s.n_recent), by_arm(s.accuracy), by_arm(s.abs_adv))
+
+    def summary_for(self, arms: Sequence[str]) -> ArmSummary:
+        """The statistics for `arms` in their order; an arm the earlier run did not have starts cold."""
+        return ArmSummary(
+            np.array([int(self.n_total.get(a, 0)) for a in arms], dtype=np.int64),
+            np.array([int(self.n_recent.get(a, 0)) for a in arms], dtype=np.int64),
+            np.array([_num(self.accuracy.get(a)) for a in arms], dtype=np.float64),
+            np.array([_num(self.abs_adv.get(a)) for a in arms], dtype=np.float64),
+        )
+
+
+def _num(v: Any) -> float:
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else float("nan")

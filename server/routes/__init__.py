@@ -15,8 +15,9 @@ import re
 from starlette.convertors import Convertor, register_url_convertor
 
 # The last path segment of every route that follows a run name (API and pages).
-RUN_SUFFIXES = ("series", "parts", "metrics", "steps", "timestamps", "evals", "commands", "actions", "events",
-                "export.csv", "diagnoses", "manage", "tags", "note", "archive", "delete", "scheduler", "preview")
+RUN_SUFFIXES = ("series", "parts", "metrics", "warm-start", "steps", "timestamps", "evals", "commands", "actions",
+                "events", "export.csv", "diagnoses", "manage", "tags", "note", "archive", "delete", "scheduler",
+                "preview")
 
 
 class RunNameConvertor(Convertor[str]):
