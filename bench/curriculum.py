@@ -11,7 +11,7 @@ the share of prompts that went to learnable arms. The target is in the direction
 (Wang et al. 2025, "DUMP: Automated Distribution-Level Curriculum Learning for RL-based LLM
 Post-training"): dump should reach it in fewer steps than uniform.
 
-    python bench/curriculum.py                       # defaults: 5 schedulers x 5 seeds
+    python bench/curriculum.py                       # defaults: 7 schedulers x 5 seeds
     python bench/curriculum.py --seeds 2 --steps 60  # a quick look
 
 Writes bench/out/curriculum.png (mean learnable accuracy over steps) and bench/out/curriculum.json.
@@ -33,7 +33,17 @@ import numpy as np
 
 from trainer_agent.demo.grpo import DemoConfig, build_policy, train
 
-SCHEDULERS = ("uniform", "dump", "sec", "learning_progress", "balanced")
+SCHEDULERS = ("uniform", "dump", "sec", "learning_progress", "balanced", "staged", "cyclical")
+
+
+def scheduler_params(name: str, cfg: DemoConfig) -> dict[str, Any]:
+    """The parameters of a row: `staged` is given the mixture's order, easy -> learnable -> hard arms (what a
+    staged curriculum is told), and moves on when a stage passes 0.8 accuracy; the others their defaults
+    (`cyclical`: dump and uniform, 50 steps each)."""
+    if name == "staged":
+        stages = [[a for a in cfg.arms if cfg.role(a) == role] for role in ("easy", "learnable", "hard")]
+        return {"stages": [s for s in stages if s], "gate": 0.8, "gate_steps": 5}
+    return {}
 
 
 def _warmup(cfg: DemoConfig) -> float:
@@ -179,7 +189,8 @@ def main() -> None:
         seeds = range(args.seeds)
         warm = pool.map(_warmup, [replace(base, seed=s) for s in seeds])
         print(f"warm-ups: {len(warm)} seeds, {statistics.mean(warm):.0f}s each", flush=True)
-        jobs = [replace(base, scheduler=s, seed=seed, run=f"bench-{s}-{seed}") for seed in seeds for s in schedulers]
+        jobs = [replace(base, scheduler=s, scheduler_params=scheduler_params(s, base), seed=seed,
+                        run=f"bench-{s}-{seed}") for seed in seeds for s in schedulers]
         runs: list[dict[str, Any]] = []
         for r in pool.imap_unordered(_run, jobs):
             runs.append(r)

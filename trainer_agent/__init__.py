@@ -6,6 +6,7 @@ Importing it is cheap: numpy only. torch and redis are imported by the calls tha
 from importlib import metadata as _metadata
 
 from . import accuracy_schedulers as _accuracy_schedulers  # noqa: F401 - registers its schedulers
+from . import staged_schedulers as _staged_schedulers  # noqa: F401 - registers staged, cyclical, replay
 from .agent import CurriculumAgent
 from .errors import CommandError, ConfigError, ObservationError, SteerboardError
 from .overrides import Ack, Command

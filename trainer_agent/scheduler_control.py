@@ -158,8 +158,9 @@ class SchedulerControl:
 
     def _start(self, new: Scheduler) -> str:
         """Start `new` from what the run knows; says how (docs/formulas.md, "switch")."""
-        old, summary = self.scheduler, self.recent.summary()
-        carried = (old.signal is not None and old.signal == new.signal
+        # A wrapper (staged, cyclical) hands over, and takes, its base's estimates.
+        old, summary = self.scheduler.learner(), self.recent.summary()
+        carried = (old.signal is not None and old.signal == new.learner().signal
                    and type(old).estimate is not Scheduler.estimate)
         new.warm_start(old.estimate(summary) if carried else summary)
         if carried:

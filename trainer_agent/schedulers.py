@@ -204,6 +204,11 @@ class Scheduler(ABC):
         """`summary` with this scheduler's learned per-arm estimate of its `signal` in place (NaN where none)."""
         return summary
 
+    def learner(self) -> Scheduler:
+        """The scheduler whose `signal` and `estimate` a `switch` carries over: itself, or the base of a
+        scheduler that wraps one (`staged`, `cyclical`)."""
+        return self
+
     def warm_start(self, summary: ArmSummary) -> None:  # noqa: B027 - optional hook
         """Start from a run's per-arm statistics (a `switch` to this scheduler mid-run)."""
 
