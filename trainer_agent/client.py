@@ -26,6 +26,7 @@ from typing import Any
 
 from .errors import SteerboardError
 from .recent import WarmStart
+from .staged_schedulers import schedule_from_export
 
 
 class ClientError(SteerboardError):
@@ -80,14 +81,18 @@ class SteerboardClient:
 
     # -- HTTP ------------------------------------------------------------------------------------
     def _get(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
+        return json.loads(self._fetch(path, params, "application/json"))
+
+    def _fetch(self, path: str, params: Mapping[str, Any] | None, accept: str) -> bytes:
         query = {k: v for k, v in (params or {}).items() if v is not None}
         full = self.url + path + ("?" + urllib.parse.urlencode(query) if query else "")
-        req = urllib.request.Request(full, headers={"Accept": "application/json"})
+        req = urllib.request.Request(full, headers={"Accept": accept})
         if self.token:
             req.add_header("Authorization", f"Bearer {self.token}")
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                return json.loads(resp.read())
+                body: bytes = resp.read()
+                return body
         except urllib.error.HTTPError as e:
             try:
                 message = json.loads(e.read())["error"]["message"]
@@ -145,6 +150,13 @@ class SteerboardClient:
 
         return WarmStart(doc["run"], by_arm("n_total"), by_arm("n_recent"), by_arm("accuracy"),
                          by_arm("mean_abs_adv"))
+
+    def replay_schedule(self, run: str, every: int = 1) -> dict[str, Any]:
+        """The run's probabilities step by step (its arms CSV export), as the `schedule` of a `replay`
+        scheduler: `CurriculumAgent(..., scheduler="replay", scheduler_params={"schedule": ...})`; `every`:
+        keep every k-th step (and the last)."""
+        text = self._fetch(self._run_path(run) + "/export.csv", {"what": "arms"}, "text/csv").decode("utf-8")
+        return schedule_from_export(text.splitlines(), f"run {run!r}", every)
 
     def commands(self, run: str, limit: int = 10_000) -> Any:
         """The audit log: every command with its actor, reason, status and applied step, newest first."""

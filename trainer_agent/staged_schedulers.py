@@ -12,7 +12,7 @@ import bisect
 import collections
 import csv
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -375,28 +375,33 @@ def _schedule_table(schedule: Any, limit: int = MAX_SCHEDULE_VALUES) -> tuple[li
     return steps, arms, table
 
 
-def schedule_from_csv(path: str | Path, every: int = 1) -> dict[str, Any]:
-    """A `replay` schedule from a Steerboard CSV export (`/api/runs/{run}/export.csv?what=arms`: columns
-    step, arm, probability; the others are ignored), keeping every `every`-th step and the last one."""
-    with Path(path).open(newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        missing = {"step", "arm", "probability"} - set(reader.fieldnames or ())
-        if missing:
-            raise ConfigError(f"{path}: not an arms export (no column {', '.join(sorted(missing))})")
-        rows = []
-        for r in reader:
-            if r["probability"] in ("", None):
-                continue
-            arm = r["arm"]
-            # The export writes a leading ' before a name a spreadsheet would run as a formula.
-            if arm.startswith("'") and arm[1:2] in ("=", "+", "-", "@", "\t", "\n"):
-                arm = arm[1:]
-            rows.append((int(r["step"]), arm, float(r["probability"])))
+def schedule_from_export(lines: Iterable[str], where: str = "the export", every: int = 1) -> dict[str, Any]:
+    """A `replay` schedule from the lines of a Steerboard arms export (`/api/runs/{run}/export.csv?what=arms`:
+    columns step, arm, probability; the others are ignored), keeping every `every`-th step and the last one."""
+    reader = csv.DictReader(lines)
+    missing = {"step", "arm", "probability"} - set(reader.fieldnames or ())
+    if missing:
+        raise ConfigError(f"{where}: not an arms export (no column {', '.join(sorted(missing))})")
+    rows = []
+    for r in reader:
+        if r["probability"] in ("", None):
+            continue
+        arm = r["arm"]
+        # The export writes a leading ' before a name a spreadsheet would run as a formula.
+        if arm.startswith("'") and arm[1:2] in ("=", "+", "-", "@", "\t", "\n"):
+            arm = arm[1:]
+        rows.append((int(r["step"]), arm, float(r["probability"])))
     if not rows:
-        raise ConfigError(f"{path}: no (step, arm, probability) rows")
+        raise ConfigError(f"{where}: no (step, arm, probability) rows")
     steps, arms, table = _schedule_table(rows, limit=MAX_STEPS)
     keep = sorted({*range(0, len(steps), max(1, int(every))), len(steps) - 1})
     return {"steps": [steps[i] for i in keep], "arms": arms, "probabilities": table[keep].tolist()}
+
+
+def schedule_from_csv(path: str | Path, every: int = 1) -> dict[str, Any]:
+    """A `replay` schedule from an arms export saved as a file (`schedule_from_export`)."""
+    with Path(path).open(newline="", encoding="utf-8") as f:
+        return schedule_from_export(f, str(path), every)
 
 
 @register_scheduler("replay")

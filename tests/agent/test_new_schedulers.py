@@ -227,10 +227,9 @@ def test_replay_reproduces_an_exported_runs_probabilities_step_by_step(tmp_path:
     schedule = schedule_from_csv(_export(original, tmp_path / "run-arms.csv"))
     agent = _agent("replay", schedule=schedule)
     replayed = _run(agent, 15)
-    for a, b in zip(original, replayed[:12], strict=False):
-        assert b.p.tolist() == a.p.tolist()
-    # Past the schedule's end its last probabilities hold.
-    assert [s.p.tolist() for s in replayed[12:]] == [original[-1].p.tolist()] * 3
+    # To the last bits (the replay renormalises what the export lists); past the schedule's end its last row holds.
+    np.testing.assert_allclose([s.p for s in replayed], [*(s.p for s in original), *[original[-1].p] * 3],
+                               rtol=0, atol=1e-15)
     assert replayed[-1].parts["replay_step"][0] == 11
     thinned = schedule_from_csv(tmp_path / "run-arms.csv", every=5)
     assert thinned["steps"] == [0, 5, 10, 11]
