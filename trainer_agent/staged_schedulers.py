@@ -82,6 +82,13 @@ class _Wrapper(Scheduler):
         if old.base.name == self.base.name:
             self.base = old.base.with_params(self.base.params())
 
+    def _changed(self, changes: Mapping[str, Any]) -> dict[str, Any]:
+        """The parameters after `changes`; another `base` without `base_params` gets its defaults."""
+        out = {**self.params(), **changes}
+        if out["base"] != self.base.name and "base_params" not in changes:
+            out["base_params"] = {}
+        return out
+
     def _wrapper_state(self) -> dict[str, Any]:
         return {"t": self.t, "base": self.base.state_dict()}
 
@@ -233,7 +240,7 @@ class Staged(_Wrapper):
             self._enter(self.stage + 1)
 
     def with_params(self, changes: Mapping[str, Any]) -> Scheduler:
-        new = make_scheduler(self.name, self.arms, {**self.params(), **changes})
+        new = make_scheduler(self.name, self.arms, self._changed(changes))
         assert isinstance(new, Staged)
         new._continue_base(self)
         new.stage = min(self.stage, new.last)
@@ -319,7 +326,7 @@ class Cyclical(_Wrapper):
                 "uniform_steps": self.uniform_steps, "start": self.start}
 
     def with_params(self, changes: Mapping[str, Any]) -> Scheduler:
-        new = make_scheduler(self.name, self.arms, {**self.params(), **changes})
+        new = make_scheduler(self.name, self.arms, self._changed(changes))
         assert isinstance(new, Cyclical)
         new._continue_base(self)
         return new

@@ -198,6 +198,10 @@ def test_cyclical_switch_carries_dumps_window_both_ways_and_resumes() -> None:
     agent.set_scheduler_params(uniform_steps=4)
     [stats] = _run(agent, 1, 6)
     assert stats.acks[0].message == "set cyclical uniform_steps 2 -> 4" and agent.scheduler.t == 1
+    agent.set_scheduler_params(base="sec")  # another base without its parameters: its defaults, afresh
+    [stats] = _run(agent, 1, 7)
+    assert stats.acks[0].message == "set cyclical base 'dump' -> 'sec'"
+    assert agent.scheduler.params()["base_params"] == {"alpha": 0.5, "temperature": 1.0, "decay_absent": False}
     _same_after_resume("cyclical", 7, 9, curriculum_steps=2, uniform_steps=3, base="balanced")
 
 
