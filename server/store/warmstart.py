@@ -13,7 +13,7 @@ from server.store.sql import ARM_STEPS, ARMS, RUNS, run_row
 
 
 @dataclass(frozen=True, slots=True)
-class ArmStart:
+class ArmStatistics:
     arm: str
     n_total: int
     n_recent: int
@@ -22,15 +22,15 @@ class ArmStart:
 
 
 @dataclass(frozen=True, slots=True)
-class RunStart:
+class RunStatistics:
     run: str
     scheduler: str
     last_step: int
     steps: int
-    arms: list[ArmStart]
+    arms: list[ArmStatistics]
 
 
-def warm_start(session: Session, run: str, steps: int) -> RunStart:
+def warm_start(session: Session, run: str, steps: int) -> RunStatistics:
     r = run_row(session, run, RUNS.c.id, RUNS.c.scheduler, RUNS.c.last_step)
     t = ARM_STEPS.c
     graded = func.sum(func.coalesce(t.n_step, 0)).filter(t.accuracy.is_not(None))
@@ -44,9 +44,9 @@ def warm_start(session: Session, run: str, steps: int) -> RunStart:
     )
     arms = []
     for name, n_total, n, n_graded, correct, n_scored, abs_sum in session.execute(q):
-        arms.append(ArmStart(
+        arms.append(ArmStatistics(
             str(name), int(n_total or 0), int(n or 0),
             float(correct) / n_graded if n_graded else None,
             float(abs_sum) / n_scored if n_scored else None,
         ))
-    return RunStart(run, str(r.scheduler), int(r.last_step), steps, sorted(arms, key=lambda a: a.arm))
+    return RunStatistics(run, str(r.scheduler), int(r.last_step), steps, sorted(arms, key=lambda a: a.arm))
