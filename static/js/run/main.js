@@ -14,6 +14,8 @@ import {initialView} from "./view.js";
 // The arms cockpit and the heatmaps wire themselves to the page (the sb:* events live.js dispatches).
 import "./cockpit.js";
 import "./heatmaps.js";
+// The scheduler panel too (its preview, Send, history; the sb:update events).
+import "./scheduler.js";
 
 // The view a shared link carries (smoothing, x axis, hidden arms, chart views, zoom, panels).
 const view = initialView();
