@@ -35,7 +35,8 @@ def test_prune_keeps_the_charts(app_server: LiveServer, rds: redis.Redis, settin
             msgs.append({"v": 1, "type": "run_end", "run": run, "seq": STEPS + 2, "ts": time.time(),
                          "status": "finished", "step": STEPS - 1})
         xadd(rds, settings, *msgs)
-    wait_for(lambda: all(c.get(f"/api/runs/{r}").json().get("last_step") == STEPS - 1 for r in ("old", "recent", "live"))
+    wait_for(lambda: all(c.get(f"/api/runs/{r}").json().get("last_step") == STEPS - 1
+                         for r in ("old", "recent", "live"))
              and c.get("/api/runs/old").json()["status"] == "finished")
     with engine.begin() as conn:
         conn.execute(update(RUNS).where(RUNS.c.name.in_(["old", "live"]))
