@@ -38,6 +38,7 @@ from server.errors import (
 )
 from server.live import LiveHub
 from server.logsafe import printable
+from server.redis_clients import sync_client
 from server.routes import (
     assets,
     commands,
@@ -169,7 +170,7 @@ def create_app(settings: Settings | None = None, ingest: bool = False) -> FastAP
         app.state.settings = settings
         app.state.engine = engine
         app.state.sessionmaker = make_sessionmaker(engine)
-        app.state.redis = redis.Redis.from_url(
+        app.state.redis = sync_client(
             settings.redis_url, socket_connect_timeout=2, socket_timeout=10, decode_responses=False
         )
         hub = LiveHub(settings)

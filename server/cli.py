@@ -82,13 +82,12 @@ def _friendly_errors(settings: Any) -> Iterator[None]:
 
 def _preflight(settings: Any) -> Any:
     """Check SQL (reachable, schema current) and Redis before starting; return the engine."""
-    import redis
-
     from server.db import make_engine, require_current_schema
+    from server.redis_clients import sync_client
 
     engine = make_engine(settings.database_url)
     require_current_schema(engine, settings.database_url)
-    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5)
+    client = sync_client(settings.redis_url, socket_connect_timeout=5)
     try:
         client.ping()
     finally:
@@ -464,9 +463,8 @@ def runs_compare(names: tuple[str, ...], metric: str, target: str, smoothing: st
 @click.option("--redis-url", help="defaults to STEERBOARD_REDIS_URL")
 def runs_delete(name: str, yes: bool, database_url: str | None, redis_url: str | None) -> None:
     """Delete a run: every row of it in the database and its Redis keys (audited)."""
-    import redis
-
     from server import managing
+    from server.redis_clients import sync_client
     from server.store import manage
 
     settings = _settings(database_url=database_url, redis_url=redis_url)
@@ -479,7 +477,7 @@ def runs_delete(name: str, yes: bool, database_url: str | None, redis_url: str |
                        "from its next message (without this history)", err=True)
         if not yes:
             click.confirm(f"Delete run {name} for good?", abort=True)
-        client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5)
+        client = sync_client(settings.redis_url, socket_connect_timeout=5)
         try:
             with _friendly_errors(settings):
                 actor = f"cli:{os.environ.get('USER') or os.environ.get('USERNAME') or 'unknown'}"
@@ -523,15 +521,14 @@ def serve(
 @click.option("--redis-url", help="defaults to STEERBOARD_REDIS_URL")
 def worker(database_url: str | None, redis_url: str | None) -> None:
     """Run one ingest worker (Redis stream to SQL). Start several to share the load."""
-    import redis
-
     from server.ingest import IngestWorker
+    from server.redis_clients import sync_client
 
     settings = _settings(database_url=database_url, redis_url=redis_url)
     _logging(settings.log_level)
     with _friendly_errors(settings):
         engine = _preflight(settings)
-        client = redis.Redis.from_url(settings.redis_url, decode_responses=False)
+        client = sync_client(settings.redis_url, decode_responses=False)
         stop = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())

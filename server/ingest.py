@@ -24,12 +24,14 @@ from typing import Any, cast
 import orjson
 import redis
 from pydantic import ValidationError
+from redis.cluster import RedisCluster
 from sqlalchemy import Engine
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
 from server import alerts
 from server.db import SQLITE_IMMEDIATE
 from server.logsafe import printable
+from server.redis_clients import sync_client
 from server.settings import Settings
 from server.store.diagnoses import DIAGNOSIS_CONFIG, diagnosis_config
 from server.store.events import LiveEvent
@@ -146,6 +148,7 @@ class IngestWorker:
         self.stream = settings.keys.ingest
         self.group = settings.ingest_group
         self._last_claim = 0.0
+        self._cluster = isinstance(client, RedisCluster)
         self._last_maintenance = 0.0
         self._last_prune = 0.0
         self._pruner: threading.Thread | None = None
@@ -351,11 +354,17 @@ class IngestWorker:
             pipe.incrby(self.settings.keys.dead_count, len(dead))
         if ids:
             pipe.xack(self.stream, self.group, *ids)
-        for ev in events:
-            pipe.publish(self.settings.keys.live(ev.run), orjson.dumps(ev.payload))
+        # A cluster pipeline refuses PUBLISH (its nodes relay pub/sub anyway): sent after it there.
+        live = [(self.settings.keys.live(ev.run), orjson.dumps(ev.payload)) for ev in events]
+        if not self._cluster:
+            for channel, doc in live:
+                pipe.publish(channel, doc)
         if self.alert_diagnoses is not None and events:
             alerts.queue_jobs(pipe, self.settings, [ev.payload for ev in events], self.alert_diagnoses)
         pipe.execute()
+        if self._cluster:
+            for channel, doc in live:
+                self.redis.publish(channel, doc)
         self.committed += len(ids)
         self.dead += len(dead)
 
@@ -440,7 +449,7 @@ def _s(v: bytes | str) -> str:
 
 def start_thread(settings: Settings, engine: Engine) -> tuple[threading.Thread, threading.Event]:
     """Run a worker in a daemon thread of this process (`steerboard serve`); set the event to stop."""
-    client = redis.Redis.from_url(settings.redis_url, decode_responses=False)
+    client = sync_client(settings.redis_url, decode_responses=False)
     worker = IngestWorker(settings, engine, client)
     stop = threading.Event()
 

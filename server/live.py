@@ -23,6 +23,7 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from server.redis_clients import pubsub_client
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ class LiveHub:
         self.connected = asyncio.Event()
 
     async def start(self) -> None:
-        self._client = aioredis.Redis.from_url(self.settings.redis_url, socket_connect_timeout=5)
+        self._client = pubsub_client(self.settings.redis_url, socket_connect_timeout=5)
         self._task = asyncio.create_task(self._loop(), name="steerboard-live-hub")
 
     async def stop(self) -> None:

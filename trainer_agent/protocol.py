@@ -93,6 +93,19 @@ def arm_name_problem(name: object) -> str | None:
     return _name_problem(name, "arm")
 
 
+# Redis Cluster: a URL of one of these schemes names any node of a cluster (redis-py's RedisCluster finds the
+# others). Every run's keys share a slot through their hash tag (Keys), so one run's commands never span nodes.
+CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+
+
+def redis_cluster_url(url: str) -> str | None:
+    """For a Redis Cluster URL (`redis+cluster://host:port/0`), the same URL with the plain scheme redis-py
+    reads; None for a single Redis (`redis://`, `rediss://`, `unix://`)."""
+    scheme, sep, rest = url.partition("://")
+    plain = CLUSTER_SCHEMES.get(scheme.lower()) if sep else None
+    return f"{plain}://{rest}" if plain else None
+
+
 @dataclass(frozen=True, slots=True)
 class Keys:
     """The Redis key layout under one prefix (default `steerboard:`).

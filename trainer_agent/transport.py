@@ -37,6 +37,7 @@ from .protocol import (
     encode,
     envelope,
     heartbeat_message,
+    redis_cluster_url,
     run_end_message,
     step_message,
 )
@@ -50,6 +51,13 @@ CONTROL_POLL_S = 0.05
 RECONNECT_S = 0.5
 BATCH = 256
 REPLAY_BATCH = 8
+
+
+# What a Redis (or Redis Cluster) that is away raises: spool and retry.
+_UNREACHABLE = (
+    redis.ConnectionError, redis.TimeoutError, redis.exceptions.ClusterDownError,
+    redis.exceptions.RedisClusterException, OSError,
+)
 
 
 def default_spool_dir(run: str) -> Path:
@@ -347,16 +355,27 @@ class Transport:
             msg = item
         return encode(envelope(msg, self.run, self._seq, ts))
 
-    def _redis(self) -> redis.Redis | None:
+    def _redis(self) -> redis.Redis:
         if self._client is not None:
             return self._client
         # Short timeouts and no client-side retries: this thread has its own retry loop and spool.
-        client = redis.Redis.from_url(self.redis_url, socket_connect_timeout=1.0, socket_timeout=2.0,
-                                      retry=Retry(NoBackoff(), 0), decode_responses=True)
+        cluster = redis_cluster_url(self.redis_url)
+        if cluster is not None:
+            from redis.cluster import RedisCluster
+
+            client = cast(redis.Redis, RedisCluster.from_url(
+                cluster, socket_connect_timeout=1.0, socket_timeout=2.0, decode_responses=True,
+                retry=Retry(NoBackoff(), 0)))
+        else:
+            client = redis.Redis.from_url(self.redis_url, socket_connect_timeout=1.0, socket_timeout=2.0,
+                                          retry=Retry(NoBackoff(), 0), decode_responses=True)
         self._client = client
         return client
 
     def _fault(self, e: Exception) -> None:
+        if redis_cluster_url(self.redis_url) is not None and self._client is not None:
+            self._client.close()
+            self._client = None  # a cluster client is built again: its nodes may have changed
         if self.connected:
             log.warning("steerboard: Redis unreachable (%s); spooling to %s", e, self.spool.path)
         self.connected = False
@@ -367,9 +386,8 @@ class Transport:
         if not self.connected and time.monotonic() < self._retry_at:
             self._keep(payloads)
             return
-        client = self._redis()
-        assert client is not None
         try:
+            client = self._redis()  # a cluster client finds its nodes here: it may fail
             if not self.connected:
                 client.ping()
                 if self._last_applied is None:
@@ -393,7 +411,7 @@ class Transport:
             if payloads:
                 self._xadd(client, payloads)
             self._mark_applied(client, acked)
-        except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
+        except _UNREACHABLE as e:
             self._fault(e)
             self._keep(payloads)
 
@@ -445,7 +463,7 @@ class Transport:
         try:
             resp = cast("list[tuple[str, list[tuple[str, dict[str, str]]]]] | None",
                         self._client.xread({self.control_key: self._last_read}, count=100))
-        except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
+        except _UNREACHABLE as e:
             self._fault(e)
             return
         for _key, entries in resp or []:
