@@ -36,9 +36,11 @@ class _Viewer(asyncio.Protocol):
         self.tail = b""
         self.seen_ready = False
         self.over = False
+        self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
         transport.write(self.request)
 
     def data_received(self, data: bytes) -> None:
@@ -59,43 +61,48 @@ class _Viewer(asyncio.Protocol):
                 self.done.set()
 
 
-async def _viewers(base: str, run: str, n: int, connect_batch: int = 50) -> None:
-    """Connect `n` viewers, print `READY` once all got their `ready` event, read `{"until_seq": S}` (or EOF)
-    from stdin, then print one JSON line: per viewer, {seq: receipt wall time}."""
+async def _viewers(base: str, runs: list[str], n: int, connect_batch: int = 50) -> None:
+    """Connect `n` viewers to each of `runs`, print `READY k` once all got their `ready` event, read
+    `{"until_seq": {run: S}}` (or EOF) from stdin, then print one JSON line: the run of each viewer and,
+    per viewer, {seq: receipt wall time}."""
     u = urlsplit(base)
     host, port = u.hostname or "127.0.0.1", u.port or 80
-    path = f"/api/runs/{quote(run, safe='')}/events"
-    ready, until, finished = [0], [0], [0]
+    total = n * len(runs)
+    ready, finished = [0], [0]
     done = asyncio.Event()
-    request = f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: text/event-stream\r\n\r\n".encode()
     loop = asyncio.get_running_loop()
     viewers: list[_Viewer] = []
-    transports: list[asyncio.BaseTransport] = []
-    for i in range(n):
-        v = _Viewer(request, ready, until, done, finished, n)
-        transport, _ = await loop.create_connection(lambda v=v: v, host, port)  # type: ignore[misc]
+    of_run: list[str] = []
+    untils: dict[str, list[int]] = {run: [0] for run in runs}
+    for k in range(total):
+        run = runs[k % len(runs)]
+        path = f"/api/runs/{quote(run, safe='')}/events"
+        request = f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: text/event-stream\r\n\r\n".encode()
+        v = _Viewer(request, ready, untils[run], done, finished, total)
+        await loop.create_connection(lambda v=v: v, host, port)  # type: ignore[misc]
         viewers.append(v)
-        transports.append(transport)
-        if i % connect_batch == connect_batch - 1:
+        of_run.append(run)
+        if k % connect_batch == connect_batch - 1:
             await asyncio.sleep(0.05)
     deadline = time.monotonic() + 120
-    while ready[0] < n and time.monotonic() < deadline:
+    while ready[0] < total and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
     print(f"READY {ready[0]}", flush=True)
     line = await loop.run_in_executor(None, sys.stdin.readline)
-    until[0] = int(json.loads(line)["until_seq"]) if line.strip() else 0
-    finished[0] = sum(1 for v in viewers if until[0] in v.times)
-    if finished[0] < n:
+    until = json.loads(line)["until_seq"] if line.strip() else {}
+    for run, seq in until.items():
+        untils[run][0] = int(seq)
+    finished[0] = sum(1 for v in viewers if v.until_seq[0] in v.times)
+    if finished[0] < total:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(done.wait(), 60)
-    for t in transports:
-        t.close()
-    sys.stdout.write(json.dumps([{str(k): t for k, t in v.times.items()} for v in viewers]) + "\n")
+    sys.stdout.write(json.dumps({"runs": of_run, "times": [{str(k): t for k, t in v.times.items()}
+                                                           for v in viewers]}) + "\n")
     sys.stdout.flush()
 
 
-def viewers_main(base: str, run: str, n: int) -> None:
-    asyncio.run(_viewers(base, run, n))
+def viewers_main(base: str, runs: list[str], n: int) -> None:
+    asyncio.run(_viewers(base, runs, n))
 
 
 class Published:
@@ -129,5 +136,5 @@ class Published:
         self._client.close()
 
 
-if __name__ == "__main__":  # python bench/_sse.py BASE RUN N
-    viewers_main(sys.argv[1], sys.argv[2], int(sys.argv[3]))
+if __name__ == "__main__":  # python bench/_sse.py BASE RUN[,RUN...] N (viewers per run)
+    viewers_main(sys.argv[1], sys.argv[2].split(","), int(sys.argv[3]))

@@ -119,8 +119,9 @@ def one_case(n_viewers: int, args: argparse.Namespace) -> None:
         elapsed = time.monotonic() - t0
         cpu = {k: (cpu_seconds(pid) - cpu0[k]) / elapsed for k, pid in watched.items()}
         until = max(published.times)
-        out, _ = viewers.communicate(json.dumps({"until_seq": until}).encode() + b"\n", timeout=120)
-        per_viewer = [{int(k): v for k, v in d.items()} for d in json.loads(out.decode().splitlines()[-1])]
+        out, _ = viewers.communicate(json.dumps({"until_seq": {run: until}}).encode() + b"\n", timeout=120)
+        got = json.loads(out.decode().splitlines()[-1])
+        per_viewer = [{int(k): v for k, v in d.items()} for d in got["times"]]
         fan, e2e, missed = [], [], 0
         for times in per_viewer:
             for seq, t_pub in published.times.items():
