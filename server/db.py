@@ -105,6 +105,15 @@ def _sqlite_pragmas(engine: Engine, path: Path | None) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
+def write_transaction(session: Session) -> None:
+    """Start the session's next transaction as a writer's: on SQLite it takes the write lock up front
+    (BEGIN IMMEDIATE), or an ingest commit between a request's reads and its write fails the write
+    with "database is locked" (a deferred transaction cannot wait to upgrade its lock). Ends whatever
+    read transaction the request had open (its auth reads) so that the option applies."""
+    session.commit()
+    session.connection(execution_options={SQLITE_IMMEDIATE: True})
+
+
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import redis
 from sqlalchemy.orm import Session
 
-from server.db import SQLITE_IMMEDIATE
+from server.db import write_transaction
 from server.logsafe import printable
 from server.settings import Settings
 from server.store import manage
@@ -27,13 +27,6 @@ class DeletedRun:
     redis_keys: int
 
 
-def _write_transaction(session: Session) -> None:
-    # Read-then-write: on SQLite the transaction takes the write lock up front (BEGIN IMMEDIATE), or an
-    # ingest commit between the read and the write fails it with SQLITE_BUSY (as in server.steering).
-    session.commit()
-    session.connection(execution_options={SQLITE_IMMEDIATE: True})
-
-
 def update_run(
     session: Session,
     run: str,
@@ -44,7 +37,7 @@ def update_run(
     archived: bool | None = None,
 ) -> manage.RunLabels:
     """Apply and audit a person's changes to a run (InvalidRequest for a bad tag, RunNotFound)."""
-    _write_transaction(session)
+    write_transaction(session)
     try:
         labels = manage.update_labels(session, run, actor, add_tags, remove_tags, note, archived)
     except BaseException:
@@ -61,7 +54,7 @@ def delete_run(session: Session, client: redis.Redis, settings: Settings, run: s
     Redis goes before the commit: when Redis cannot be reached nothing is deleted (the error says so).
     A trainer still sending recreates the run from its next message, without its history.
     """
-    _write_transaction(session)
+    write_transaction(session)
     try:
         rows = manage.delete_run(session, run, actor)
         keys = settings.keys

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from server import steering
+from server.db import write_transaction
 from server.deps import Operator, RedisDep, SessionDep, SettingsDep
 from server.errors import CommandConflict
 from server.schemas import CommandIn, ErrorResponse
@@ -75,6 +76,7 @@ def accept(run: str, body: SuggestionBody, session: SessionDep, client: RedisDep
            actor: Operator) -> SuggestionResponseOut:
     """Send the suggested command, exactly, with its reason (or `reason`), and audit the acceptance.
     Posting the suggestion's `command` to `/commands` yourself sends the same command, unaudited here."""
+    write_transaction(session)  # reads, then writes: the SQLite write lock first
     entry = _current(session, settings, run, body)
     s = entry["suggestion"]
     if s is None:
@@ -93,6 +95,7 @@ def accept(run: str, body: SuggestionBody, session: SessionDep, client: RedisDep
 def dismiss(run: str, body: SuggestionBody, session: SessionDep, settings: SettingsDep,
             actor: Operator) -> SuggestionResponseOut:
     """Dismiss the suggestion of an arm's current diagnosis: audited with who, when and why."""
+    write_transaction(session)  # reads, then writes: the SQLite write lock first
     _current(session, settings, run, body)
     row = store.record_response(session, run_id(session, run), body.arm, body.diagnosis, body.since_step,
                                 "dismissed", None, actor, body.reason or "")
