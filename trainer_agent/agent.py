@@ -152,15 +152,14 @@ class CurriculumAgent:
             scheduler.bind(self.arms)
         else:
             scheduler = make_scheduler(scheduler, self.arms, scheduler_params)
+        self.config = dict(config or {})
         if warm_start is not None:  # an earlier run's per-arm statistics (recent.WarmStart)
             scheduler.warm_start(warm_start.summary_for(self.arms))
+            self.config["warm_start_from"] = warm_start.run  # the run page says which run it started from
         self._control = SchedulerControl(scheduler)
         self._snapshot_s = float(scheduler_snapshot_s)
         self._snapshot_at, self._snapshot_version = -math.inf, -1
         self.seed = int(seed)
-        self.config = dict(config or {})
-        if warm_start is not None:
-            self.config["warm_start_from"] = warm_start.run  # the run page says which run it started from
         self.step = int(start_step)
         self.threshold = float(threshold)
         self._rng = np.random.default_rng(self.seed)

@@ -32,7 +32,6 @@ def get_metrics(
     to at most `max_points` (each bucket keeps its min and its max)."""
     if start is not None and end is not None and end < start:
         raise InvalidRequest(f"end ({end}) is before start ({start})")
-    names = metric_store.metric_names(session, run)
-    points = metric_store.metric_series(session, run, name, start, end, max_points) if name else []
-    return Metrics(run=run, names=names,
-                   series=[MetricSeries.model_validate(p, from_attributes=True) for p in points])
+    got = metric_store.run_metrics(session, run, name, start, end, max_points)
+    return Metrics(run=run, names=got.names,
+                   series=[MetricSeries.model_validate(p, from_attributes=True) for p in got.series])

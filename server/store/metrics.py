@@ -130,30 +130,30 @@ class _Cache:
 _CACHE = _Cache(CACHE_BYTES)
 
 
-def metric_names(session: Session, run: str) -> list[str]:
-    """The names of the trainer metrics the run sent (any step), sorted; at most MAX_NAMES_LISTED."""
-    return sorted(_CACHE.columns(session, run).values)[:MAX_NAMES_LISTED]
+@dataclass(frozen=True, slots=True)
+class RunMetrics:
+    names: list[str]  # every metric the run sent, sorted; at most MAX_NAMES_LISTED
+    series: list[MetricPoints]  # those asked for, in that order
 
 
-def metric_series(
+def run_metrics(
     session: Session,
     run: str,
     names: Sequence[str],
     start: int | None,
     end: int | None,
     max_points: int,
-) -> list[MetricPoints]:
-    """Per metric name, (step, value) over [start, end], at most `max_points` points (min/max buckets)."""
-    if not names:
-        raise InvalidRequest("name the metrics to chart: ?name=loss&name=kl")
+) -> RunMetrics:
+    """The run's metric names and, per name asked for, (step, value) over [start, end], at most
+    `max_points` points (min/max buckets). One read of the run's columns for both."""
     if len(names) > MAX_NAMES_PER_REQUEST:
         raise InvalidRequest(f"at most {MAX_NAMES_PER_REQUEST} metrics per request, got {len(names)}")
     cols = _CACHE.columns(session, run)
+    known = sorted(cols.values)
     unknown = [n for n in names if n not in cols.values]
     if unknown:
-        known = ", ".join(sorted(cols.values)[:20]) or "none"
-        raise InvalidRequest(f"run {run!r} sent no metric {unknown[0]!r}; its metrics are: {known}",
-                             unknown=unknown)
+        raise InvalidRequest(f"run {run!r} sent no metric {unknown[0]!r}; its metrics are: "
+                             f"{', '.join(known[:20]) or 'none'}", unknown=unknown)
     i0 = int(np.searchsorted(cols.steps, -1 if start is None else start, side="left"))
     i1 = int(np.searchsorted(cols.steps, 2**62 if end is None else end, side="right"))
     steps = cols.steps[i0:i1]
@@ -165,7 +165,7 @@ def metric_series(
         if st.size > max_points:
             st, v = min_max_buckets(st, v, max(2, max_points // 2))
         out.append(MetricPoints(name, st.tolist(), v.tolist(), st.size < int(keep.sum())))
-    return out
+    return RunMetrics(known[:MAX_NAMES_LISTED], out)
 
 
 def min_max_buckets(

@@ -14,18 +14,13 @@ from tests.server.conftest import BACKENDS, REDIS_URL, LiveServer, wait_for
 from trainer_agent import CurriculumAgent, WarmStart
 from trainer_agent.client import ClientError, SteerboardClient
 
+from .test_diagnoses_api import PROMPTS, G, step_bernoulli
+
 RATES = {"easy": 0.95, "mid": 0.5, "hard": 0.05}
-G, PROMPTS = 8, 32
 
 
 def train(agent: CurriculumAgent, steps: int, seed: int = 0) -> None:
-    rng = np.random.default_rng(seed)
-    for _ in range(steps):
-        chosen = agent.sample(PROMPTS)
-        q = np.repeat([RATES[a] for a in chosen], G)
-        agent.observe([a for a in chosen for _ in range(G)], (rng.random(q.size) < q).astype(float),
-                      groups=np.repeat(np.arange(PROMPTS), G))
-        agent.end_step()
+    step_bernoulli(agent, RATES, np.random.default_rng(seed), steps)
 
 
 def test_a_warm_started_scheduler_starts_where_the_earlier_run_was() -> None:
