@@ -9,23 +9,15 @@ part_rollups keeps, for the numeric parts of each arm's scheduler score, the sam
 arm_rollups keeps for the metrics, so the score-parts chart of a long run reads a few hundred rows
 per arm and keeps each bucket's min and max (it used to read strided rows and could miss a spike).
 It is filled here from the runs already stored.
-
-Revision ID: 5b8f0d7e3a21
-Revises: 7a4d5e2c1f03
-Create Date: 2026-11-26
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "5b8f0d7e3a21"
-down_revision: str | Sequence[str] | None = "7a4d5e2c1f03"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
+revision = "5b8f0d7e3a21"
+down_revision = "7a4d5e2c1f03"
 
 # Frozen copy of server.models.PART_ROLLUP_WIDTHS as of this revision.
 _WIDTHS = (256, 1024, 4096)

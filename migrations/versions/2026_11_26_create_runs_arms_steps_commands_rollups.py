@@ -1,21 +1,12 @@
-"""Create runs, arms, arm_steps, run_steps, commands (the audit log) and arm_rollups.
-
-Revision ID: 3c1e2f0a9b10
-Revises:
-Create Date: 2026-11-26
-"""
+"""Create runs, arms, arm_steps, run_steps, commands (the audit log) and arm_rollups."""
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "3c1e2f0a9b10"
-down_revision: str | Sequence[str] | None = None
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
+revision = "3c1e2f0a9b10"
+down_revision = None
 
 # Frozen copy of server.models.METRICS as of this revision (migrations never import moving code).
 _METRICS = ("probability", "score", "mean_abs_adv", "mean_reward", "accuracy", "n_step", "n_total")

@@ -1,21 +1,12 @@
-"""Create users (people who log in) and api_tokens (hashed bearer tokens for scripts).
-
-Revision ID: 7a4d5e2c1f03
-Revises: 3c1e2f0a9b10
-Create Date: 2026-11-26
-"""
+"""Create users (people who log in) and api_tokens (hashed bearer tokens for scripts)."""
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "7a4d5e2c1f03"
-down_revision: str | Sequence[str] | None = "3c1e2f0a9b10"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
+revision = "7a4d5e2c1f03"
+down_revision = "3c1e2f0a9b10"
 
 _TS = sa.DateTime(timezone=True)
 

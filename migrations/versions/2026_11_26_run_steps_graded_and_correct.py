@@ -4,23 +4,15 @@ Overall accuracy at a step is the completion-weighted mean of the arms' accuraci
 sum_j acc_j * n_j / sum_j n_j. Kept per step on ingest, the compare page reads one row per step
 instead of every arm's row (6.4 M rows for a 64-arm, 100,000-step run). Filled here for the steps
 already stored.
-
-Revision ID: 2d6c8e4f1a95
-Revises: 5b8f0d7e3a21
-Create Date: 2026-11-26
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "2d6c8e4f1a95"
-down_revision: str | Sequence[str] | None = "5b8f0d7e3a21"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
+revision = "2d6c8e4f1a95"
+down_revision = "5b8f0d7e3a21"
 
 
 def upgrade() -> None:

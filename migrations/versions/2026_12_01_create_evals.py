@@ -6,23 +6,15 @@ inserts with ON CONFLICT DO NOTHING, so a re-delivered message changes nothing (
 as for arm_steps), and a chart reads one eval set's points in key order. `event_seq` is the run's live
 event that first carried the row (docs/sse.md), so a resuming SSE client gets it rebuilt; a run has a
 few thousand rows at most (evaluations x arms), so that read scans the run's key range, unindexed.
-
-Revision ID: e1a2b3c4d5f6
-Revises: 2d6c8e4f1a95
-Create Date: 2026-12-01
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "e1a2b3c4d5f6"
-down_revision: str | Sequence[str] | None = "2d6c8e4f1a95"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
+revision = "e1a2b3c4d5f6"
+down_revision = "2d6c8e4f1a95"
 
 
 def upgrade() -> None:

@@ -9,24 +9,17 @@
   by the run's name, without a foreign key: the row of a deletion outlives the run.
 - `ix_evals_run_name_step` on evals (run_id, name, step, accuracy, ts): the runs table's final and best
   evaluation read one row per evaluation, grouped in index order.
-
-Revision ID: f7e8d9c0b1a2
-Revises: e1a2b3c4d5f6
-Create Date: 2026-12-01
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "f7e8d9c0b1a2"
-down_revision: str | Sequence[str] | None = "e1a2b3c4d5f6"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
+revision = "f7e8d9c0b1a2"
+down_revision = "e1a2b3c4d5f6"
 
 _TS = sa.DateTime(timezone=True)
 _TAG_MAX = 64

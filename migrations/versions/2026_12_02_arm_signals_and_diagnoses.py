@@ -11,23 +11,15 @@ suggestion_responses (suggestions accepted or dismissed, audited).
 - `diagnosis_changes`: one row per change of an arm's diagnosis, with the step it began (`since_step`),
   the step it was confirmed at (`step`), the figures behind it and the live event that carried it.
 - `suggestion_responses`: a person accepted (with the command sent) or dismissed a suggestion.
-
-Revision ID: 3d9a1c5e7b20
-Revises: 0b7c2d4e6f81
-Create Date: 2026-12-02
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "3d9a1c5e7b20"
-down_revision: str | Sequence[str] | None = "0b7c2d4e6f81"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
+revision = "3d9a1c5e7b20"
+down_revision = "0b7c2d4e6f81"
 
 _TS = sa.DateTime(timezone=True)
 

@@ -6,24 +6,17 @@
 - `server_state` (key, value, updated_at): `credentials_seen` is written when the first user or token
   is made, so revoking the last one never turns local dev mode back on. Filled here when a user or a
   token already exists.
-
-Revision ID: 0b7c2d4e6f81
-Revises: f7e8d9c0b1a2
-Create Date: 2026-12-02
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0b7c2d4e6f81"
-down_revision: str | Sequence[str] | None = "f7e8d9c0b1a2"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
+revision = "0b7c2d4e6f81"
+down_revision = "f7e8d9c0b1a2"
 
 _TS = sa.DateTime(timezone=True)
 

@@ -1,24 +1,17 @@
 """The runs' evaluation summary as columns (eval_name, final_eval, best_eval), kept by ingest: the runs
 table sorts by them like any column instead of reading every run's evaluations per request. Filled here
 from the evaluations already stored.
-
-Revision ID: 7a4c1e9b2d60
-Revises: 5e2f8a1c9d34
-Create Date: 2026-12-03
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "7a4c1e9b2d60"
-down_revision: str | Sequence[str] | None = "5e2f8a1c9d34"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
+revision = "7a4c1e9b2d60"
+down_revision = "5e2f8a1c9d34"
 
 
 def upgrade() -> None:

@@ -1,23 +1,15 @@
 """Scheduler commands (issue 14): the audit log keeps a command's `scheduler` (switch) and `params`
 (set_params, switch); `scheduler_snapshots` keeps each run's latest scheduler snapshot from its agent
 (name, parameters, frozen, and the state the server previews scheduler commands from).
-
-Revision ID: 9c3e5a7f1b42
-Revises: 7a4c1e9b2d60
-Create Date: 2026-12-04
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "9c3e5a7f1b42"
-down_revision: str | Sequence[str] | None = "7a4c1e9b2d60"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
+revision = "9c3e5a7f1b42"
+down_revision = "7a4c1e9b2d60"
 
 
 def upgrade() -> None:
