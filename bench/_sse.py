@@ -16,6 +16,7 @@ import re
 import sys
 import threading
 import time
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 import orjson
@@ -105,35 +106,57 @@ def viewers_main(base: str, runs: list[str], n: int) -> None:
     asyncio.run(_viewers(base, runs, n))
 
 
-class Published:
-    """A thread subscribed to a run's live channel: the wall time each event seq was published."""
+class Subscriber:
+    """A thread subscribed to a Redis channel (with `pattern`, to every channel the pattern matches) that
+    hands each message to `on_message` with the wall time it arrived."""
 
-    def __init__(self, redis_url: str, channel: str) -> None:
-        self.times: dict[int, float] = {}
-        self.steps: dict[int, list[tuple[int, float]]] = {}  # seq -> [(step, step ts)]
+    def __init__(self, redis_url: str, channel: str, pattern: bool = False) -> None:
         self._client = redis.Redis.from_url(redis_url)
         self._pubsub = self._client.pubsub()
-        self._pubsub.subscribe(channel)
+        if pattern:
+            self._pubsub.psubscribe(channel)
+        else:
+            self._pubsub.subscribe(channel)
+        self._kind = "pmessage" if pattern else "message"
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
+    def on_message(self, msg: dict[str, Any], now: float) -> None:
+        raise NotImplementedError
+
     def _run(self) -> None:
         while not self._stop.is_set():
             msg = self._pubsub.get_message(timeout=0.2)
-            if msg is None or msg["type"] != "message":
+            if msg is None or msg["type"] != self._kind:
                 continue
-            now = time.time()
-            doc = orjson.loads(msg["data"])
-            seq = int(doc["seq"])
-            self.times.setdefault(seq, now)
-            self.steps[seq] = [(int(s["step"]), float(s["ts"])) for s in doc.get("steps", ())]
+            self.on_message(msg, time.time())
 
     def close(self) -> None:
         self._stop.set()
         self._thread.join(2)
         self._pubsub.close()
         self._client.close()
+
+
+def event_steps(doc: dict[str, Any]) -> list[tuple[int, float]]:
+    """The (step, step ts) of each step a live event carries."""
+    return [(int(s["step"]), float(s["ts"])) for s in doc.get("steps", ())]
+
+
+class Published(Subscriber):
+    """A thread subscribed to a run's live channel: the wall time each event seq was published."""
+
+    def __init__(self, redis_url: str, channel: str) -> None:
+        self.times: dict[int, float] = {}
+        self.steps: dict[int, list[tuple[int, float]]] = {}  # seq -> [(step, step ts)]
+        super().__init__(redis_url, channel)
+
+    def on_message(self, msg: dict[str, Any], now: float) -> None:
+        doc = orjson.loads(msg["data"])
+        seq = int(doc["seq"])
+        self.times.setdefault(seq, now)
+        self.steps[seq] = event_steps(doc)
 
 
 if __name__ == "__main__":  # python bench/_sse.py BASE RUN[,RUN...] N (viewers per run)

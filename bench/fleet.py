@@ -42,10 +42,10 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -57,6 +57,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from _common import drop_pg_schema, pct, pg_schema  # noqa: E402
+from _sse import Subscriber, event_steps  # noqa: E402
 from sse_fanout import cpu_seconds, wait_http  # noqa: E402
 
 from server.db import alembic_config  # noqa: E402
@@ -99,7 +100,7 @@ def agents_main(args: argparse.Namespace) -> None:
     print(json.dumps({"steps": sum(ag.step for ag in agents), "late": late, "cpu": t.user + t.system}), flush=True)
 
 
-class LiveTimes:
+class LiveTimes(Subscriber):
     """A thread pattern-subscribed to every run's live channel: when each (run, seq) was published, and
     the steps (step, ts) each event carried."""
 
@@ -108,33 +109,17 @@ class LiveTimes:
         self.times: dict[tuple[str, int], float] = {}
         self.steps: dict[tuple[str, int], list[tuple[int, float]]] = {}
         self.xadd_ms: dict[tuple[str, int], float] = {}  # the batch's first entry: when it was XADDed
-        self._client = redis.Redis.from_url(redis_url)
-        self._pubsub = self._client.pubsub()
-        self._pubsub.psubscribe(keys.live_pattern)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        super().__init__(redis_url, keys.live_pattern, pattern=True)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            msg = self._pubsub.get_message(timeout=0.2)
-            if msg is None or msg["type"] != "pmessage":
-                continue
-            now = time.time()
-            run = self.keys.run_of_live(msg["channel"].decode())
-            doc = orjson.loads(msg["data"])
-            key = (str(run), int(doc["seq"]))
-            self.times.setdefault(key, now)
-            self.steps[key] = [(int(s["step"]), float(s["ts"])) for s in doc.get("steps", ())]
-            ids = doc.get("entry_ids") or []
-            if ids:
-                self.xadd_ms[key] = min(int(str(i).split("-")[0]) for i in ids) / 1000.0
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(2)
-        self._pubsub.close()
-        self._client.close()
+    def on_message(self, msg: dict[str, Any], now: float) -> None:
+        run = self.keys.run_of_live(msg["channel"].decode())
+        doc = orjson.loads(msg["data"])
+        key = (str(run), int(doc["seq"]))
+        self.times.setdefault(key, now)
+        self.steps[key] = event_steps(doc)
+        ids = doc.get("entry_ids") or []
+        if ids:
+            self.xadd_ms[key] = min(int(str(i).split("-")[0]) for i in ids) / 1000.0
 
 
 def pids_named(name: str) -> list[int]:
