@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import socket
@@ -11,6 +12,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -42,6 +44,16 @@ def database(backend: str, name: str, keep: bool, pg_url: str) -> tuple[str, boo
             Path(f"{db_file}{suffix}").unlink(missing_ok=True)
         exists = False
     return f"sqlite:///{db_file}", exists
+
+
+def databases(args: argparse.Namespace, schema: str) -> Iterator[tuple[str, str, bool]]:
+    """For each of --backends: (backend, database URL, whether it existed and was kept), from `database`;
+    the PostgreSQL schema is dropped when the caller goes on to the next backend, unless --keep."""
+    for backend in args.backends.split(","):
+        url, exists = database(backend, schema, args.keep, args.pg_url)
+        yield backend, url, exists
+        if not args.keep and backend == "postgresql":
+            drop_pg_schema(args.pg_url, schema)
 
 
 def free_port() -> int:
@@ -103,3 +115,14 @@ def serve_web(url: str, prefix: str, cwd: Path) -> tuple[subprocess.Popen[bytes]
             time.sleep(0.2)
     proc.kill()
     raise SystemExit(f"server did not start: {proc.stderr.read().decode()[-2000:] if proc.stderr else ''}")
+
+
+@contextlib.contextmanager
+def web_server(url: str, prefix: str, cwd: Path) -> Iterator[str]:
+    """`serve_web` for the length of a with block: its base URL; the process is stopped on leaving."""
+    proc, base = serve_web(url, prefix, cwd)
+    try:
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(10)

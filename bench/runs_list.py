@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime as dt
 import random
-import subprocess
 import sys
 import time
 import uuid
@@ -31,7 +30,7 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from _common import database, drop_pg_schema, parser, pct, serve_web  # noqa: E402
+from _common import databases, parser, pct, web_server  # noqa: E402
 
 from server.db import alembic_config, make_engine  # noqa: E402
 from server.store import ingest as ingest_store  # noqa: E402
@@ -115,10 +114,6 @@ def fill(url: str, n_runs: int, max_steps: int, batch: int = 400) -> float:
     return time.perf_counter() - t0
 
 
-def serve(url: str) -> tuple[subprocess.Popen[bytes], str]:
-    return serve_web(url, "bench-runs", ROOT)
-
-
 CASES: list[tuple[str, str, dict[str, Any], bool]] = [
     ("page, default (newest first)", "/", {}, False),
     ("page fragment (3 s refresh)", "/", {}, True),
@@ -166,8 +161,7 @@ def main() -> None:
     schema = f"bench_runs_{args.runs}x{args.max_steps}"
     print(f"{args.runs:,} runs of 8 arms, 0-{args.max_steps} steps, 3 evaluations each; "
           f"{args.repeats} requests per case")
-    for backend in args.backends.split(","):
-        url, exists = database(backend, schema, args.keep, args.pg_url)
+    for backend, url, exists in databases(args, schema):
         command.upgrade(alembic_config(url), "head")
         if not exists:
             secs = fill(url, args.runs, args.max_steps)
@@ -179,17 +173,11 @@ def main() -> None:
                       for t in ("runs", "arms", "arm_steps", "evals", "commands", "run_tags")}
         eng.dispose()
         print(f"[{backend}] rows: " + ", ".join(f"{t} {n:,}" for t, n in counts.items()))
-        proc, base = serve(url)
-        try:
+        with web_server(url, "bench-runs", ROOT) as base:
             print(f"[{backend}] {'request':<36} {'p50 ms':>8} {'p95 ms':>8} {'bytes':>9}")
             for name, p50, p95, size in time_requests(base, args.repeats):
                 flag = "ok" if p95 <= TARGET_MS else f"OVER {TARGET_MS:.0f} ms"
                 print(f"[{backend}] {name:<36} {p50:>8.1f} {p95:>8.1f} {size:>9,}  {flag}")
-        finally:
-            proc.terminate()
-            proc.wait(10)
-        if not args.keep and backend == "postgresql":
-            drop_pg_schema(args.pg_url, schema)
 
 
 if __name__ == "__main__":

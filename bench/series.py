@@ -21,7 +21,6 @@ from __future__ import annotations
 import math
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -35,7 +34,7 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from _common import database, drop_pg_schema, parser, serve_web  # noqa: E402
+from _common import databases, parser, web_server  # noqa: E402
 
 from server.db import alembic_config, make_engine  # noqa: E402
 from server.store import ingest as ingest_store  # noqa: E402
@@ -98,10 +97,6 @@ def metrics_at(step: int) -> dict[str, float]:
         "grad_norm": 1.0 + 0.5 * abs(math.sin(step / 13.0)), "reward_mean": min(1.0, step / 60000.0),
         "zero_adv_frac": 0.3 + 0.2 * math.cos(step / 2000.0), "completion_len": 180.0 + step / 1000.0,
     }
-
-
-def serve(url: str) -> tuple[subprocess.Popen[bytes], str]:
-    return serve_web(url, "bench-series", ROOT)
 
 
 def time_queries(base: str, steps: int, repeats: int) -> list[tuple[str, float, float, int]]:
@@ -226,8 +221,7 @@ def main() -> None:
     schema = f"bench_series_{args.steps}x{args.arms}"
     print(f"run: {args.arms} arms x {args.steps:,} steps = {args.arms * args.steps:,} arm rows; "
           f"{args.repeats} requests per query")
-    for backend in args.backends.split(","):
-        url, exists = database(backend, schema, args.keep, args.pg_url)
+    for backend, url, exists in databases(args, schema):
         if exists:  # kept from an earlier run: bring it to this version's schema
             t0 = time.perf_counter()
             command.upgrade(alembic_config(url), "head")
@@ -247,8 +241,7 @@ def main() -> None:
         for metric, secs in time_compare(url).items():
             print(f"[{backend}] compare data of this run ({metric}, steps to 0.7, per-arm small multiples, "
                   f"markers, what differs), in process: median {secs:.2f} s over 3")
-        proc, base = serve(url)
-        try:
+        with web_server(url, "bench-series", ROOT) as base:
             print(f"[{backend}] {'query':<30} {'p50 ms':>8} {'p95 ms':>8} {'points/arm':>11}")
             first, panels = time_metric_panels(base, args.steps, args.repeats)
             for name, p50, p95, pts in time_queries(base, args.steps, args.repeats):
@@ -275,11 +268,6 @@ def main() -> None:
                     flag = "ok" if worst <= 2 else "OVER 2 s"
                     print(f"[{backend}] run page in headless Chromium: median {median:.2f} s, worst {worst:.2f} s "
                           f"over {len(loads)} cold loads (target <= 2 s)  {flag}")
-        finally:
-            proc.terminate()
-            proc.wait(10)
-        if not args.keep and backend == "postgresql":
-            drop_pg_schema(args.pg_url, schema)
 
 
 if __name__ == "__main__":
