@@ -22,7 +22,7 @@ from server.steering import decide
 from server.store.commands import ArmView, PendingCommand, SteeringView
 from server.store.scheduler import SchedulerHead
 from server.wire import INGEST_ADAPTER
-from trainer_agent import CurriculumAgent
+from trainer_agent import CurriculumAgent, StepStats
 from trainer_agent.errors import ConfigError
 from trainer_agent.overrides import Command
 from trainer_agent.protocol import (
@@ -190,6 +190,22 @@ class Server:
             self.scheduler = SchedulerHead(head["name"], head["params"], head["frozen"], 0)
 
 
+def check_step(stats: StepStats, server: Server, answers: dict[str, int], what: dict[str, tuple[Any, ...]],
+               seq: list[tuple[Any, ...]], head: dict[str, Any] | None = None) -> None:
+    """A step the agent ended agrees with the server: one ack per command posted since the last step,
+    applied where the server answered 202 and rejected where it refused; then the server takes the step's
+    records (and the agent's scheduler `head`) as reported, and `answers` starts over."""
+    for ack in stats.acks:
+        expected = "applied" if answers[ack.id] == 202 else "rejected"
+        assert ack.status == expected, (what[ack.id], answers[ack.id], ack.message, seq)
+    assert len(stats.acks) == len(answers)
+    answers.clear()
+    server.reported(stats.records(), head)
+    # The invariants the rules exist for.
+    p = stats.p
+    assert abs(float(p.sum()) - 1.0) < 1e-9 and (p >= 0).all()
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(actions)
 def test_server_answers_what_the_agent_does(seq: list[tuple[Any, ...]]) -> None:
@@ -199,16 +215,7 @@ def test_server_answers_what_the_agent_does(seq: list[tuple[Any, ...]]) -> None:
     what: dict[str, tuple[Any, ...]] = {}
 
     def step() -> None:
-        stats = agent.end_step()
-        for ack in stats.acks:
-            expected = "applied" if answers[ack.id] == 202 else "rejected"
-            assert ack.status == expected, (what[ack.id], answers[ack.id], ack.message, seq)
-        assert len(stats.acks) == len(answers)
-        answers.clear()
-        server.reported(stats.records())
-        # The invariants the rules exist for.
-        p = stats.p
-        assert abs(float(p.sum()) - 1.0) < 1e-9 and (p >= 0).all()
+        check_step(agent.end_step(), server, answers, what, seq)
 
     for action in seq:
         if action[0] == "step":
@@ -309,15 +316,7 @@ def test_server_answers_scheduler_commands_as_the_agent_does(seq: list[tuple[Any
     def step() -> None:
         arms = [a for a in ARMS for _ in range(4)]
         agent.observe(arms, (rng.random(len(arms)) < 0.5).astype(float), groups=[i // 2 for i in range(len(arms))])
-        stats = agent.end_step()
-        for ack in stats.acks:
-            expected = "applied" if answers[ack.id] == 202 else "rejected"
-            assert ack.status == expected, (what[ack.id], answers[ack.id], ack.message, seq)
-        assert len(stats.acks) == len(answers)
-        answers.clear()
-        server.reported(stats.records(), agent._control.head())
-        p = stats.p
-        assert abs(float(p.sum()) - 1.0) < 1e-9 and (p >= 0).all()
+        check_step(agent.end_step(), server, answers, what, seq, agent._control.head())
 
     for action in seq:
         if action[0] == "step":
