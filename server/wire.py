@@ -58,6 +58,13 @@ UnixTime = Annotated[float, Field(ge=0.0, le=253_402_300_799.0, allow_inf_nan=Fa
 PassHist = Annotated[list[Int32], Field(min_length=len(PASS_HIST_BINS), max_length=len(PASS_HIST_BINS))]
 
 
+def _each_arm_once(names: list[str]) -> None:
+    """A message's records (a step's, an evaluation's) name each arm once."""
+    if len(set(names)) != len(names):
+        dup = next(n for n in names if names.count(n) > 1)
+        raise ValueError(f"arm {dup!r} appears more than once")
+
+
 class _Msg(BaseModel):
     # Extra keys are ignored (forward compatible, docs/wire.md).
     model_config = ConfigDict(extra="ignore", frozen=True)
@@ -118,10 +125,7 @@ class Step(_Msg):
     @field_validator("arms")
     @classmethod
     def _one_record_per_arm(cls, arms: list[ArmRecord]) -> list[ArmRecord]:
-        names = [a["arm"] for a in arms]
-        if len(set(names)) != len(names):
-            dup = next(n for n in names if names.count(n) > 1)
-            raise ValueError(f"arm {dup!r} appears more than once")
+        _each_arm_once([a["arm"] for a in arms])
         return arms
 
 
@@ -173,10 +177,7 @@ class Eval(_Msg):
     @field_validator("arms")
     @classmethod
     def _one_record_per_arm(cls, arms: list[EvalRecord]) -> list[EvalRecord]:
-        names = [a.arm for a in arms]
-        if len(set(names)) != len(names):
-            dup = next(n for n in names if names.count(n) > 1)
-            raise ValueError(f"arm {dup!r} appears more than once")
+        _each_arm_once([a.arm for a in arms])
         return arms
 
 
