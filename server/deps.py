@@ -7,15 +7,16 @@ from collections.abc import Iterator
 from typing import Annotated
 
 import redis
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
 from server import auth
 from server.auth import Principal
-from server.errors import Unauthorized
+from server.errors import InvalidRequest, Unauthorized
 from server.live import LiveHub
 from server.settings import Settings
+from trainer_agent.protocol import MAX_STEP
 
 log = logging.getLogger(__name__)
 
@@ -139,3 +140,21 @@ async def get_page_operator(request: Request, principal: PrincipalDep) -> Princi
 
 
 PageOperator = Annotated[Principal, Depends(get_page_operator)]
+
+
+# Query parameters the chart routes take alike: a range of steps (bounded by their 32-bit column) and
+# the arms to show.
+FirstStep = Annotated[int | None, Query(ge=0, le=MAX_STEP, description="first step (inclusive)")]
+LastStep = Annotated[int | None, Query(ge=0, le=MAX_STEP, description="last step (inclusive)")]
+ArmList = Annotated[str | None, Query(max_length=100_000, description="comma-separated arm names; all arms if omitted")]
+
+
+def check_step_range(start: int | None, end: int | None) -> None:
+    """Refuse (InvalidRequest) a step range that ends before it starts."""
+    if start is not None and end is not None and end < start:
+        raise InvalidRequest(f"end ({end}) is before start ({start})")
+
+
+def arm_names(arms: str | None) -> list[str] | None:
+    """The names of an ArmList parameter; None (every arm) when it names none."""
+    return [a.strip() for a in arms.split(",") if a.strip()] if arms else None

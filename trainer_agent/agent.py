@@ -17,12 +17,12 @@ import numpy as np
 from .checkpoint import check_arms, generator_from_state, int_array, int_value, list_of, mapping, require
 from .distributed import DistContext
 from .errors import CommandError, ConfigError, ObservationError
-from .inputs import clean_metrics, eval_value
+from .inputs import arms_with_metadata, clean_metrics, eval_value
 from .overrides import Ack, Command, Overrides
+from .pass_rates import PassRateDraw, PromptPassRates, check_within_arm
 from .protocol import (
     MAX_STEP,
     RunEndStatus,
-    arm_name_problem,
     eval_message,
     eval_name_problem,
     run_name_problem,
@@ -52,8 +52,7 @@ class CurriculumAgent:
     Args:
         run: run name, unique per project.
         arms: arm names, or a mapping name -> metadata (shown in the UI).
-        scheduler: a registered scheduler name (`uniform`, `fixed`, `dump`, `sec`,
-            `learning_progress`, `balanced`) or a `Scheduler` instance.
+        scheduler: a registered scheduler name (`available_schedulers()`) or a `Scheduler` instance.
         scheduler_params: keyword parameters of the named scheduler.
         redis_url: where to stream; None keeps everything local (nothing is sent, nothing is read).
         seed: seed of `sample()` and of `sampler()`.
@@ -124,24 +123,11 @@ class CurriculumAgent:
         problem = run_name_problem(run)
         if problem is not None:
             raise ConfigError(problem)
-        if isinstance(arms, Mapping):
-            names = [str(a) for a in arms]
-            self.arm_metadata: dict[str, dict[str, Any]] = {str(a): dict(m or {}) for a, m in arms.items()}
-        else:
-            if isinstance(arms, str):
-                raise ConfigError("arms must be a list of names, not a single string")
-            names = [str(a) for a in arms]
-            self.arm_metadata = {a: {} for a in names}
+        self.arm_metadata: dict[str, dict[str, Any]] = arms_with_metadata(arms)
+        names = list(self.arm_metadata)
         if not _is_step(start_step):
             raise ConfigError(f"start_step must be an integer in [0, {MAX_STEP}] (the first step this agent "
                               f"reports), got {start_step!r}")
-        if not names:
-            raise ConfigError("at least one arm is required")
-        for name in names:
-            if (problem := arm_name_problem(name)) is not None:
-                raise ConfigError(problem)
-        if len(set(names)) != len(names):
-            raise ConfigError("arm names must be unique")
         self.run = run
         self.project = project
         self.arms: tuple[str, ...] = tuple(names)
@@ -166,6 +152,7 @@ class CurriculumAgent:
         if not isinstance(prompt_window, int) or prompt_window < 1:
             raise ConfigError(f"prompt_window must be an integer >= 1, got {prompt_window!r}")
         self._buffer = ObservationBuffer(len(self.arms), self.threshold, prompt_window)
+        self._pass_rates: PromptPassRates | None = None  # per prompt, once a sampler draws by pass rate
         self._overrides = Overrides(self.arms)
         self._local_commands: collections.deque[Command] = collections.deque()
         self._set_p(self._overrides.resolve(self._control.probabilities(self._overrides.active)))
@@ -227,6 +214,8 @@ class CurriculumAgent:
             if pr.size != idx.size:
                 raise ObservationError(f"{idx.size} arms but {pr.size} prompt ids")
             keys = prompt_keys(pr)
+            if self._pass_rates is not None:
+                self._pass_rates.observe_completions(pr, r, self.threshold)
         if groups is not None or keys is not None:
             g = to_numpy(groups) if groups is not None else keys
             assert g is not None
@@ -331,7 +320,7 @@ class CurriculumAgent:
                 as a baseline), as TRL's `global_step` counts.
 
         Returns:
-            arm -> accuracy, as sent.
+            arm -> accuracy, as sent. A ConfigError names an invalid arm name or value.
 
         Example:
             >>> agent = CurriculumAgent("doc-eval", ["easy", "hard"], redis_url=None)
@@ -347,8 +336,6 @@ class CurriculumAgent:
             raise ConfigError("results must be a non-empty mapping arm -> accuracy or (correct, total)")
         records, out = [], {}
         for arm, value in results.items():
-            if (problem := arm_name_problem(arm)) is not None:
-                raise ConfigError(problem)
             count = n.get(arm) if isinstance(n, Mapping) else n
             accuracy, correct, total = eval_value(arm, value, count)
             out[arm] = accuracy
@@ -465,6 +452,7 @@ class CurriculumAgent:
             },
             "overrides": self._overrides.state_dict(),
             "pending_commands": [c.as_message() for c in self._local_commands],
+            **({} if self._pass_rates is None else {"pass_rates": self._pass_rates.state_dict()}),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -509,6 +497,7 @@ class CurriculumAgent:
             except CommandError as e:
                 raise ConfigError(f"{where}: pending command {doc!r}: {e}") from e
             pending.append(cmd)
+        rates = None if state.get("pass_rates") is None else PromptPassRates.from_state(state["pass_rates"])
         # Last of the checks; it changes the scheduler only when the whole state fits.
         self._control.load_state_dict(control_state, sched_state)
         self._snapshot_version = -1
@@ -517,18 +506,24 @@ class CurriculumAgent:
         self._rng = rng
         self._overrides = overrides
         self._local_commands = collections.deque(pending)
+        if rates is not None:
+            self._pass_rates = rates
         self._set_p(self._overrides.resolve(self._control.probabilities(self._overrides.active)))
         if self._transport is not None:
             self._transport.note_step(step - 1)
 
     # -- sampler -------------------------------------------------------------------------------
     def sampler(self, dataset_arms: Sequence[str] | Any, group_size: int, *, prompts_per_chunk: int = 1,
-                num_samples: int | None = None, seed: int | None = None) -> ArmSampler:
+                num_samples: int | None = None, seed: int | None = None, within_arm: str = "uniform",
+                pass_rate_target: float = 0.5, pass_rate_width: float = 0.15, explore: float = 0.1,
+                pass_rate_ema: float = 0.5) -> ArmSampler:
         """A `torch.utils.data.Sampler` over dataset indices that follows the live curriculum.
 
         Each chunk of `prompts_per_chunk` prompts is drawn from the probabilities in force at the
         moment it is drawn; every prompt index is yielded `group_size` times in a row (the GRPO
-        layout). Within an arm, prompts come from a seeded permutation, reshuffled when exhausted.
+        layout). Within an arm, `within_arm="uniform"` takes prompts from a seeded permutation,
+        reshuffled when exhausted; `"pass_rate"` prefers prompts whose pass rate is near
+        `pass_rate_target`, learnt from `observe(..., prompts=dataset_indices)` (docs/formulas.md).
 
         Args:
             dataset_arms: the arm of each dataset item, indexed like the dataset.
@@ -536,6 +531,9 @@ class CurriculumAgent:
             prompts_per_chunk: prompts drawn per look at the probabilities.
             num_samples: indices per epoch (default: len(dataset_arms) * group_size).
             seed: seed of the index draws (default: the agent's seed).
+            within_arm: "uniform" or "pass_rate"; then `pass_rate_target` (0.5: balanced difficulty
+                filtering), `pass_rate_width` (the kernel's sigma), `explore` (share of draws that
+                re-measure the arm's least recently seen prompts) and `pass_rate_ema` (`pass_rates.py`).
 
         Example:
             >>> agent = CurriculumAgent("doc-s", ["a", "b"], redis_url=None)
@@ -545,9 +543,20 @@ class CurriculumAgent:
         """
         from .sampler import ArmSampler
 
+        check_within_arm(within_arm, pass_rate_target, pass_rate_width, explore, pass_rate_ema)
+        within = None
+        if within_arm == "pass_rate":
+            if self._pass_rates is None:
+                self._pass_rates = PromptPassRates(len(dataset_arms), pass_rate_ema)
+            within = PassRateDraw(self._pass_rates, pass_rate_target, pass_rate_width, explore)
         return ArmSampler(self.arms, self._probabilities_array, dataset_arms, group_size,
-                          prompts_per_chunk=prompts_per_chunk,
-                          num_samples=num_samples, seed=self.seed if seed is None else seed)
+                          prompts_per_chunk=prompts_per_chunk, num_samples=num_samples,
+                          seed=self.seed if seed is None else seed, within=within)
+
+    @property
+    def pass_rates(self) -> PromptPassRates | None:
+        """Each prompt's moving-average pass rate, once a sampler draws by pass rate."""
+        return self._pass_rates
 
     # -- lifecycle -----------------------------------------------------------------------------
     def _run_start_message(self) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Checks of what a training loop passes to the agent besides completions: evaluation results and metrics."""
+"""Checks of what a training loop passes to the agent besides completions: arms, evaluation results and metrics."""
 
 from __future__ import annotations
 
@@ -11,12 +11,35 @@ import numpy as np
 
 from .checkpoint import int_value
 from .errors import ConfigError
+from .protocol import arm_name_problem
 
 log = logging.getLogger("trainer_agent")
 
 
+def arms_with_metadata(arms: Any) -> dict[str, dict[str, Any]]:
+    """Arm name -> metadata from a list of names or a mapping name -> metadata; a ConfigError unless
+    there is at least one arm and every name is valid and unique."""
+    if isinstance(arms, str):
+        raise ConfigError("arms must be a list of names, not a single string")
+    if isinstance(arms, Mapping):
+        pairs = [(str(a), dict(m or {})) for a, m in arms.items()]
+    else:
+        pairs = [(str(a), {}) for a in arms]
+    if not pairs:
+        raise ConfigError("at least one arm is required")
+    for name, _ in pairs:
+        if (problem := arm_name_problem(name)) is not None:
+            raise ConfigError(problem)
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise ConfigError("arm names must be unique")
+    return out
+
+
 def eval_value(arm: str, value: Any, count: Any) -> tuple[float, float | None, int | None]:
     """(accuracy, correct, total) of one arm's evaluation result, or a ConfigError naming the arm."""
+    if (problem := arm_name_problem(arm)) is not None:
+        raise ConfigError(problem)
     where = f"evaluation of {arm!r}"
     if isinstance(value, Mapping):
         value = (value.get("correct"), value.get("total"))

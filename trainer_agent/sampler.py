@@ -14,6 +14,7 @@ import numpy as np
 from torch.utils.data import Sampler
 
 from .errors import ConfigError
+from .pass_rates import PassRateDraw
 from .stats import FloatArray, IntArray, index_arms, to_numpy
 
 
@@ -34,11 +35,13 @@ class ArmSampler(Sampler[int]):
         prompts_per_chunk: prompts drawn per look at the probabilities.
         num_samples: indices per epoch (default: len(dataset_arms) * group_size).
         seed: seed of the index draws.
+        within: how a prompt of the drawn arm is chosen; None: a seeded permutation of the arm's items,
+            reshuffled when exhausted (uniform, without replacement); a `PassRateDraw`: by pass rate.
     """
 
     def __init__(self, arms: Sequence[str], probabilities: Callable[[], FloatArray],
                  dataset_arms: Sequence[str] | Any, group_size: int, *, prompts_per_chunk: int = 1,
-                 num_samples: int | None = None, seed: int = 0) -> None:
+                 num_samples: int | None = None, seed: int = 0, within: PassRateDraw | None = None) -> None:
         if int(group_size) < 1:
             raise ConfigError(f"group_size must be >= 1, got {group_size!r}")
         if int(prompts_per_chunk) < 1:
@@ -55,6 +58,7 @@ class ArmSampler(Sampler[int]):
         if self.num_samples < 0:
             raise ConfigError(f"num_samples must be >= 0, got {num_samples!r}")
         self.seed = int(seed)
+        self.within = within
         self.epoch = 0
         self._items: list[IntArray] = [np.flatnonzero(arm_of == j) for j in range(len(arms))]
         self._has_items = np.array([it.size > 0 for it in self._items])
@@ -84,11 +88,14 @@ class ArmSampler(Sampler[int]):
         while emitted < self.num_samples:
             for _ in range(self.prompts_per_chunk):
                 j = self._draw_arm(rng)
-                if pos[j] >= perms[j].size:
-                    perms[j] = rng.permutation(self._items[j])
-                    pos[j] = 0
-                idx = int(perms[j][pos[j]])
-                pos[j] += 1
+                if self.within is not None:
+                    idx = self.within.pick(j, self._items[j], rng)
+                else:
+                    if pos[j] >= perms[j].size:
+                        perms[j] = rng.permutation(self._items[j])
+                        pos[j] = 0
+                    idx = int(perms[j][pos[j]])
+                    pos[j] += 1
                 for _ in range(self.group_size):
                     if emitted >= self.num_samples:
                         return

@@ -6,11 +6,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from server.deps import SessionDep
-from server.errors import InvalidRequest
+from server.deps import FirstStep, LastStep, SessionDep, check_step_range
 from server.schemas import ErrorResponse, Metrics, MetricSeries
 from server.store import metrics as metric_store
-from trainer_agent.protocol import MAX_STEP
 
 router = APIRouter(prefix="/api/runs", tags=["runs"])
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -24,14 +22,13 @@ def get_metrics(
     session: SessionDep,
     name: Annotated[list[str], Query(max_length=metric_store.MAX_NAMES_PER_REQUEST,
                                      description="metrics to chart (repeat the parameter); none: names only")] = [],  # noqa: B006
-    start: Annotated[int | None, Query(ge=0, le=MAX_STEP, description="first step (inclusive)")] = None,
-    end: Annotated[int | None, Query(ge=0, le=MAX_STEP, description="last step (inclusive)")] = None,
+    start: FirstStep = None,
+    end: LastStep = None,
     max_points: Annotated[int, Query(ge=4, le=100_000, description="per metric; min/max kept per bucket")] = 1000,
 ) -> Metrics:
     """The names of the metrics the run sent and, for each `name` asked, its values over steps, downsampled
     to at most `max_points` (each bucket keeps its min and its max)."""
-    if start is not None and end is not None and end < start:
-        raise InvalidRequest(f"end ({end}) is before start ({start})")
+    check_step_range(start, end)
     got = metric_store.run_metrics(session, run, name, start, end, max_points)
     return Metrics(run=run, names=got.names,
                    series=[MetricSeries.model_validate(p, from_attributes=True) for p in got.series])

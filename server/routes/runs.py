@@ -6,8 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 
-from server.deps import SessionDep, SettingsDep
-from server.errors import InvalidRequest
+from server.deps import ArmList, FirstStep, LastStep, SessionDep, SettingsDep, arm_names, check_step_range
 from server.models import Metric
 from server.schemas import (
     ArmSeries,
@@ -27,7 +26,6 @@ from server.store import evals as eval_store
 from server.store import runs as run_store
 from server.store import runs_table
 from server.store import series as series_store
-from trainer_agent.protocol import MAX_STEP
 
 router = APIRouter(prefix="/api/runs", tags=["runs"])
 # Every number a query takes is bounded by what its column holds (a step is a 32-bit INTEGER): a larger one
@@ -84,17 +82,14 @@ def get_series(
     run: str,
     session: SessionDep,
     metric: Metric = "probability",
-    arms: Annotated[
-        str | None, Query(max_length=100_000, description="comma-separated arm names; all arms if omitted")
-    ] = None,
-    start: Annotated[int | None, Query(ge=0, le=MAX_STEP, description="first step (inclusive)")] = None,
-    end: Annotated[int | None, Query(ge=0, le=MAX_STEP, description="last step (inclusive)")] = None,
+    arms: ArmList = None,
+    start: FirstStep = None,
+    end: LastStep = None,
     max_points: Annotated[int, Query(ge=4, le=100_000, description="per arm; min/max kept per bucket")] = 1000,
 ) -> Series:
     """Per-arm values of one metric over steps, downsampled to at most `max_points` per arm."""
-    if start is not None and end is not None and end < start:
-        raise InvalidRequest(f"end ({end}) is before start ({start})")
-    names = [a.strip() for a in arms.split(",") if a.strip()] if arms else None
+    check_step_range(start, end)
+    names = arm_names(arms)
     points = series_store.series(session, run, metric, names, start, end, max_points)
     return Series(run=run, metric=metric, series=[ArmSeries.model_validate(p, from_attributes=True) for p in points])
 
@@ -103,18 +98,15 @@ def get_series(
 def get_parts(
     run: str,
     session: SessionDep,
-    arms: Annotated[
-        str | None, Query(max_length=100_000, description="comma-separated arm names; all arms if omitted")
-    ] = None,
-    start: Annotated[int | None, Query(ge=0, le=MAX_STEP, description="first step (inclusive)")] = None,
-    end: Annotated[int | None, Query(ge=0, le=MAX_STEP, description="last step (inclusive)")] = None,
+    arms: ArmList = None,
+    start: FirstStep = None,
+    end: LastStep = None,
     max_points: Annotated[int, Query(ge=4, le=100_000, description="per arm and part; min/max kept per bucket")] = 1000,
 ) -> Parts:
     """The parts of each arm's scheduler score over steps (DUMP: `mu`, the exploit term, and `bonus`, the
     explore term), downsampled like `/series`."""
-    if start is not None and end is not None and end < start:
-        raise InvalidRequest(f"end ({end}) is before start ({start})")
-    names = [a.strip() for a in arms.split(",") if a.strip()] if arms else None
+    check_step_range(start, end)
+    names = arm_names(arms)
     points = series_store.part_series(session, run, names, start, end, max_points)
     return Parts(run=run, series=[PartSeries.model_validate(p, from_attributes=True) for p in points])
 
@@ -123,8 +115,8 @@ def get_parts(
 def get_steps(
     run: str,
     session: SessionDep,
-    start: Annotated[int | None, Query(ge=0, le=MAX_STEP, description="first step (inclusive)")] = None,
-    end: Annotated[int | None, Query(ge=0, le=MAX_STEP, description="last step (inclusive)")] = None,
+    start: FirstStep = None,
+    end: LastStep = None,
     limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
 ) -> list[StepRow]:
     """Trainer metrics per step."""

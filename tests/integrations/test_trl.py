@@ -287,3 +287,44 @@ def test_evaluation_reports_per_arm_accuracy(tmp_path: Any) -> None:
             expected[arm][1] += 1
     assert agent.evals[0][2] == {a: (c, t) for a, (c, t) in expected.items()}
     assert all(t == 4 * G for _, t in expected.values())
+
+
+def test_pass_rate_within_arm_learns_each_rows_pass_rate_from_the_trainers_groups() -> None:
+    """within_arm="pass_rate": the trainer passes each completion's dataset row to observe(prompts=...),
+    and the agent's per-row pass rates are the moving averages of exactly those rows' groups."""
+    tok = make_tokenizer()
+    dataset = make_dataset(per_arm=8)
+    row_of = {p: i for i, p in enumerate(dataset["prompt"])}
+    steps: list[list[tuple[int, float]]] = []
+
+    def reward_fn(prompts: list[str], completions: list[str], data_source: list[str], **kw: Any) -> list[float]:
+        r = target_reward(completions, data_source)
+        steps.append([(row_of[p], x) for p, x in zip(prompts, r, strict=True)])
+        return r
+
+    agent = CurriculumAgent(run="trl-pass-rate", arms=list(ARMS), scheduler="dump", redis_url=None, seed=0)
+    trainer = CurriculumGRPOTrainer(model=make_model(tok), reward_funcs=reward_fn, processing_class=tok,
+                                    train_dataset=dataset, args=make_args(max_steps=6), agent=agent,
+                                    within_arm="pass_rate")
+    trainer.train()
+    assert len(steps) == 6
+    expected = np.full(len(dataset), np.nan)
+    for step in steps:
+        for row in {r for r, _ in step}:
+            rate = np.mean([x > agent.threshold for r, x in step if r == row])
+            old = expected[row]
+            expected[row] = rate if np.isnan(old) else 0.5 * old + 0.5 * rate
+    assert agent.pass_rates is not None
+    np.testing.assert_allclose(agent.pass_rates.rate, expected)
+    assert stats_profile_seen(trainer)
+    agent.close()
+    with pytest.raises(ConfigError, match="needs rebind_prompts=True"):
+        CurriculumGRPOTrainer(model=make_model(tok), reward_funcs=target_reward, processing_class=tok,
+                              train_dataset=dataset, args=make_args(), agent=agent, within_arm="pass_rate",
+                              rebind_prompts=False)
+
+
+def stats_profile_seen(trainer: CurriculumGRPOTrainer) -> bool:
+    """The last step carried each arm's pass-rate profile (prompt ids were given)."""
+    stats = trainer.curriculum_stats
+    return stats is not None and stats.pass_hist is not None and sum(map(sum, stats.pass_hist.values())) > 0

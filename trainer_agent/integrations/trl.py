@@ -67,6 +67,7 @@ from trl.trainer.grpo_trainer import GRPOTrainer
 
 from ..agent import CurriculumAgent
 from ..errors import ConfigError
+from ..pass_rates import check_within_arm
 from ..run_status import status_of
 from ..step_stats import StepStats
 from ._columns import dataset_arms
@@ -153,6 +154,11 @@ class CurriculumGRPOTrainer(GRPOTrainer):
         rebind_prompts: re-draw each generation batch's prompts just before generating, so the
             probabilities of the last agent step apply to the very next generation despite the
             dataloader's look-ahead (see the module docstring).
+        within_arm: how the re-draw picks a prompt within an arm: "uniform", or "pass_rate" (prompts
+            whose pass rate is near 0.5, learnt from the trainer's own groups: the trainer then passes
+            each completion's dataset row to `agent.observe(prompts=...)`, which also gives the run page
+            each arm's pass-rate profile). "pass_rate" needs `rebind_prompts=True`; with several
+            processes each learns from its own groups.
         **kwargs: passed to `GRPOTrainer`.
 
     Attributes:
@@ -167,9 +173,16 @@ class CurriculumGRPOTrainer(GRPOTrainer):
     """
 
     def __init__(self, *args: Any, agent: CurriculumAgent, arm_column: str = "data_source",
-                 sampler_seed: int | None = None, rebind_prompts: bool = True, **kwargs: Any) -> None:
+                 sampler_seed: int | None = None, rebind_prompts: bool = True, within_arm: str = "uniform",
+                 **kwargs: Any) -> None:
         if not isinstance(agent, CurriculumAgent):
             raise ConfigError(f"agent must be a CurriculumAgent, got {type(agent).__name__}")
+        check_within_arm(within_arm, 0.5, 0.15, 0.1, 0.5)
+        if within_arm != "uniform" and not rebind_prompts:
+            raise ConfigError(f"within_arm={within_arm!r} needs rebind_prompts=True (the trainer must know "
+                              "each prompt's dataset row)")
+        self.within_arm = within_arm
+        self._rows: list[int] | None = None  # dataset row of each input of the batch being generated
         self.curriculum_agent = agent
         self.arm_column = arm_column
         self.sampler_seed = sampler_seed
@@ -292,7 +305,8 @@ class CurriculumGRPOTrainer(GRPOTrainer):
         t0 = time.perf_counter()
         try:
             rewards = self._local_rewards(len(inputs))
-            self.curriculum_agent.observe(arms, rewards, advantages=output["advantages"])
+            prompts = self._rows if self.within_arm != "uniform" else None
+            self.curriculum_agent.observe(arms, rewards, advantages=output["advantages"], prompts=prompts)
             step_metrics: dict[str, float] = {"global_step": float(self.state.global_step)}
             for k, values in metrics.items():
                 new = values[seen.get(k, 0):]
@@ -306,6 +320,7 @@ class CurriculumGRPOTrainer(GRPOTrainer):
     def _rebind(self, inputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """This process's rows of a generation batch drawn now, with the probabilities now in force."""
         g = self.num_generations
+        self._rows = None
         if self.train_dataset is None or self._train_arms is None or not g or len(inputs) % g:
             return inputs
         t0 = time.perf_counter()
@@ -313,8 +328,8 @@ class CurriculumGRPOTrainer(GRPOTrainer):
             args = cast(GRPOConfig, self.args)
             seed = args.seed if self.sampler_seed is None else self.sampler_seed
             # A stream of its own (seed offset), identical on every process.
-            draws = self.curriculum_agent.sampler(self._train_arms, group_size=1,
-                                                  num_samples=2**62, seed=seed + 7919)
+            draws = self.curriculum_agent.sampler(self._train_arms, group_size=1, num_samples=2**62,
+                                                  seed=seed + 7919, within_arm=self.within_arm)
             # The agent's step is 0 in a new run and the checkpoint's on resume, the same on every
             # process: a resumed job draws a stream of its own rather than the run's first prompts.
             draws.set_epoch(self.curriculum_agent.step)
@@ -323,6 +338,7 @@ class CurriculumGRPOTrainer(GRPOTrainer):
         n = len(inputs)
         prompts = list(itertools.islice(self._rebind_draws, n * world // g))
         rows = [i for i in prompts for _ in range(g)][rank * n:(rank + 1) * n]
+        self._rows = rows
         dataset = self.train_dataset
         out = [dict(dataset[i]) for i in rows]
         self._agent_time_s += time.perf_counter() - t0
