@@ -13,30 +13,20 @@ It is filled here from the runs already stored.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import sqlalchemy as sa
 from alembic import op
+from alembic.util import load_python_file
 
 revision = "5b8f0d7e3a21"
 down_revision = "7a4d5e2c1f03"
 
+# Schema pieces shared with other revisions (migrations/_frozen.py), loaded by path.
+_frozen = load_python_file(Path(__file__).parents[1], "_frozen.py")
+
 # Frozen copy of server.models.PART_ROLLUP_WIDTHS as of this revision.
 _WIDTHS = (256, 1024, 4096)
-
-
-def _arm_steps_columns() -> list[sa.Column[object]]:
-    return [
-        sa.Column("run_id", sa.Integer, nullable=False),
-        sa.Column("arm_id", sa.Integer, nullable=False),
-        sa.Column("step", sa.Integer, nullable=False),
-        sa.Column("probability", sa.Float, nullable=False),
-        sa.Column("score", sa.Float, nullable=True),
-        sa.Column("parts", sa.JSON, nullable=False),
-        sa.Column("n_step", sa.Integer, nullable=False),
-        sa.Column("n_total", sa.BigInteger, nullable=False),
-        sa.Column("mean_abs_adv", sa.Float, nullable=True),
-        sa.Column("mean_reward", sa.Float, nullable=True),
-        sa.Column("accuracy", sa.Float, nullable=True),
-    ]
 
 
 def _rekey_arm_steps(key: tuple[str, ...], clustered: bool) -> None:
@@ -44,11 +34,11 @@ def _rekey_arm_steps(key: tuple[str, ...], clustered: bool) -> None:
         # SQLite cannot change a table's key or rowid-ness in place: copy into a new table.
         op.create_table(
             "arm_steps_rekeyed",
-            *_arm_steps_columns(),
+            *_frozen.arm_steps_columns(),
             sa.PrimaryKeyConstraint(*key, name="pk_arm_steps"),
             sqlite_with_rowid=not clustered,
         )
-        cols = ", ".join(c.name for c in _arm_steps_columns())
+        cols = ", ".join(c.name for c in _frozen.arm_steps_columns())
         op.execute(
             f"INSERT INTO arm_steps_rekeyed ({cols}) SELECT {cols} FROM arm_steps ORDER BY {', '.join(key)}"
         )

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import sqlalchemy as sa
 from alembic import op
+from alembic.util import load_python_file
 
 revision = "3c1e2f0a9b10"
 down_revision = None
+
+# Schema pieces shared with other revisions (migrations/_frozen.py), loaded by path.
+_frozen = load_python_file(Path(__file__).parents[1], "_frozen.py")
 
 # Frozen copy of server.models.METRICS as of this revision (migrations never import moving code).
 _METRICS = ("probability", "score", "mean_abs_adv", "mean_reward", "accuracy", "n_step", "n_total")
@@ -57,17 +63,7 @@ def upgrade() -> None:
     # triggers cost 2/3 of bulk ingest throughput.
     op.create_table(
         "arm_steps",
-        sa.Column("run_id", sa.Integer, nullable=False),
-        sa.Column("arm_id", sa.Integer, nullable=False),
-        sa.Column("step", sa.Integer, nullable=False),
-        sa.Column("probability", sa.Float, nullable=False),
-        sa.Column("score", sa.Float, nullable=True),
-        sa.Column("parts", sa.JSON, nullable=False),
-        sa.Column("n_step", sa.Integer, nullable=False),
-        sa.Column("n_total", sa.BigInteger, nullable=False),
-        sa.Column("mean_abs_adv", sa.Float, nullable=True),
-        sa.Column("mean_reward", sa.Float, nullable=True),
-        sa.Column("accuracy", sa.Float, nullable=True),
+        *_frozen.arm_steps_columns(),
         sa.PrimaryKeyConstraint("run_id", "arm_id", "step", name="pk_arm_steps"),
         # A rowid table on SQLite: appends in arrival order plus the key index ingest ~10% faster than
         # a table clustered on the key (measured with bench/ingest.py), at the price of a random
