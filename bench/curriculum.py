@@ -2,8 +2,14 @@
 
 Every run trains the demo policy (``trainer_agent.demo``) on the default task mixture (easy arms
 solved by the warm-up, learnable arms, arms too hard for the budget) for the same number of steps and
-completions; only the scheduler choosing each prompt's arm differs. Warm-ups are shared per seed
-(cached), so all schedulers of a seed start from the very same policy.
+completions, from the same fixed training set (``--pool`` prompts per arm, drawn through
+``agent.sampler``); only the curriculum differs. Warm-ups are shared per seed (cached), so all rows of a
+seed start from the very same policy.
+
+Rows: a scheduler by name (its defaults; ``staged`` is told the mixture's easy -> learnable -> hard
+order), ``dump+pass_rate`` (dump between arms, ``within_arm="pass_rate"`` inside them: prompts near a
+0.5 pass rate), and ``dump+warm`` (dump warm-started from the previous seed's dump run's per-arm
+statistics, ``CurriculumAgent(warm_start=...)``; run after the dump rows).
 
 Reported per scheduler, over seeds: steps until the mean greedy accuracy over the learnable arms
 first reaches ``--target`` (median, spread, how many seeds got there), final accuracy per arm, and
@@ -11,7 +17,7 @@ the share of prompts that went to learnable arms. The target is in the direction
 (Wang et al. 2025, "DUMP: Automated Distribution-Level Curriculum Learning for RL-based LLM
 Post-training"): dump should reach it in fewer steps than uniform.
 
-    python bench/curriculum.py                       # defaults: 7 schedulers x 5 seeds
+    python bench/curriculum.py                       # defaults: 9 rows x 5 seeds
     python bench/curriculum.py --seeds 2 --steps 60  # a quick look
 
 Writes bench/out/curriculum.png (mean learnable accuracy over steps) and bench/out/curriculum.json.
@@ -33,7 +39,22 @@ import numpy as np
 
 from trainer_agent.demo.grpo import DemoConfig, build_policy, train
 
-SCHEDULERS = ("uniform", "dump", "sec", "learning_progress", "balanced", "staged", "cyclical")
+SCHEDULERS = ("uniform", "dump", "sec", "learning_progress", "balanced", "staged", "cyclical", "dump+pass_rate",
+              "dump+warm")
+
+
+def row_config(row: str, base: DemoConfig, seed: int, warm: dict[int, Any]) -> DemoConfig:
+    """The run of `row` for `seed`; `warm`: seed -> that seed's dump run's warm-start summary."""
+    scheduler, _, variant = row.partition("+")
+    cfg = replace(base, scheduler=scheduler, scheduler_params=scheduler_params(scheduler, base), seed=seed,
+                  run=f"bench-{row}-{seed}")
+    if variant == "pass_rate":
+        return replace(cfg, within_arm="pass_rate")
+    if variant == "warm":
+        return replace(cfg, warm_start=warm[(seed - 1) % len(warm)])
+    if variant:
+        raise SystemExit(f"unknown row {row!r}: a scheduler, or dump+pass_rate, dump+warm")
+    return cfg
 
 
 def scheduler_params(name: str, cfg: DemoConfig) -> dict[str, Any]:
@@ -56,13 +77,18 @@ def _warmup(cfg: DemoConfig) -> float:
     return time.perf_counter() - t0
 
 
-def _run(cfg: DemoConfig) -> dict[str, Any]:
+def _run(job: tuple[str, DemoConfig]) -> dict[str, Any]:
     """One training run; returns what the table and plot need (plain data, picklable)."""
-    res = train(cfg)
+    from trainer_agent.demo.grpo import build_agent
+
+    row, cfg = job
+    agent = build_agent(cfg)
+    res = train(cfg, agent)
     counts = np.array([[c[a] for a in res.arms] for c in res.counts], dtype=float)
     learnable = [i for i, a in enumerate(res.arms) if res.roles[a] == "learnable"]
     return {
-        "scheduler": cfg.scheduler,
+        "scheduler": row,
+        "warm_start": agent.warm_start_summary() if row == "dump" else None,  # type: ignore[attr-defined]
         "seed": cfg.seed,
         "arms": res.arms,
         "roles": res.roles,
@@ -122,14 +148,16 @@ def table(runs: list[dict[str, Any]], schedulers: list[str], target: float, step
         )
     start = np.mean([r["learnable_mean"][0] for r in runs])
     lines.append(f"learnable mean after warm-up (step 0): {start:.2f}")
-    if "dump" in medians and "uniform" in medians:
-        d, u = medians["dump"], medians["uniform"]
+    for new, old in (("dump", "uniform"), ("dump+pass_rate", "dump"), ("dump+warm", "dump")):
+        if new not in medians or old not in medians:
+            continue
+        d, u = medians[new], medians[old]
         if np.isinf(u) and np.isinf(d):
-            lines.append("dump/uniform steps ratio: n/a (neither median reached the target)")
+            lines.append(f"{new}/{old} steps ratio: n/a (neither median reached the target)")
         elif np.isinf(u):
-            lines.append(f"dump/uniform steps ratio: < {d / steps:.2f} (uniform median did not reach it)")
+            lines.append(f"{new}/{old} steps ratio: < {d / steps:.2f} ({old} median did not reach it)")
         else:
-            lines.append(f"dump/uniform steps ratio (medians): {d / u:.2f}")
+            lines.append(f"{new}/{old} steps ratio (medians): {d / u:.2f}")
     return "\n".join(lines)
 
 
@@ -172,6 +200,7 @@ def main() -> None:
     p.add_argument("--eval-every", type=int, default=25)
     p.add_argument("--eval-per-arm", type=int, default=100)
     p.add_argument("--workers", type=int, default=2, help="parallel runs, one torch thread each")
+    p.add_argument("--pool", type=int, default=200, help="training prompts per arm (a fixed set per seed)")
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "out")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -182,25 +211,34 @@ def main() -> None:
         eval_per_arm=args.eval_per_arm,
         threads=1,
         warmup_cache=str(args.out / "warmup-cache"),
+        pool_per_arm=args.pool,
     )
     t0 = time.perf_counter()
     ctx = mp.get_context("spawn")  # fresh interpreters: no torch thread pools inherited from a fork
     with ctx.Pool(args.workers) as pool:
         seeds = range(args.seeds)
-        warm = pool.map(_warmup, [replace(base, seed=s) for s in seeds])
-        print(f"warm-ups: {len(warm)} seeds, {statistics.mean(warm):.0f}s each", flush=True)
-        jobs = [replace(base, scheduler=s, scheduler_params=scheduler_params(s, base), seed=seed,
-                        run=f"bench-{s}-{seed}") for seed in seeds for s in schedulers]
+        warmup_s = pool.map(_warmup, [replace(base, seed=s) for s in seeds])
+        print(f"warm-ups: {len(warmup_s)} seeds, {statistics.mean(warmup_s):.0f}s each", flush=True)
         runs: list[dict[str, Any]] = []
-        for r in pool.imap_unordered(_run, jobs):
-            runs.append(r)
-            print(
-                f"[{len(runs)}/{len(jobs)}] {r['scheduler']:<18} seed {r['seed']} "
-                f"final learnable {r['learnable_mean'][-1]:.2f} ({r['wall_s']:.0f}s)",
-                flush=True,
-            )
+        first = [r for r in schedulers if r != "dump+warm"]
+        if "dump+warm" in schedulers and "dump" not in first:
+            first.append("dump")  # the runs dump+warm starts from
+        warm: dict[int, Any] = {}
+        for phase in (first, [r for r in schedulers if r == "dump+warm"]):
+            jobs = [(r, row_config(r, base, seed, warm)) for seed in seeds for r in phase]
+            for r in pool.imap_unordered(_run, jobs):
+                runs.append(r)
+                if r["warm_start"] is not None:
+                    warm[r["seed"]] = r["warm_start"]
+                print(
+                    f"[{len(runs)}] {r['scheduler']:<18} seed {r['seed']} "
+                    f"final learnable {r['learnable_mean'][-1]:.2f} ({r['wall_s']:.0f}s)",
+                    flush=True,
+                )
     wall = time.perf_counter() - t0
     args.out.mkdir(parents=True, exist_ok=True)
+    for r in runs:
+        r.pop("warm_start")
     (args.out / "curriculum.json").write_text(
         json.dumps({"args": vars(args) | {"out": str(args.out)}, "runs": runs}, default=str)
     )

@@ -134,7 +134,8 @@ def test_bad_within_arm_settings_are_refused(kwargs: dict[str, object], says: st
 def test_profile_bins_the_measured_prompts() -> None:
     agent = CurriculumAgent("pr-prof", ["a"], redis_url=None)
     agent.sampler(["a"] * 5, 1, within_arm="pass_rate")
-    agent.observe(["a"] * 8, [0, 0, 1, 1, 1, 0, 1, 1], groups=[0, 0, 1, 1, 2, 2, 3, 3], prompts=[0, 0, 1, 1, 2, 2, 3, 3])
+    ids = [0, 0, 1, 1, 2, 2, 3, 3]
+    agent.observe(["a"] * 8, [0, 0, 1, 1, 1, 0, 1, 1], groups=ids, prompts=ids)
     assert agent.pass_rates is not None
     # prompt 0: 0/2 never; 1: 2/2 always; 2: 1/2 middle; 3: 2/2 always; prompt 4 unseen
     assert agent.pass_rates.profile(np.arange(5)) == [1, 0, 1, 0, 2]

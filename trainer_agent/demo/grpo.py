@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import logging
 import math
@@ -56,7 +57,11 @@ class Agent(Protocol):
 
     def sample(self, n: int) -> list[str]: ...
 
-    def observe(self, arms: Any, rewards: Any, advantages: Any = None, groups: Any = None) -> None: ...
+    def sampler(self, dataset_arms: Any, group_size: int, *, prompts_per_chunk: int = 1,
+                num_samples: int | None = None, within_arm: str = "uniform") -> Any: ...
+
+    def observe(self, arms: Any, rewards: Any, advantages: Any = None, groups: Any = None,
+                prompts: Any = None) -> None: ...
 
     def end_step(self, metrics: dict[str, float] | None = None) -> Any: ...
 
@@ -101,6 +106,12 @@ class DemoConfig:
     warmup_batch: int = 64
     warmup_lr: float = 2e-3
     warmup_cache: str | None = None  # directory: reuse the warm-up of identical settings
+    # data: None draws fresh prompts every step; a number: a fixed training set of that many prompts per
+    # arm (seeded), drawn through agent.sampler() with `within_arm` ("uniform" or "pass_rate")
+    pool_per_arm: int | None = None
+    within_arm: str = "uniform"
+    # an earlier run's per-arm statistics to start the scheduler from (trainer_agent.recent.WarmStart)
+    warm_start: Any = None
     # evaluation: greedy accuracy on a fixed held-out set per arm
     eval_every: int = 10
     eval_per_arm: int = 64
@@ -273,7 +284,8 @@ def build_agent(cfg: DemoConfig) -> Agent:
     """The real curriculum agent for ``cfg`` (imported here: the demo is its first user)."""
     from trainer_agent import CurriculumAgent
 
-    meta = {k: v for k, v in asdict(cfg).items() if k not in ("run", "project", "redis_url", "key_prefix")}
+    meta = {k: v for k, v in asdict(cfg).items()
+            if k not in ("run", "project", "redis_url", "key_prefix", "warm_start")}
     agent: Agent = CurriculumAgent(
         run=cfg.run,
         # Metadata shown in the UI next to each arm.
@@ -285,6 +297,7 @@ def build_agent(cfg: DemoConfig) -> Agent:
         seed=cfg.seed,
         config=meta,
         project=cfg.project,
+        warm_start=cfg.warm_start,
     )
     return agent
 
@@ -422,6 +435,12 @@ def train(
 
     if agent is None:
         agent = build_agent(cfg)
+    pool: list[Example] | None = None
+    if cfg.pool_per_arm is not None:  # a fixed training set, its own stream: the same for every scheduler
+        pool_arms = [a for a in arms for _ in range(cfg.pool_per_arm)]
+        pool = make_examples(pool_arms, np.random.default_rng([cfg.seed, 4]))
+        pool_draws = iter(agent.sampler(pool_arms, 1, prompts_per_chunk=cfg.n_prompts, num_samples=2**62,
+                                        within_arm=cfg.within_arm))
     record_eval(0)
     log.info("after warm-up (%.1fs): %s", result.warmup_s, result.eval_accuracy[-1])
 
@@ -439,8 +458,13 @@ def train(
                     break
                 ts = time.perf_counter()
                 probs = agent.probabilities()
-                prompt_arms = list(agent.sample(cfg.n_prompts))
-                examples = make_examples(prompt_arms, rng)
+                if pool is None:
+                    prompt_arms = list(agent.sample(cfg.n_prompts))
+                    examples = make_examples(prompt_arms, rng)
+                else:
+                    rows = list(itertools.islice(pool_draws, cfg.n_prompts))
+                    prompt_arms = [pool_arms[i] for i in rows]
+                    examples = [pool[i] for i in rows]
                 comp_arms = [a for a in prompt_arms for _ in range(g)]
                 comp_examples = [e for e in examples for _ in range(g)]
                 p_ids, p_valid = pad_prompts([e.prompt for e in comp_examples], device)
@@ -452,7 +476,10 @@ def train(
                 adv = group_advantages(rewards, g)
                 upd = _grpo_update(model, ref, opt, cfg, p_ids, p_valid, comps, adv)
 
-                agent.observe(comp_arms, rewards, advantages=adv)
+                if pool is None:
+                    agent.observe(comp_arms, rewards, advantages=adv)
+                else:  # each completion's training-set row: the pass rates inside an arm
+                    agent.observe(comp_arms, rewards, advantages=adv, prompts=np.repeat(rows, g))
                 acc: dict[str, float | None] = {}
                 abs_adv: dict[str, float | None] = {}
                 cnt: dict[str, int] = {}
