@@ -9,6 +9,7 @@ rows/s is bounded by it and by the CPU left to the worker, Redis and PostgreSQL)
 
     .venv/bin/python bench/ingest.py                 # both backends
     .venv/bin/python bench/ingest.py --backends sqlite --steps 5000
+    .venv/bin/python bench/ingest.py --pass-hist      # arms carry a pass-rate profile (prompt ids given)
 
 Targets (DESIGN.md): >= 100,000 arm rows/s into SQLite, >= 50,000/s into PostgreSQL.
 """
@@ -36,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 from server.db import alembic_config, make_engine  # noqa: E402
 
 
-def make_messages(run: str, steps: int, arms: int, seed: int = 0) -> list[bytes]:
+def make_messages(run: str, steps: int, arms: int, seed: int = 0, pass_hist: bool = False) -> list[bytes]:
     rng = random.Random(seed)
     names = [f"src{a % 4}/level{a // 4}" for a in range(arms)]
     msgs = [
@@ -59,8 +60,10 @@ def make_messages(run: str, steps: int, arms: int, seed: int = 0) -> list[bytes]
                 "parts": {"exploit": exploit, "explore": explore}, "n_step": k, "n_total": totals[i],
                 "mean_abs_adv": rng.random() if k else None, "mean_reward": rng.random() if k else None,
                 "accuracy": rng.random() if k else None, "state": "active", "pin": None, "boost": None,
-                # What an agent given group ids sends (no prompt ids: no pass-rate profile).
-                "n_groups": k // 8 + 1, "zero_var": rng.random(), "pass_hist": None,
+                # What an agent given group ids sends; with prompt ids (--pass-hist) also the pass-rate
+                # profile of the arm's window prompts (5 bins).
+                "n_groups": k // 8 + 1, "zero_var": rng.random(),
+                "pass_hist": [rng.randint(0, 40) for _ in range(5)] if pass_hist else None,
             })
         msgs.append(orjson.dumps({
             "v": 1, "type": "step", "run": run, "seq": step + 2, "ts": time.time(), "step": step,
@@ -86,12 +89,13 @@ def acked(r: redis.Redis, stream: str, group: str) -> int:
     return 0
 
 
-def bench(backend: str, url: str, steps: int, arms: int, redis_url: str, batch: int) -> dict[str, float]:
+def bench(backend: str, url: str, steps: int, arms: int, redis_url: str, batch: int,
+          pass_hist: bool = False) -> dict[str, float]:
     command.upgrade(alembic_config(url), "head")
     prefix = f"bench:{uuid.uuid4().hex[:8]}:"
     stream = f"{prefix}ingest"
     r = redis.Redis.from_url(redis_url)
-    msgs = make_messages(f"bench-{backend}-{uuid.uuid4().hex[:6]}", steps, arms)
+    msgs = make_messages(f"bench-{backend}-{uuid.uuid4().hex[:6]}", steps, arms, pass_hist=pass_hist)
     pipe = r.pipeline(transaction=False)
     for m in msgs:
         pipe.xadd(stream, {"m": m})
@@ -147,11 +151,14 @@ def main() -> None:
     ap.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     ap.add_argument("--pg-url", default=os.environ.get(
         "STEERBOARD_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test"))
+    ap.add_argument("--pass-hist", action="store_true",
+                    help="every arm record carries a pass-rate profile (an agent given prompt ids)")
     args = ap.parse_args()
     for backend in args.backends.split(","):
         if backend == "sqlite":
             with tempfile.TemporaryDirectory() as d:
-                res = bench(backend, f"sqlite:///{d}/bench.db", args.steps, args.arms, args.redis_url, args.batch)
+                res = bench(backend, f"sqlite:///{d}/bench.db", args.steps, args.arms, args.redis_url, args.batch,
+                            args.pass_hist)
         elif backend == "postgresql":
             schema = f"bench_{uuid.uuid4().hex[:8]}"
             admin = make_engine(args.pg_url)
@@ -160,7 +167,7 @@ def main() -> None:
             sep = "&" if "?" in args.pg_url else "?"
             try:
                 res = bench(backend, f"{args.pg_url}{sep}options=-csearch_path%3D{schema}", args.steps,
-                            args.arms, args.redis_url, args.batch)
+                            args.arms, args.redis_url, args.batch, args.pass_hist)
             finally:
                 with admin.begin() as conn:
                     conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))

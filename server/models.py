@@ -28,6 +28,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 # Per-arm statistics charted over steps; each has min/max/sum/n/last columns in `arm_rollups`.
 Metric = Literal[
     "probability", "score", "mean_abs_adv", "mean_reward", "accuracy", "n_step", "n_total", "zero_var",
+    "pass_partial",
 ]
 METRICS: tuple[str, ...] = get_args(Metric)
 # Steps per rollup bucket, finest first: ingest keeps every level, so a chart of any range reads a few
@@ -152,6 +153,10 @@ class ArmStep(Base):
     n_groups: Mapped[int | None] = mapped_column(Integer)
     zero_var: Mapped[float | None] = mapped_column(Float)
     pass_hist: Mapped[list[int] | None] = mapped_column(JSON)
+    # Derived from pass_hist on ingest, charted and rolled up like the metrics: the share of those prompts
+    # solved in some attempts but not all (bins 1..3, 0 < pass rate < 1: the ones that still give GRPO a
+    # gradient); null without a profile or when the window holds no prompt.
+    pass_partial: Mapped[float | None] = mapped_column(Float)
 
 
 class RunStep(Base):

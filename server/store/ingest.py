@@ -351,7 +351,12 @@ def _insert_steps(
                 except KeyError:
                     arm, p, score, n_step, n_total, mab, mr, acc, zv, ng, hist, state, parts = _arm_fields_slow(r)
                 arm_id = ids[arm]
-                num = (run_id, arm_id, step, p, score, n_step, n_total, mab, mr, acc, zv)
+                partial = None
+                if hist is not None:  # the share of window prompts solved sometimes (pass_partial)
+                    seen = sum(hist)
+                    if seen:
+                        partial = (seen - hist[0] - hist[4]) / seen
+                num = (run_id, arm_id, step, p, score, n_step, n_total, mab, mr, acc, zv, partial)
                 nums.append(num)
                 rows.append((*num, ng, None if hist is None else dumps(hist).decode(), dumps(parts).decode()))
                 parts_of.append(parts)

@@ -17,7 +17,7 @@ from server.store.sql import upsert
 # The layout of the rows merge_rollups reads: the numeric columns of arm_steps, in this order.
 NUMERIC_COLS = (
     "run_id", "arm_id", "step", "probability", "score", "n_step", "n_total", "mean_abs_adv", "mean_reward",
-    "accuracy", "zero_var",
+    "accuracy", "zero_var", "pass_partial",
 )
 
 
