@@ -38,16 +38,18 @@ from typing import Any
 import numpy as np
 
 from trainer_agent.demo.grpo import DemoConfig, build_policy, train
+from trainer_agent.demo.tasks import DEFAULT_ROLES
 
 SCHEDULERS = ("uniform", "dump", "sec", "learning_progress", "balanced", "staged", "cyclical", "dump+pass_rate",
               "dump+warm")
 
 
-def row_config(row: str, base: DemoConfig, seed: int, warm: dict[int, Any]) -> DemoConfig:
+def row_config(row: str, base: DemoConfig, seed: int, warm: dict[int, Any],
+               stages: list[list[str]] | None = None) -> DemoConfig:
     """The run of `row` for `seed`; `warm`: seed -> that seed's dump run's warm-start summary."""
     scheduler, _, variant = row.partition("+")
-    cfg = replace(base, scheduler=scheduler, scheduler_params=scheduler_params(scheduler, base), seed=seed,
-                  run=f"bench-{row}-{seed}")
+    cfg = replace(base, scheduler=scheduler, scheduler_params=scheduler_params(scheduler, base, stages),
+                  seed=seed, run=f"bench-{row}-{seed}")
     if variant == "pass_rate":
         return replace(cfg, within_arm="pass_rate")
     if variant == "warm":
@@ -57,12 +59,29 @@ def row_config(row: str, base: DemoConfig, seed: int, warm: dict[int, Any]) -> D
     return cfg
 
 
-def scheduler_params(name: str, cfg: DemoConfig) -> dict[str, Any]:
-    """The parameters of a row: `staged` is given the mixture's order, easy -> learnable -> hard arms (what a
-    staged curriculum is told), and moves on when a stage passes 0.8 accuracy; the others their defaults
-    (`cyclical`: dump and uniform, 50 steps each)."""
+# Mixtures: arm -> role (easy: solved by the warm-up; learnable; hard: out of reach in the budget), and for
+# a prerequisite chain the stages a staged curriculum is told (one level each). `default` is the demo's.
+MIXTURES: dict[str, tuple[dict[str, str], list[list[str]] | None]] = {
+    "default": (dict(DEFAULT_ROLES), None),
+    # many solved arms: four the warm-up already solves, two learnable
+    "solved": ({"copy2": "easy", "rev3": "easy", "sort3": "easy", "add1": "easy", "rev4": "learnable",
+                "sort4": "learnable"}, None),
+    # many hopeless arms: two learnable among seven out of reach
+    "hopeless": ({"rev4": "learnable", "sort4": "learnable", "add2": "hard", "rev5": "hard", "add3": "hard",
+                  "rev10": "hard", "rev6": "hard", "sort6": "hard", "add4": "hard"}, None),
+    # a prerequisite chain: reversal by length, each level the next one's stepping stone
+    "chain": ({"rev3": "easy", "rev4": "learnable", "rev5": "learnable", "rev6": "hard"},
+              [["rev3"], ["rev4"], ["rev5"], ["rev6"]]),
+}
+
+
+def scheduler_params(name: str, cfg: DemoConfig, stages: list[list[str]] | None = None) -> dict[str, Any]:
+    """The parameters of a row: `staged` is given the mixture's order (`stages`, else easy -> learnable -> hard
+    arms: what a staged curriculum is told), and moves on when a stage passes 0.8 accuracy; the others their
+    defaults (`cyclical`: dump and uniform, 50 steps each)."""
     if name == "staged":
-        stages = [[a for a in cfg.arms if cfg.role(a) == role] for role in ("easy", "learnable", "hard")]
+        if stages is None:
+            stages = [[a for a in cfg.arms if cfg.role(a) == role] for role in ("easy", "learnable", "hard")]
         return {"stages": [s for s in stages if s], "gate": 0.8, "gate_steps": 5}
     return {}
 
@@ -200,12 +219,18 @@ def main() -> None:
     p.add_argument("--eval-every", type=int, default=25)
     p.add_argument("--eval-per-arm", type=int, default=100)
     p.add_argument("--workers", type=int, default=2, help="parallel runs, one torch thread each")
+    p.add_argument("--mixture", choices=sorted(MIXTURES), default="default",
+                   help="the task mixture: default (3 solved, 2 learnable, 4 hard), solved (4 solved, 2 "
+                        "learnable), hopeless (2 learnable, 7 hard), chain (rev3 -> rev4 -> rev5 -> rev6)")
     p.add_argument("--pool", type=int, default=200, help="training prompts per arm (a fixed set per seed)")
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "out")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     schedulers = [s.strip() for s in args.schedulers.split(",") if s.strip()]
+    roles, stages = MIXTURES[args.mixture]
     base = DemoConfig(
+        arms=tuple(roles),
+        roles=roles,
         steps=args.steps,
         eval_every=args.eval_every,
         eval_per_arm=args.eval_per_arm,
@@ -225,7 +250,7 @@ def main() -> None:
             first.append("dump")  # the runs dump+warm starts from
         warm: dict[int, Any] = {}
         for phase in (first, [r for r in schedulers if r == "dump+warm"]):
-            jobs = [(r, row_config(r, base, seed, warm)) for seed in seeds for r in phase]
+            jobs = [(r, row_config(r, base, seed, warm, stages)) for seed in seeds for r in phase]
             for r in pool.imap_unordered(_run, jobs):
                 runs.append(r)
                 if r["warm_start"] is not None:
