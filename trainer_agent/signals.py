@@ -68,7 +68,9 @@ def group_records(arm_idx: IntArray, correct: npt.NDArray[Any], inverse: npt.NDA
                   ) -> GroupRecords:
     """Per-group rows from per-completion arrays and a group summary (`inverse` maps a completion to
     its group id; `counts` and `zero` are indexed by group id, ids with count 0 are unused)."""
-    used = np.flatnonzero(counts)
+    in_use = np.flatnonzero(counts)
+    # Every group id in use (the usual 0..G-1): views, not copies.
+    used: Any = in_use if in_use.size < counts.size else slice(None)
     arm_of = np.zeros(counts.size, dtype=np.int64)
     arm_of[inverse] = arm_idx
     n_correct = np.bincount(inverse, weights=correct, minlength=counts.size)
@@ -120,7 +122,9 @@ class PassRateWindow:
         self.att = np.zeros(0, dtype=np.int64)
         self.suc = np.zeros(0, dtype=np.int64)
         self._stamp = np.zeros(0, dtype=np.int64)  # dense layout: finds each touched prompt once
-        self.hist = np.zeros(n_arms * PASS_BINS, dtype=np.int64)
+        self._code1 = np.zeros(0, dtype=np.int64)  # dense layout: each prompt's slot in _hist1 (0: none)
+        self._hist1 = np.zeros(1 + n_arms * PASS_BINS, dtype=np.int64)
+        self.hist = self._hist1[1:]  # a view: per arm and bin, the prompts in the window
         self._ring: collections.deque[tuple[IntArray, IntArray, IntArray]] = collections.deque()
         self.seen_any = False
 
@@ -158,20 +162,24 @@ class PassRateWindow:
                 np.concatenate([x, np.zeros(grow - x.size, dtype=np.int64)])
                 for x in (self.arm, self.att, self.suc, self._stamp)
             )
-        touched = k if old is None else np.concatenate([k, old[0]])
-        if not touched.size:
+            self._code1 = np.concatenate([self._code1, np.zeros(grow - self._code1.size, dtype=np.int64)])
+        if old is not None:  # the step leaving the window, subtracted in the same pass
+            k, a, c = np.concatenate((k, old[0])), np.concatenate((a, -old[1])), np.concatenate((c, -old[2]))
+        if not k.size:
             return
-        idx = np.arange(touched.size)
-        self._stamp[touched] = idx
-        rep = touched[self._stamp[touched] == idx]  # each touched prompt once
-        self.hist -= self._count(rep[self.att[rep] > 0])
+        idx = np.arange(k.size)
+        self._stamp[k] = idx
+        rep = k[self._stamp[k] == idx]  # each touched prompt once
+        np.subtract.at(self._hist1, self._code1[rep], 1)
         np.add.at(self.att, k, a)
         np.add.at(self.suc, k, c)
-        self.arm[k] = arm
-        if old is not None:
-            np.subtract.at(self.att, old[0], old[1])
-            np.subtract.at(self.suc, old[0], old[2])
-        self.hist += self._count(rep[self.att[rep] > 0])
+        self.arm[k[:arm.size]] = arm
+        att, suc = self.att[rep], self.suc[rep]
+        # 1 + arm * PASS_BINS + bin, bin 0 never solved, 4 always, else 1 + floor(3 * pass rate); 0 once
+        # out of the window (the histogram's slot 0 counts those, and is never read)
+        after = np.where(att > 0, self.arm[rep] * PASS_BINS + (3 * suc) // np.maximum(att, 1) + (suc > 0) + 1, 0)
+        self._code1[rep] = after
+        np.add.at(self._hist1, after, 1)
 
     def _to_sorted(self) -> None:
         live = np.flatnonzero(self.att > 0)
