@@ -1,17 +1,21 @@
 """Heatmaps and the cockpit on runs of 9 and 64 arms (static/js/run/heatmaps.js, cockpit.js): stored runs
 shaped like DUMP curricula (arms that saturate, arms out of reach, one that regresses), their screenshots
-under test-output/screenshots/, the heatmaps' grid and hover against the stored values."""
+under test-output/screenshots/, the heatmaps' grid and hover against the stored values; 256 arms with the
+trainer's prompt ids: the pass-rate-profile heatmap too, every row drawn, labels thinned, hover naming the arm."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
 import pytest
+import redis
 from playwright.sync_api import Page, expect
 from sqlalchemy import Engine
 
-from tests.server.conftest import LiveServer, engine, ingest_docs, run_start  # noqa: F401 (fixture)
+from server.settings import Settings
+from tests.server.conftest import LiveServer, engine, ingest_docs, rds, run_start, settings, xadd  # noqa: F401 (fixtures)
 
 from .conftest import PageWatch
 
@@ -19,13 +23,26 @@ pytestmark = pytest.mark.browser
 
 WAIT_MS = 30_000
 G, COMPLETIONS = 8, 512
+HEATMAPS = ["probability", "mean_abs_adv", "accuracy", "zero_var"]
+WINDOW_PROMPTS = 32  # distinct prompts per arm in the agent's window, with prompt ids
 
 
-def curriculum_run(eng: Engine, run: str, n_arms: int, steps: int, seed: int = 0) -> list[str]:
+def pass_profiles(rng: np.random.Generator, acc: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    """Per arm, its window prompts counted by pass rate over G attempts in the agent's 5 bins (never,
+    (0, 1/3), [1/3, 2/3), [2/3, 1), always); a prompt's pass rate is its arm's accuracy plus its `offset`."""
+    k = rng.binomial(G, np.clip(acc[:, None] + offset, 0, 1))
+    bins = np.where(k == 0, 0, np.where(k == G, 4, 1 + np.minimum(2, (3 * k) // G)))
+    return np.stack([(bins == b).sum(axis=1) for b in range(5)], axis=1)
+
+
+def curriculum_run(eng: Engine, run: str, n_arms: int, steps: int, seed: int = 0, prompt_ids: bool = False,
+                   ) -> list[str]:
     """A DUMP-like run stored through ingest: arm i learns from step t0_i up to its ceiling (a few never
-    learn, a few saturate, one forgets at 60 %); p a softmax of mean |A| plus a UCB bonus."""
+    learn, a few saturate, one forgets at 60 %); p a softmax of mean |A| plus a UCB bonus. With
+    `prompt_ids`, each arm record carries the pass-rate profile of WINDOW_PROMPTS prompts."""
     rng = np.random.default_rng(seed)
     arms = [f"arith{i:02d}" if i % 2 else f"logic{i:02d}" for i in range(n_arms)]
+    offset = rng.normal(0, 0.25, (n_arms, WINDOW_PROMPTS))
     t0 = rng.uniform(0, 1.2 * steps, n_arms)
     ceiling = rng.choice([0.02, 0.7, 0.9, 1.0], n_arms, p=[0.15, 0.35, 0.25, 0.25])
     n_total = np.zeros(n_arms)
@@ -41,6 +58,7 @@ def curriculum_run(eng: Engine, run: str, n_arms: int, steps: int, seed: int = 0
         p /= p.sum()
         n = rng.multinomial(COMPLETIONS // G, p) * G
         n_total += n
+        hist = pass_profiles(rng, acc, offset).tolist() if prompt_ids else [None] * n_arms
         recs = []
         for i, arm in enumerate(arms):
             q = float(np.clip(acc[i], 0, 1))
@@ -55,7 +73,7 @@ def curriculum_run(eng: Engine, run: str, n_arms: int, steps: int, seed: int = 0
                 "mean_reward": None if not n[i] else float(rng.binomial(n[i], q) / n[i]),
                 "accuracy": None if not n[i] else float(rng.binomial(n[i], q) / n[i]), "state": "active",
                 "pin": None, "boost": None, "n_groups": int(n[i] // G) if n[i] else 0,
-                "zero_var": None if not n[i] else float(np.clip(zv + rng.normal(0, 0.03), 0, 1)), "pass_hist": None,
+                "zero_var": None if not n[i] else float(np.clip(zv + rng.normal(0, 0.03), 0, 1)), "pass_hist": hist[i],
             })
         docs.append({"v": 1, "type": "step", "run": run, "seq": step + 2, "ts": 1_700_000_000.0 + step, "step": step,
                      "metrics": {"loss": 1 / (step + 1)}, "dropped": 0, "arms": recs})
@@ -63,11 +81,11 @@ def curriculum_run(eng: Engine, run: str, n_arms: int, steps: int, seed: int = 0
     return arms
 
 
-def heatmaps_drawn(page: Page, n_arms: int) -> None:
+def heatmaps_drawn(page: Page, n_arms: int, maps: list[str] = HEATMAPS) -> None:
     page.wait_for_function(
-        "(n) => ['probability', 'mean_abs_adv', 'accuracy', 'zero_var'].every((m) => {"
+        "([n, maps]) => maps.every((m) => {"
         " const el = document.getElementById('heat-' + m); return el && el._heat && el._heat.arms.length === n; })",
-        arg=n_arms, timeout=WAIT_MS)
+        arg=[n_arms, maps], timeout=WAIT_MS)
 
 
 @pytest.mark.parametrize("n_arms", [9, 64])
@@ -90,6 +108,9 @@ def test_heatmaps_and_cockpit_of_a_long_run(app_server: LiveServer, pages: PageW
     assert grid["c"][0] == 0 and grid["c"][1] >= 0  # the first column's steps
     ticks = page.locator("#heat-accuracy .ytick text").all_text_contents()
     assert ticks == arms  # every arm labelled at 64
+    # No prompt ids, no pass-rate profile: its heatmap is hidden, not drawn empty.
+    assert page.locator("#heat-pass_partial").is_hidden()
+    assert page.evaluate("() => !document.getElementById('heat-pass_partial').data")
     # Hover names the arm, the steps and the value.
     el = page.locator("#heat-accuracy .nsewdrag").first
     el.scroll_into_view_if_needed()
@@ -119,3 +140,66 @@ def test_heatmaps_and_cockpit_of_a_long_run(app_server: LiveServer, pages: PageW
     box.screenshot(path=f"{shots}/heatmaps_{n_arms}_arms.png")
     page.locator(".cockpit-section").screenshot(path=f"{shots}/cockpit_{n_arms}_arms.png")
     page.screenshot(path=f"{shots}/run_page_{n_arms}_arms.png", full_page=True)
+
+
+def test_heatmaps_at_256_arms_with_the_pass_rate_profile(app_server: LiveServer, pages: PageWatch,
+                                                        engine: Engine, rds: redis.Redis,  # noqa: F811
+                                                        settings: Settings) -> None:  # noqa: F811
+    n_arms, steps = 256, 400
+    run = "heat-256"
+    arms = curriculum_run(engine, run, n_arms, steps, prompt_ids=True)
+    page = pages.new_page()
+    page.goto(f"/runs/{run}")
+    maps = [*HEATMAPS, "pass_partial"]
+    heatmaps_drawn(page, n_arms, maps)
+    for m in maps:
+        got = page.evaluate("""async (m) => {
+            const el = document.getElementById('heat-' + m), h = el._heat, ya = el._fullLayout.yaxis;
+            const img = new Image();
+            img.src = el.layout.images[0].source;
+            await img.decode();
+            const ticks = [...el.querySelectorAll('.ytick text')].map((t) => {
+                const b = t.getBoundingClientRect();
+                return {text: t.textContent, top: b.top, bottom: b.bottom, size: parseFloat(t.style.fontSize)};
+            });
+            return {rows: h.g.z.length, arms: h.arms, imageRows: img.naturalHeight, rowPx: ya._length / h.arms.length,
+                    ticks, values: h.g.z.flat().filter((v) => v !== null)};
+        }""", m)
+        # Every arm a row of the image, at least 3 px tall.
+        assert got["arms"] == arms and got["rows"] == got["imageRows"] == n_arms, m
+        assert got["rowPx"] >= 3, m
+        # Every 4th arm labelled (64 labels), in a legible size, none overlapping the next.
+        ticks = got["ticks"]
+        assert [t["text"] for t in ticks] == arms[::4], m
+        assert all(t["size"] >= 8 for t in ticks), m
+        ticks.sort(key=lambda t: t["top"])
+        assert all(b["top"] - a["bottom"] >= 2 for a, b in itertools.pairwise(ticks)), m
+        if m == "pass_partial":
+            assert got["values"] and all(0 <= v <= 1 for v in got["values"])
+            assert max(got["values"]) - min(got["values"]) > 0.5  # arms out of reach and saturated: ~0; learning: most
+    # Hover over an unlabelled row names its arm; the profile's cell reads as a share with its min and max.
+    for m, k in (("accuracy", 137), ("pass_partial", 201)):
+        el = page.locator(f"#heat-{m}")
+        el.scroll_into_view_if_needed()
+        x, y = page.evaluate("""([m, k]) => {
+            const el = document.getElementById('heat-' + m), fl = el._fullLayout, b = el.getBoundingClientRect();
+            return [b.left + fl.xaxis._offset + fl.xaxis._length / 2, b.top + fl.yaxis._offset + fl.yaxis.l2p(k)];
+        }""", [m, k])
+        page.mouse.move(x, y)
+        tip = page.locator(f"#heat-{m} .heat-tip")
+        expect(tip).to_be_visible(timeout=WAIT_MS)
+        assert tip.locator("b").inner_text() == arms[k]
+        if m == "pass_partial":
+            assert "%" in tip.inner_text() and "min " in tip.inner_text() and "max " in tip.inner_text()
+    page.mouse.move(0, 0)
+    # A live step extends the profile (its share from the step's pass_hist).
+    live = {"v": 1, "type": "step", "run": run, "seq": steps + 2, "ts": 1_700_000_000.0 + steps, "step": steps,
+            "metrics": {}, "dropped": 0,
+            "arms": [{"arm": a, "p": 1 / n_arms, "n_step": 0, "n_total": 0, "pass_hist": [1, 2, 3, 4, 5]}
+                     for a in arms]}
+    xadd(rds, settings, live)
+    page.wait_for_function(
+        "(s) => { const h = document.getElementById('heat-pass_partial')._heat;"
+        " return h.g.custom[0][h.g.x.length - 1][1] >= s; }", arg=steps, timeout=WAIT_MS)
+    assert pages.errors == []
+    page.locator("#heatmaps").screenshot(path="test-output/screenshots/heatmaps_256_arms.png")

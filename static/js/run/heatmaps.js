@@ -1,9 +1,12 @@
-// Arms x steps heatmaps (templates/_heatmaps.html): probability, mean |A|, accuracy and the zero-variance
-// share, one Plotly chart each (the grid an image on its axes, see image()), readable at 64 and 256 arms. Built from the series the charts
-// already hold (state.series: the server's min/max buckets, two points per bucket, or every step when
-// short) plus the zero-variance series fetched here: the run's step range is cut into at most COLUMNS
-// columns, and a cell is the mean of an arm's points in its column, with their min and max on hover. Live
-// steps extend the same series (live.js appends them; zero-var here); redrawn at most every REDRAW_MS.
+// Arms x steps heatmaps (templates/_heatmaps.html): probability, mean |A|, accuracy, the zero-variance
+// share and the pass-rate profile (pass_partial: the share of the arm's window prompts solved in some
+// attempts but not all), one Plotly chart each (the grid an image on its axes, see image()), readable at
+// 64 and 256 arms. Built from the series the charts already hold (state.series: the server's min/max
+// buckets, two points per bucket, or every step when short) plus the series fetched here (OWN): the run's
+// step range is cut into at most COLUMNS columns, and a cell is the mean of an arm's points in its column,
+// with their min and max on hover. Live steps extend the same series (live.js appends the charts'; OWN's
+// here, from each step's arm records); redrawn at most every REDRAW_MS. The pass-rate profile exists only
+// when the trainer gives prompt ids: without it its chart stays hidden.
 import {flash, getJSON, viewURL} from "./page.js";
 import {state} from "./state.js";
 
@@ -14,16 +17,31 @@ const REDRAW_MS = 3000;
 const VIRIDIS = [[0, "#440154"], [0.25, "#3b528b"], [0.5, "#21908d"], [0.75, "#5dc963"], [1, "#fde725"]];
 const CIVIDIS = [[0, "#00224e"], [0.25, "#434e6c"], [0.5, "#7d7c78"], [0.75, "#bcaf6f"], [1, "#fee838"]];
 const RAG = [[0, "#b42318"], [0.5, "#f2cc60"], [1, "#1a7f37"]];
+const PLASMA = [[0, "#0d0887"], [0.25, "#7e03a8"], [0.5, "#cc4778"], [0.75, "#f89540"], [1, "#f0f921"]];
 // [metric, colour scale, fixed range or null, how values read]
 const MAPS = [
   ["probability", VIRIDIS, null, ".3f"],
   ["mean_abs_adv", VIRIDIS, null, ".3f"],
   ["accuracy", RAG, [0, 1], ".2f"],
   ["zero_var", CIVIDIS, [0, 1], ".0%"],
+  ["pass_partial", PLASMA, [0, 1], ".0%"],
 ];
-const zeroVar = {};  // arm -> {x, y}: this module's own series (the charts do not show it)
-let zeroVarLoaded = false;
-let zeroVarDownsampled = false;
+// The series this module fetches itself (no line chart shows them), and each one's value in a live arm
+// record (docs/sse.md): pass_partial from the record's pass_hist (bins never, low, mid, high, always).
+const OWN = {
+  zero_var: (rec) => rec.zero_var,
+  pass_partial: (rec) => {
+    const h = rec.pass_hist;
+    if (!h) return null;
+    const seen = h[0] + h[1] + h[2] + h[3] + h[4];
+    return seen ? (seen - h[0] - h[4]) / seen : null;
+  },
+};
+// Drawn as text where there is no data; null: the chart is hidden instead.
+const EMPTY = {zero_var: "no zero-variance share: the trainer sent no group ids", pass_partial: null};
+const own = Object.fromEntries(Object.keys(OWN).map((m) => [m, {}]));  // metric -> arm -> {x, y}
+const ownDownsampled = {};
+let ownLoaded = false;
 
 // {arms, x (column centres), z, custom ([first step, last step, min, max] per cell)}
 // `pairs`: the series are min/max buckets (two points a bucket), so a column needs two points at least.
@@ -123,10 +141,15 @@ function fmtValue(v, format) {
 function drawOne([metric, scale, range, format]) {
   const el = document.getElementById(`heat-${metric}`);
   if (!el) return;
-  const byArm = metric === "zero_var" ? zeroVar : (state.series[metric] || {});
+  const mine = metric in OWN;
+  const byArm = mine ? own[metric] : (state.series[metric] || {});
   const arms = state.arms.filter((a) => !state.opts.hidden.has(a));
-  const g = grid(byArm, arms, metric === "zero_var" ? zeroVarDownsampled : Boolean(state.downsampled[metric]));
-  if (!g) { el.textContent = metric === "zero_var" ? "no zero-variance share: the trainer sent no group ids" : "no data yet"; return; }
+  const g = grid(byArm, arms, Boolean((mine ? ownDownsampled : state.downsampled)[metric]));
+  const figure = el.closest("figure");
+  const empty = mine ? EMPTY[metric] : "no data yet";
+  if (!g && empty === null) { figure.hidden = true; return; }
+  figure.hidden = false;
+  if (!g) { el.textContent = empty; return; }
   if (!el.data) el.textContent = "";
   const values = g.z.flat().filter((v) => v !== null);
   const [lo, hi] = range || [Math.min(0, ...values), Math.max(1e-9, ...values)];
@@ -136,16 +159,17 @@ function drawOne([metric, scale, range, format]) {
     marker: {color: [lo, hi], cmin: lo, cmax: hi, colorscale: scale, opacity: 0, size: 1, showscale: true,
       colorbar: {thickness: 10, len: 0.9, tickformat: format, outlinewidth: 0}}};
   const small = arms.length > 64 ? 8 : arms.length > 24 ? 9 : 11;
+  // At many arms every label no longer fits: every nth (a tick mark points at its row), the rest on hover.
+  const every = Math.ceil(arms.length / 64), thinned = every > 1;
   // The left margin from the longest label (Plotly's automargin lays the chart out twice to find it).
-  const left = Math.min(260, 12 + Math.ceil(0.62 * small * Math.max(...arms.map((a) => a.length))));
+  const left = Math.min(260, (thinned ? 16 : 12) + Math.ceil(0.62 * small * Math.max(...arms.map((a) => a.length))));
   const layout = SB.layout({
     height: height(arms.length), hovermode: false, dragmode: false, margin: {l: left, r: 8, t: 6, b: 36},
     xaxis: {title: {text: "step"}, showgrid: false, range: [x0 - 0.5, x1 + 0.5], fixedrange: true},
     yaxis: {range: [arms.length - 0.5, -0.5], tickmode: "array", tickvals: arms.map((_, i) => i), ticktext: arms,
       showgrid: false, fixedrange: true, tickfont: {size: small},
-      // At many arms every label no longer fits: every nth, the rest on hover.
-      ...(arms.length > 64 ? {tickvals: arms.map((_, i) => i).filter((i) => i % Math.ceil(arms.length / 64) === 0),
-        ticktext: arms.filter((_, i) => i % Math.ceil(arms.length / 64) === 0)} : {})},
+      ...(thinned ? {tickvals: arms.map((_, i) => i).filter((i) => i % every === 0),
+        ticktext: arms.filter((_, i) => i % every === 0), ticks: "outside", ticklen: 4, tickcolor: SB.colours().fg} : {})},
     images: [{source: image(g, scale, lo, hi), xref: "x", yref: "y", x: x0 - 0.5, y: -0.5, sizex: x1 - x0 + 1,
       sizey: arms.length, sizing: "stretch", layer: "below", xanchor: "left", yanchor: "top"}],
   });
@@ -200,23 +224,26 @@ function soon() {
 }
 
 // Requested when the module loads, beside the charts' data; awaited when the heatmaps are drawn.
-let zeroVarRequest = box && box.open ? getJSON(viewURL("zero_var")) : null;
-if (zeroVarRequest) zeroVarRequest.catch(() => {});  // surfaces when awaited
+const request = () => Object.keys(OWN).map((m) => [m, getJSON(viewURL(m))]);
+let ownRequests = box && box.open ? request() : null;
+if (ownRequests) ownRequests.forEach(([, r]) => r.catch(() => {}));  // surfaces when awaited
 
-async function loadZeroVar() {
-  const request = zeroVarRequest || getJSON(viewURL("zero_var"));
-  zeroVarRequest = null;
-  const doc = await request;
-  for (const key of Object.keys(zeroVar)) delete zeroVar[key];
-  zeroVarDownsampled = doc.series.some((s) => s.downsampled);
-  for (const s of doc.series) zeroVar[s.arm] = {x: s.steps, y: s.values};
-  zeroVarLoaded = true;
+async function loadOwn() {
+  const requests = ownRequests || request();
+  ownRequests = null;
+  for (const [metric, r] of requests) {
+    const doc = await r, byArm = own[metric];
+    for (const key of Object.keys(byArm)) delete byArm[key];
+    ownDownsampled[metric] = doc.series.some((s) => s.downsampled);
+    for (const s of doc.series) byArm[s.arm] = {x: s.steps, y: s.values};
+  }
+  ownLoaded = true;
 }
 
 async function reload() {
   if (!box || !box.open) return;
-  // The zero-variance share was requested with the charts' data: drawn with the others, once.
-  await loadZeroVar().catch((err) => { drawAll(); throw err; });
+  // Requested with the charts' data: drawn with the others, once.
+  await loadOwn().catch((err) => { drawAll(); throw err; });
   drawAll();
 }
 
@@ -224,11 +251,14 @@ function onUpdate(d) {
   if (!d.steps) return;
   for (const s of d.steps) {
     for (const rec of s.arms) {
-      if (rec.zero_var === null || rec.zero_var === undefined) continue;
-      const z = zeroVar[rec.arm] || (zeroVar[rec.arm] = {x: [], y: []});
-      if (z.x.length && s.step <= z.x[z.x.length - 1]) continue;
-      z.x.push(s.step);
-      z.y.push(rec.zero_var);
+      for (const [metric, value] of Object.entries(OWN)) {
+        const v = value(rec);
+        if (v === null || v === undefined) continue;
+        const z = own[metric][rec.arm] || (own[metric][rec.arm] = {x: [], y: []});
+        if (z.x.length && s.step <= z.x[z.x.length - 1]) continue;
+        z.x.push(s.step);
+        z.y.push(v);
+      }
     }
   }
   if (box.open && state.drawn) soon();
@@ -242,6 +272,6 @@ if (box) {
   document.getElementById("arm-toggles")?.addEventListener("change", () => { if (state.drawn) drawAll(); });
   box.addEventListener("toggle", () => {
     if (!box.open || !state.drawn) return;
-    if (zeroVarLoaded) drawAll(); else reload().catch(flash);
+    if (ownLoaded) drawAll(); else reload().catch(flash);
   });
 }
