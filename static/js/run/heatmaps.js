@@ -138,6 +138,15 @@ function fmtValue(v, format) {
   return format === ".0%" ? `${Math.round(100 * v)} %` : Number(v).toFixed(format === ".2f" ? 2 : 3);
 }
 
+// Colour range of an unbounded metric: from min(0, lowest) to the 99th percentile of the cells, so a few
+// peaks (DUMP's first exploring steps) do not leave every other cell dark; cells above it take the top
+// colour and hover still shows their values.
+function autoRange(z) {
+  const values = Float64Array.from(z.flat().filter((v) => v !== null)).sort();
+  if (!values.length) return [0, 1e-9];
+  return [Math.min(0, values[0]), Math.max(1e-9, values[Math.floor(0.99 * (values.length - 1))])];
+}
+
 function drawOne([metric, scale, range, format]) {
   const el = document.getElementById(`heat-${metric}`);
   if (!el) return;
@@ -151,8 +160,7 @@ function drawOne([metric, scale, range, format]) {
   figure.hidden = false;
   if (!g) { el.textContent = empty; return; }
   if (!el.data) el.textContent = "";
-  const values = g.z.flat().filter((v) => v !== null);
-  const [lo, hi] = range || [Math.min(0, ...values), Math.max(1e-9, ...values)];
+  const [lo, hi] = range || autoRange(g.z);
   const x0 = g.custom[0][0][0], x1 = g.custom[0][g.x.length - 1][1];
   // Two invisible points carry the colour bar.
   const bar = {type: "scatter", mode: "markers", x: [x0, x0], y: [0, 0], hoverinfo: "skip",
