@@ -9,6 +9,7 @@ new function.
 from __future__ import annotations
 
 import sqlalchemy as sa
+from alembic.operations import BatchOperations
 
 
 def arm_steps_columns() -> list[sa.Column[object]]:
@@ -27,3 +28,19 @@ def arm_steps_columns() -> list[sa.Column[object]]:
         sa.Column("mean_reward", sa.Float, nullable=True),
         sa.Column("accuracy", sa.Float, nullable=True),
     ]
+
+
+def add_rollup_columns(batch: BatchOperations, metric: str) -> None:
+    """The arm_rollups columns of a metric added after the table was made, as revisions 3d9a1c5e7b20
+    (zero_var) and 7e4c1a9d2f56 (pass_partial) add them: `{metric}_n` (0 for the buckets stored before),
+    then `{metric}_min`, `_max`, `_sum` and `_last` (null there)."""
+    batch.add_column(sa.Column(f"{metric}_n", sa.Integer, nullable=False, server_default="0"))
+    for agg in ("min", "max", "sum", "last"):
+        batch.add_column(sa.Column(f"{metric}_{agg}", sa.Float, nullable=True))
+
+
+def drop_rollup_columns(batch: BatchOperations, metric: str) -> None:
+    """What `add_rollup_columns` added, dropped in reverse order (those revisions' downgrades)."""
+    for agg in ("last", "sum", "max", "min"):
+        batch.drop_column(f"{metric}_{agg}")
+    batch.drop_column(f"{metric}_n")

@@ -15,11 +15,17 @@ suggestion_responses (suggestions accepted or dismissed, audited).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import sqlalchemy as sa
 from alembic import op
+from alembic.util import load_python_file
 
 revision = "3d9a1c5e7b20"
 down_revision = "0b7c2d4e6f81"
+
+# Schema pieces shared with other revisions (migrations/_frozen.py), loaded by path.
+_frozen = load_python_file(Path(__file__).parents[1], "_frozen.py")
 
 _TS = sa.DateTime(timezone=True)
 
@@ -30,9 +36,7 @@ def upgrade() -> None:
         batch.add_column(sa.Column("zero_var", sa.Float, nullable=True))
         batch.add_column(sa.Column("pass_hist", sa.JSON, nullable=True))
     with op.batch_alter_table("arm_rollups") as batch:
-        batch.add_column(sa.Column("zero_var_n", sa.Integer, nullable=False, server_default="0"))
-        for agg in ("min", "max", "sum", "last"):
-            batch.add_column(sa.Column(f"zero_var_{agg}", sa.Float, nullable=True))
+        _frozen.add_rollup_columns(batch, "zero_var")
     op.create_table(
         "run_diagnoses",
         sa.Column("run_id", sa.Integer, sa.ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
@@ -78,9 +82,7 @@ def downgrade() -> None:
     op.drop_table("diagnosis_changes")
     op.drop_table("run_diagnoses")
     with op.batch_alter_table("arm_rollups") as batch:
-        for agg in ("last", "sum", "max", "min"):
-            batch.drop_column(f"zero_var_{agg}")
-        batch.drop_column("zero_var_n")
+        _frozen.drop_rollup_columns(batch, "zero_var")
     with op.batch_alter_table("arm_steps") as batch:
         batch.drop_column("pass_hist")
         batch.drop_column("zero_var")

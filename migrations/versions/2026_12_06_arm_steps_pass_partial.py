@@ -9,11 +9,17 @@ dropped keep 0 and null there (their profiles went with the rows).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import sqlalchemy as sa
 from alembic import op
+from alembic.util import load_python_file
 
 revision = "7e4c1a9d2f56"
 down_revision = "2b8d4f6a0c13"
+
+# Schema pieces shared with other revisions (migrations/_frozen.py), loaded by path.
+_frozen = load_python_file(Path(__file__).parents[1], "_frozen.py")
 
 # The rollup widths when this revision was written (server.models.ROLLUP_WIDTHS).
 _WIDTHS = (64, 256, 1024, 4096)
@@ -29,9 +35,7 @@ def upgrade() -> None:
     with op.batch_alter_table("arm_steps") as batch:
         batch.add_column(sa.Column("pass_partial", sa.Float, nullable=True))
     with op.batch_alter_table("arm_rollups") as batch:
-        batch.add_column(sa.Column("pass_partial_n", sa.Integer, nullable=False, server_default="0"))
-        for agg in ("min", "max", "sum", "last"):
-            batch.add_column(sa.Column(f"pass_partial_{agg}", sa.Float, nullable=True))
+        _frozen.add_rollup_columns(batch, "pass_partial")
     dialect = op.get_bind().dialect.name
     h = [_hist(i, dialect) for i in range(5)]
     seen = " + ".join(h)
@@ -62,8 +66,6 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     with op.batch_alter_table("arm_rollups") as batch:
-        for agg in ("last", "sum", "max", "min"):
-            batch.drop_column(f"pass_partial_{agg}")
-        batch.drop_column("pass_partial_n")
+        _frozen.drop_rollup_columns(batch, "pass_partial")
     with op.batch_alter_table("arm_steps") as batch:
         batch.drop_column("pass_partial")
