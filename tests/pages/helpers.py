@@ -31,6 +31,12 @@ def add_user(settings: Settings, name: str, role: str, password: str) -> None:
         engine.dispose()
 
 
+def add_viewer_and_operator(settings: Settings) -> None:
+    """Users vera (viewer, "vera-pass-1") and omar (operator, "omar-pass-1")."""
+    add_user(settings, "vera", "viewer", "vera-pass-1")
+    add_user(settings, "omar", "operator", "omar-pass-1")
+
+
 def add_token(settings: Settings, name: str, role: str) -> str:
     """A bearer token made as `steerboard token create` makes it; the secret."""
     secret, digest = auth.new_token()

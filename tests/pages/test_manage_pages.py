@@ -16,7 +16,7 @@ from server.db import make_engine
 from server.settings import Settings
 from tests.server.conftest import LiveServer, ingest_docs, run_start, step_msg
 
-from .helpers import add_user, csrf_of, login, soup, start_run
+from .helpers import add_viewer_and_operator, csrf_of, login, soup, start_run
 
 HX = {"HX-Request": "true"}
 
@@ -156,8 +156,7 @@ def test_manage_a_run_from_its_page(app_server: LiveServer, rds: redis.Redis, se
 def test_viewers_see_but_cannot_manage(app_server: LiveServer, rds: redis.Redis, settings: Settings,
                                        client_for: Callable[[], httpx.Client]) -> None:
     start_run(app_server, rds, settings, "pm-2")
-    add_user(settings, "vera", "viewer", "vera-pass-1")
-    add_user(settings, "omar", "operator", "omar-pass-1")
+    add_viewer_and_operator(settings)
     op = client_for()
     login(op, "omar", "omar-pass-1")
     token = csrf_of(op, "/runs/pm-2")

@@ -15,7 +15,7 @@ from server.settings import Settings
 from server.web import PLOTLY_URL, STATIC_DIR
 from tests.server.conftest import LiveServer, step_msg, wait_for, xadd
 
-from .helpers import ARMS, add_user, csrf_of, login, soup, start_run
+from .helpers import ARMS, add_user, add_viewer_and_operator, csrf_of, login, soup, start_run
 
 HX = {"HX-Request": "true"}
 
@@ -255,8 +255,7 @@ def test_csrf_is_required_on_every_post(app_server: LiveServer, rds: redis.Redis
 def test_login_logout_viewer_and_anonymous(app_server: LiveServer, rds: redis.Redis, settings: Settings,
                                            client_for: Callable[[], httpx.Client]) -> None:
     start_run(app_server, rds, settings, "pg-auth")
-    add_user(settings, "vera", "viewer", "vera-pass-1")
-    add_user(settings, "omar", "operator", "omar-pass-1")
+    add_viewer_and_operator(settings)
 
     anon = client_for()
     r = anon.get("/runs/pg-auth")  # a user exists: viewing needs a login (tests/pages/test_security.py)
