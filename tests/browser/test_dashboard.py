@@ -41,6 +41,14 @@ def log_in(page: Page, name: str, password: str) -> None:
     expect(page.locator(".who .user")).to_contain_text(name, timeout=WAIT_MS)
 
 
+def add_operator_and_viewer(server: LiveServer, settings: Settings) -> None:
+    """Users olga (operator, "olga-password") and vera (viewer, "vera-password")."""
+    add_user(settings, "olga", "operator", "olga-password")
+    add_user(settings, "vera", "viewer", "vera-password")
+    # Users exist, so the test's own reads need a credential too (a viewer token).
+    server.client.headers["Authorization"] = f"Bearer {add_token(settings, 'test-reader', 'viewer')}"
+
+
 def post_from_page(page: Page, run: str, with_token: bool) -> int:
     """A hand-made form POST from inside the page (what a forged request would send)."""
     return int(page.evaluate(
@@ -251,10 +259,7 @@ def test_operator_pins_viewer_cannot(
     app_server: LiveServer, settings: Settings, pages: PageWatch, agents: Callable[..., AgentLoop]
 ) -> None:
     run = "br-steer"
-    add_user(settings, "olga", "operator", "olga-password")
-    add_user(settings, "vera", "viewer", "vera-password")
-    # Users exist, so the test's own reads need a credential too (a viewer token).
-    app_server.client.headers["Authorization"] = f"Bearer {add_token(settings, 'test-reader', 'viewer')}"
+    add_operator_and_viewer(app_server, settings)
     loop = agents(run)
     wait_for(lambda: app_server.client.get(f"/api/runs/{run}").status_code == 200)
 

@@ -16,12 +16,11 @@ from playwright.sync_api import Page, expect
 from sqlalchemy import Engine
 
 from server.settings import Settings
-from tests.pages.helpers import add_token, add_user
 from tests.server.conftest import REDIS_URL, LiveServer, ingest_docs, run_start, step_msg, wait_for
 from trainer_agent import CurriculumAgent, StepStats
 
 from .conftest import SCREENSHOTS, AgentLoop, PageWatch, live_page
-from .test_dashboard import log_in
+from .test_dashboard import add_operator_and_viewer, log_in
 
 pytestmark = pytest.mark.browser
 
@@ -233,10 +232,7 @@ def test_a_logged_in_operator_freezes_from_the_panel_and_a_viewer_only_reads_it(
     app_server: LiveServer, settings: Settings, pages: PageWatch, agents: Callable[..., AgentLoop]
 ) -> None:
     run = "sched-login"
-    add_user(settings, "olga", "operator", "olga-password")
-    add_user(settings, "vera", "viewer", "vera-password")
-    # Users exist, so the test's own reads need a credential too (a viewer token).
-    app_server.client.headers["Authorization"] = f"Bearer {add_token(settings, 'test-reader', 'viewer')}"
+    add_operator_and_viewer(app_server, settings)
     agents(run, hz=6.0)
     wait_for(lambda: _snapshot_step(app_server, run) >= 0)
 
