@@ -9,6 +9,7 @@ every command posted is also delivered to the agent, in order, and the server's 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -206,29 +207,46 @@ def check_step(stats: StepStats, server: Server, answers: dict[str, int], what: 
     assert abs(float(p.sum()) - 1.0) < 1e-9 and (p >= 0).all()
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(actions)
-def test_server_answers_what_the_agent_does(seq: list[tuple[Any, ...]]) -> None:
+def replay(seq: list[tuple[Any, ...]], observe: Callable[[CurriculumAgent], None] | None = None) -> None:
+    """Plays `seq` on the server and on a DUMP agent: each command posted to the server is also delivered to
+    the agent; each "step", and the end, is checked by check_step. With `observe`, the agent observes
+    through it before each step, and the server takes the agent's scheduler head with the records."""
     server = Server()
     agent = CurriculumAgent("prop", ARMS, scheduler="dump", redis_url=None)
     answers: dict[str, int] = {}
     what: dict[str, tuple[Any, ...]] = {}
 
     def step() -> None:
-        check_step(agent.end_step(), server, answers, what, seq)
+        if observe is None:
+            check_step(agent.end_step(), server, answers, what, seq)
+        else:
+            observe(agent)
+            check_step(agent.end_step(), server, answers, what, seq, agent._control.head())
 
     for action in seq:
         if action[0] == "step":
             step()
             continue
-        _, kind, arm, value, steps = action
-        status, cid = server.post(kind, arm, value, steps)
+        if action[0] == "sched":
+            _, kind, arm, scheduler, params = action
+            status, cid = server.post(kind, arm, None, None, scheduler, params)
+            cmd = Command(kind, arm or "", None, None, id=cid, scheduler=scheduler, params=params)
+        else:
+            _, kind, arm, value, steps = action
+            status, cid = server.post(kind, arm, value, steps)
+            cmd = Command(kind, arm, value, steps, id=cid)
         answers[cid], what[cid] = status, action
         # The transport delivers what the server sent; here every command is delivered, accepted or
         # not, so a command the server refused must be one the agent refuses too.
-        agent._local_commands.append(Command(kind, arm, value, steps, id=cid))
+        agent._local_commands.append(cmd)
     step()
     agent.close()
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(actions)
+def test_server_answers_what_the_agent_does(seq: list[tuple[Any, ...]]) -> None:
+    replay(seq)
 
 
 def test_every_active_arm_pinned_to_zero_is_refused_on_both_sides() -> None:
@@ -307,30 +325,10 @@ sched_actions = st.lists(st.one_of(scheduler_post(), scheduler_post(), post(), s
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(sched_actions)
 def test_server_answers_scheduler_commands_as_the_agent_does(seq: list[tuple[Any, ...]]) -> None:
-    server = Server()
-    agent = CurriculumAgent("prop", ARMS, scheduler="dump", redis_url=None)
-    answers: dict[str, int] = {}
-    what: dict[str, tuple[Any, ...]] = {}
     rng = __import__("numpy").random.default_rng(0)
 
-    def step() -> None:
+    def observe(agent: CurriculumAgent) -> None:
         arms = [a for a in ARMS for _ in range(4)]
         agent.observe(arms, (rng.random(len(arms)) < 0.5).astype(float), groups=[i // 2 for i in range(len(arms))])
-        check_step(agent.end_step(), server, answers, what, seq, agent._control.head())
 
-    for action in seq:
-        if action[0] == "step":
-            step()
-            continue
-        if action[0] == "sched":
-            _, kind, arm, scheduler, params = action
-            status, cid = server.post(kind, arm, None, None, scheduler, params)
-            cmd = Command(kind, arm or "", None, None, id=cid, scheduler=scheduler, params=params)
-        else:
-            _, kind, arm, value, steps = action
-            status, cid = server.post(kind, arm, value, steps)
-            cmd = Command(kind, arm, value, steps, id=cid)
-        answers[cid], what[cid] = status, action
-        agent._local_commands.append(cmd)
-    step()
-    agent.close()
+    replay(seq, observe)
