@@ -12,7 +12,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import httpx
@@ -115,6 +115,21 @@ def serve_web(url: str, prefix: str, cwd: Path) -> tuple[subprocess.Popen[bytes]
             time.sleep(0.2)
     proc.kill()
     raise SystemExit(f"server did not start: {proc.stderr.read().decode()[-2000:] if proc.stderr else ''}")
+
+
+def stop_processes(procs: Iterable[subprocess.Popen[bytes]], timeout: float = 15) -> None:
+    """SIGTERM to each of `procs` still running, then wait up to `timeout` s for each; one that has not
+    exited by then is killed (and reaped)."""
+    procs = list(procs)
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
 
 
 @contextlib.contextmanager

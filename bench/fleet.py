@@ -56,7 +56,7 @@ from alembic import command
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from _common import drop_pg_schema, pct, pg_schema  # noqa: E402
+from _common import drop_pg_schema, pct, pg_schema, stop_processes  # noqa: E402
 from _sse import Subscriber, event_steps  # noqa: E402
 from sse_fanout import cpu_seconds, wait_http  # noqa: E402
 
@@ -299,14 +299,7 @@ def main() -> None:
     finally:
         if live is not None:
             live.close()
-        for p in procs.values():
-            if p.poll() is None:
-                p.terminate()
-        for p in procs.values():
-            try:
-                p.wait(15)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_processes(procs.values())
         for k in rds.scan_iter(match=f"{prefix}*"):
             rds.delete(k)
         rds.close()

@@ -35,7 +35,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from _common import free_port, pct  # noqa: E402
+from _common import free_port, pct, stop_processes  # noqa: E402
 from _sse import Published  # noqa: E402
 
 from trainer_agent import CurriculumAgent  # noqa: E402
@@ -148,14 +148,7 @@ def one_case(n_viewers: int, args: argparse.Namespace) -> None:
             published.close()
         if viewers is not None and viewers.poll() is None:
             viewers.kill()
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        stop_processes(procs)
 
 
 def main() -> None:
