@@ -157,7 +157,7 @@ def submit(
     with _SQLITE_WRITER if sqlite else contextlib.nullcontext():
         try:
             session.connection(execution_options={SQLITE_IMMEDIATE: True})
-            state = command_store.steering_state(session, run)
+            state = command_store.steering_state(session, run, for_post=True)
             overrides = _decide_on(PROJECTIONS.get(session, state), state.name, state.status, cmd)
             rec = command_store.record_command(
                 session, state.run_id, cmd.kind, cmd.arm or "", cmd.value, cmd.steps, actor, cmd.reason,

@@ -132,8 +132,18 @@ class SteeringState:
     scheduler: SchedulerHead | None = None
 
 
-def steering_state(session: Session, run: str) -> SteeringState:
+# First key of the transaction-scoped advisory lock that serialises a run's command posts on PostgreSQL.
+STEERING_LOCK = 0x53_54_45_45  # "STEE"
+
+
+def steering_state(session: Session, run: str, *, for_post: bool = False) -> SteeringState:
+    """What a command is decided against. `for_post`: the caller will record a command in this transaction;
+    on PostgreSQL it first takes the run's steering lock (released at commit), so two posts to one run,
+    from any web process, decide one after the other instead of both against the same state. Ingest never
+    takes it. (On SQLite the transaction already holds the database's write lock.)"""
     r = run_row(session, run, RUNS.c.id, RUNS.c.name, RUNS.c.status)
+    if for_post and session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_advisory_xact_lock(STEERING_LOCK, r.id)))
     arms = session.execute(
         select(ARMS.c.name, ARMS.c.state, ARMS.c.pin, ARMS.c.boost)
         .where(ARMS.c.run_id == r.id)
