@@ -53,6 +53,9 @@ def store_snapshot(conn: Connection, run_id: int, m: SchedulerReport) -> Schedul
     head = SchedulerHead(m.name, m.params, m.frozen, m.step)
     if old is not None and (old.name, old.params, old.frozen) == (m.name, m.params, m.frozen):
         return None
+    # The run's scheduler is the one in force (the runs list, the run header): a switch or new
+    # parameters move it on from what run_start said.
+    conn.execute(update(RUNS).where(RUNS.c.id == run_id).values(scheduler=m.name, params=m.params))
     return head
 
 

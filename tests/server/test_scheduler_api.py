@@ -10,11 +10,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+from sqlalchemy import Engine
 
 from server.settings import Settings
 from trainer_agent import CurriculumAgent, StepStats
 
-from .conftest import REDIS_URL, LiveServer, wait_for
+from .conftest import BACKENDS, REDIS_URL, LiveServer, ingest_docs, run_start, step_msg, wait_for
 
 ARMS = ["kk3", "kk4", "kk5"]
 RATES = [0.9, 0.5, 0.1]
@@ -157,3 +158,20 @@ def test_preview_needs_a_snapshot_and_follows_the_post_rules(app_server: LiveSer
         assert app_server.client.post("/api/runs/nope/scheduler/preview", json={"kind": "freeze"}).status_code == 404
     finally:
         agent.close()
+
+
+@pytest.mark.parametrize("empty_db", BACKENDS, indirect=True)
+def test_the_runs_scheduler_is_the_one_in_force_after_a_switch(make_server: Any, settings: Settings,
+                                                                 engine: Engine) -> None:
+    """run_start says dump; a snapshot after a switch says sec with its parameters: the run (API, runs
+    list) shows sec from then on."""
+    srv = make_server(settings, ingest=False)
+    run = "switched"
+    ingest_docs(engine, [run_start(run, 1, ["a", "b"]), step_msg(run, 2, 0, ["a", "b"])])
+    assert srv.client.get(f"/api/runs/{run}").json()["scheduler"] == "dump"
+    ingest_docs(engine, [{"v": 1, "type": "scheduler", "run": run, "seq": 3, "ts": 1700000001.0, "step": 0,
+                          "name": "sec", "params": {"alpha": 0.3, "temperature": 1.0}, "frozen": False,
+                          "state": None}])
+    detail = srv.client.get(f"/api/runs/{run}").json()
+    assert (detail["scheduler"], detail["params"]) == ("sec", {"alpha": 0.3, "temperature": 1.0})
+    assert [r["scheduler"] for r in srv.client.get("/api/runs").json() if r["name"] == run] == ["sec"]
