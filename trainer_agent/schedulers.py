@@ -339,11 +339,9 @@ class Dump(Scheduler):
     def _parts(self) -> tuple[FloatArray, FloatArray]:
         if self._cache is not None:
             return self._cache
-        fill = self.fill
-        mu = np.zeros(len(fill))
-        has = fill > 0
-        # A partly filled ring has zeros in its unused slots, so the row sum is the window's sum.
-        mu[has] = self.ring[has].sum(axis=1) / fill[has]
+        # A partly filled ring has zeros in its unused slots, so the row sum is the window's sum (0 for
+        # an arm with nothing yet, divided by 1).
+        mu = self.ring.sum(axis=1) / np.maximum(self.fill, 1)
         total = max(1, int(self.n.sum()))
         bonus = self.c * np.sqrt(2.0 * math.log(total + 1) / (self.n + 1.0))
         self._cache = (mu, bonus)
