@@ -173,6 +173,8 @@ def table(runs: list[dict[str, Any]], schedulers: list[str], target: float, step
         d, u = medians[new], medians[old]
         if np.isinf(u) and np.isinf(d):
             lines.append(f"{new}/{old} steps ratio: n/a (neither median reached the target)")
+        elif np.isinf(d):
+            lines.append(f"{new}/{old} steps ratio: > {steps / u:.2f} ({new} median did not reach it; {old}: {u:.0f})")
         elif np.isinf(u):
             lines.append(f"{new}/{old} steps ratio: < {d / steps:.2f} ({old} median did not reach it)")
         else:
