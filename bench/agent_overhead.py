@@ -7,6 +7,7 @@ and group ids plus prompt ids (the pass-rate profile too; prompts drawn from 2,0
 
     python bench/agent_overhead.py [--steps 5000] [--arms 64] [--completions 1024] [--scheduler dump]
     python bench/agent_overhead.py --vs REV [--rounds 4]   # this tree against git REV, alternating
+    python bench/agent_overhead.py --vs REV --interleave --rounds 40   # the same in one process, in turns
 
 `--vs` runs each case in a fresh process, alternating the tree's `trainer_agent` with the one of git
 revision REV (its files extracted to a temporary directory), `--rounds` times, and prints both medians
@@ -26,6 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -105,6 +107,75 @@ def compare(args: argparse.Namespace) -> None:
                   f"new/old {m_new / m_old:.3f}")
 
 
+def interleave(args: argparse.Namespace) -> None:
+    """This tree's trainer_agent against git revision `args.vs` in ONE process (REV's package imported as
+    `trainer_agent_rev`), in blocks of `args.block` steps taken in turn by each agent, `args.rounds` blocks
+    each: a speed drift of the machine then falls on both alike, which alternating processes do not ensure
+    when it drifts by 2x from minute to minute. Prints the median of block medians per case and the ratio."""
+    import importlib
+
+    root = Path(__file__).resolve().parent.parent
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = subprocess.run(["git", "-C", str(root), "archive", args.vs, "trainer_agent"], check=True,
+                                 capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
+        Path(tmp, "trainer_agent").rename(Path(tmp, "trainer_agent_rev"))  # its imports are relative
+        sys.path.insert(0, tmp)
+        old_mod = importlib.import_module("trainer_agent_rev")
+        arms = [f"arm{i:02d}" for i in range(args.arms)]
+        rng = np.random.default_rng(0)
+        n_prompts = args.completions // args.group
+        inputs = []
+        for _ in range(64):
+            prompt_arms = rng.integers(0, args.arms, n_prompts)
+            inputs.append(([arms[i] for i in np.repeat(prompt_arms, args.group)],
+                           (rng.random(args.completions) < 0.5).astype(np.float64),
+                           rng.standard_normal(args.completions),
+                           np.repeat(prompt_arms * 2000 + rng.integers(0, 2000, n_prompts), args.group)))
+        groups = np.repeat(np.arange(n_prompts), args.group)
+        # (label, agent, case): REV has no prompts case; its from-groups case is what prompts is held to.
+        runners = [(f"new {c}", CurriculumAgent, c) for c in CASES] + [
+            (f"old {c}", old_mod.CurriculumAgent, c) for c in CASES[:2]]
+        agents = [(label, cls(f"bench-{i}", arms, scheduler=args.scheduler, redis_url=None, seed=0), case)
+                  for i, (label, cls, case) in enumerate(runners)]
+
+        def step(agent: Any, case: str, i: int) -> int:
+            comp_arms, rewards, adv, prompt_ids = inputs[i % len(inputs)]
+            t0 = time.perf_counter_ns()
+            if case == "prompts":
+                agent.observe(comp_arms, rewards, groups=groups, prompts=prompt_ids)
+            elif case == "from groups":
+                agent.observe(comp_arms, rewards, groups=groups)
+            else:
+                agent.observe(comp_arms, rewards, advantages=adv)
+            agent.end_step()
+            agent.sample(args.sample)
+            return time.perf_counter_ns() - t0
+
+        for _, agent, case in agents:
+            for i in range(args.warmup):
+                step(agent, case, i)
+        blocks: dict[str, list[float]] = {label: [] for label, _, _ in agents}
+        gc.collect()
+        gc.disable()
+        try:
+            for b in range(args.rounds):
+                for label, agent, case in agents:
+                    ts = [step(agent, case, args.warmup + b * args.block + i) for i in range(args.block)]
+                    blocks[label].append(statistics.median(ts) / 1000.0)
+        finally:
+            gc.enable()
+        med = {label: statistics.median(v) for label, v in blocks.items()}
+        print(f"{args.arms} arms, {args.completions} completions/step, sample({args.sample}), {args.scheduler}, "
+              f"offline; one process, {args.rounds} blocks of {args.block} steps per agent in turn; "
+              f"median of block medians, this tree vs {args.vs}")
+        for case in CASES:
+            old_case = "from groups" if case == "prompts" else case
+            label = f"{case} vs {old_case}" if old_case != case else case
+            print(f"{label:<24} new {med[f'new {case}']:.1f} us, old {med[f'old {old_case}']:.1f} us, "
+                  f"new/old {med[f'new {case}'] / med[f'old {old_case}']:.3f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=5000)
@@ -115,14 +186,17 @@ def main() -> None:
     ap.add_argument("--group", type=int, default=8)
     ap.add_argument("--scheduler", default="dump", choices=[*available_schedulers(), "all"])
     ap.add_argument("--vs", metavar="REV", help="compare with git revision REV, alternating fresh processes")
-    ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--rounds", type=int, default=4, help="with --vs: rounds (processes) or blocks (--interleave)")
+    ap.add_argument("--interleave", action="store_true",
+                    help="with --vs: both trees in one process, in turns of --block steps (robust to drift)")
+    ap.add_argument("--block", type=int, default=100, help="steps per turn with --interleave")
     ap.add_argument("--child", choices=CASES, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         print(_child(args, args.child))
         return
     if args.vs:
-        compare(args)
+        interleave(args) if args.interleave else compare(args)
         return
     names = ["uniform", "fixed", "dump", "sec", "learning_progress", "balanced"] if args.scheduler == "all" \
         else [args.scheduler]
