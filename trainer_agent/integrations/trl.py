@@ -305,8 +305,10 @@ class CurriculumGRPOTrainer(GRPOTrainer):
         t0 = time.perf_counter()
         try:
             rewards = self._local_rewards(len(inputs))
-            prompts = self._rows if self.within_arm != "uniform" else None
-            self.curriculum_agent.observe(arms, rewards, advantages=output["advantages"], prompts=prompts)
+            if self.within_arm == "uniform":
+                self.curriculum_agent.observe(arms, rewards, advantages=output["advantages"])
+            else:  # each completion's dataset row: the agent's per-prompt pass rates
+                self.curriculum_agent.observe(arms, rewards, advantages=output["advantages"], prompts=self._rows)
             step_metrics: dict[str, float] = {"global_step": float(self.state.global_step)}
             for k, values in metrics.items():
                 new = values[seen.get(k, 0):]
