@@ -23,6 +23,7 @@ import itertools
 import json
 import logging
 import math
+import os
 import signal
 import time
 from collections.abc import Iterator, Sequence
@@ -259,7 +260,9 @@ def build_policy(cfg: DemoConfig, device: torch.device) -> Policy:
     supervised_warmup(model, cfg, device)
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp")
+        # A temporary name of this process's own: two trainers warming up at once (the demo's dump and
+        # uniform runs) each save and rename theirs; with one shared name the second rename found nothing.
+        tmp = cache.with_suffix(f".{os.getpid()}.tmp")
         torch.save(model.state_dict(), tmp)
         tmp.replace(cache)  # atomic: parallel bench workers never read half a file
     return model
