@@ -36,38 +36,52 @@ from trainer_agent import CurriculumAgent, available_schedulers
 CASES = ("given", "from groups", "prompts")
 
 
-def run(scheduler: str, n_arms: int, n_completions: int, n_sample: int, steps: int, warmup: int,
-        group: int, case: str) -> list[float]:
-    arms = [f"arm{i:02d}" for i in range(n_arms)]
-    agent = CurriculumAgent(f"bench-{scheduler}", arms, scheduler=scheduler, redis_url=None, seed=0)
+Inputs = tuple[list[tuple[list[str], Any, Any, Any]], Any]
+
+
+def make_inputs(arms: list[str], n_completions: int, group: int) -> Inputs:
+    """64 pre-generated steps (arm per completion, rewards, advantages, prompt ids) and the group ids, so
+    the figure is the agent's cost, not the benchmark's. Prompts are drawn from 2,000 per arm."""
     rng = np.random.default_rng(0)
-    # Pre-generate inputs so the figure is the agent's cost, not the benchmark's.
     n_prompts = n_completions // group
     inputs = []
     for _ in range(64):
-        prompt_arms = rng.integers(0, n_arms, n_prompts)
+        prompt_arms = rng.integers(0, len(arms), n_prompts)
         comp_arms = [arms[i] for i in np.repeat(prompt_arms, group)]
         rewards = (rng.random(n_completions) < 0.5).astype(np.float64)
         adv = rng.standard_normal(n_completions)
         prompt_ids = np.repeat(prompt_arms * 2000 + rng.integers(0, 2000, n_prompts), group)
         inputs.append((comp_arms, rewards, adv, prompt_ids))
-    groups = np.repeat(np.arange(n_prompts), group)
+    return inputs, np.repeat(np.arange(n_prompts), group)
+
+
+def timed_step(agent: Any, case: str, data: Inputs, i: int, n_sample: int) -> int:
+    """Nanoseconds of one step of `case`: observe + end_step + sample(n_sample)."""
+    inputs, groups = data
+    comp_arms, rewards, adv, prompt_ids = inputs[i % len(inputs)]
+    t0 = time.perf_counter_ns()
+    if case == "prompts":
+        agent.observe(comp_arms, rewards, groups=groups, prompts=prompt_ids)
+    elif case == "from groups":
+        agent.observe(comp_arms, rewards, groups=groups)
+    else:
+        agent.observe(comp_arms, rewards, advantages=adv)
+    agent.end_step()
+    agent.sample(n_sample)
+    return time.perf_counter_ns() - t0
+
+
+def run(scheduler: str, n_arms: int, n_completions: int, n_sample: int, steps: int, warmup: int,
+        group: int, case: str) -> list[float]:
+    arms = [f"arm{i:02d}" for i in range(n_arms)]
+    agent = CurriculumAgent(f"bench-{scheduler}", arms, scheduler=scheduler, redis_url=None, seed=0)
+    data = make_inputs(arms, n_completions, group)
     times = []
     gc.collect()
     for i in range(warmup + steps):
-        comp_arms, rewards, adv, prompt_ids = inputs[i % len(inputs)]
-        t0 = time.perf_counter_ns()
-        if case == "prompts":
-            agent.observe(comp_arms, rewards, groups=groups, prompts=prompt_ids)
-        elif case == "from groups":
-            agent.observe(comp_arms, rewards, groups=groups)
-        else:
-            agent.observe(comp_arms, rewards, advantages=adv)
-        agent.end_step()
-        agent.sample(n_sample)
-        t1 = time.perf_counter_ns()
+        ns = timed_step(agent, case, data, i, n_sample)
         if i >= warmup:
-            times.append((t1 - t0) / 1000.0)
+            times.append(ns / 1000.0)
     agent.close()
     return times
 
@@ -123,16 +137,7 @@ def interleave(args: argparse.Namespace) -> None:
         sys.path.insert(0, tmp)
         old_mod = importlib.import_module("trainer_agent_rev")
         arms = [f"arm{i:02d}" for i in range(args.arms)]
-        rng = np.random.default_rng(0)
-        n_prompts = args.completions // args.group
-        inputs = []
-        for _ in range(64):
-            prompt_arms = rng.integers(0, args.arms, n_prompts)
-            inputs.append(([arms[i] for i in np.repeat(prompt_arms, args.group)],
-                           (rng.random(args.completions) < 0.5).astype(np.float64),
-                           rng.standard_normal(args.completions),
-                           np.repeat(prompt_arms * 2000 + rng.integers(0, 2000, n_prompts), args.group)))
-        groups = np.repeat(np.arange(n_prompts), args.group)
+        data = make_inputs(arms, args.completions, args.group)
         # (label, agent, case): REV has no prompts case; its from-groups case is what prompts is held to.
         runners = [(f"new {c}", CurriculumAgent, c) for c in CASES] + [
             (f"old {c}", old_mod.CurriculumAgent, c) for c in CASES[:2]]
@@ -140,17 +145,7 @@ def interleave(args: argparse.Namespace) -> None:
                   for i, (label, cls, case) in enumerate(runners)]
 
         def step(agent: Any, case: str, i: int) -> int:
-            comp_arms, rewards, adv, prompt_ids = inputs[i % len(inputs)]
-            t0 = time.perf_counter_ns()
-            if case == "prompts":
-                agent.observe(comp_arms, rewards, groups=groups, prompts=prompt_ids)
-            elif case == "from groups":
-                agent.observe(comp_arms, rewards, groups=groups)
-            else:
-                agent.observe(comp_arms, rewards, advantages=adv)
-            agent.end_step()
-            agent.sample(args.sample)
-            return time.perf_counter_ns() - t0
+            return timed_step(agent, case, data, i, args.sample)
 
         for _, agent, case in agents:
             for i in range(args.warmup):
