@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from trainer_agent.demo.grpo import DemoConfig, build_policy, train
+from trainer_agent.demo.grpo import DemoConfig, build_agent, build_policy, train
 from trainer_agent.demo.tasks import DEFAULT_ROLES
 
 SCHEDULERS = ("uniform", "dump", "sec", "learning_progress", "balanced", "staged", "cyclical", "dump+pass_rate",
@@ -98,8 +98,6 @@ def _warmup(cfg: DemoConfig) -> float:
 
 def _run(job: tuple[str, DemoConfig]) -> dict[str, Any]:
     """One training run; returns what the table and plot need (plain data, picklable)."""
-    from trainer_agent.demo.grpo import build_agent
-
     row, cfg = job
     agent = build_agent(cfg)
     res = train(cfg, agent)

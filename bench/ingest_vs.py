@@ -15,6 +15,7 @@ ratio of the medians.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -50,7 +51,7 @@ print(steps * arms / cpu)
 def run(tree: Path, messages_from: Path, args: argparse.Namespace) -> float:
     out = subprocess.run(
         [sys.executable, "-c", CHILD, str(messages_from), str(args.steps), str(args.arms), str(args.batch)],
-        cwd=tree, env={"PYTHONPATH": str(tree), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True,
+        cwd=tree, env={**os.environ, "PYTHONPATH": str(tree)}, capture_output=True, text=True,
         check=False)
     if out.returncode != 0:
         raise SystemExit(f"{tree}: {out.stderr.strip().splitlines()[-1] if out.stderr.strip() else out.returncode}")

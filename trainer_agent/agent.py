@@ -548,7 +548,7 @@ class CurriculumAgent:
         if within_arm == "pass_rate":
             if self._pass_rates is None:
                 self._pass_rates = PromptPassRates(len(dataset_arms), pass_rate_ema)
-            within = PassRateDraw(self._pass_rates, pass_rate_target, pass_rate_width, explore)
+            within = PassRateDraw(self._pass_rates, len(dataset_arms), pass_rate_target, pass_rate_width, explore)
         return ArmSampler(self.arms, self._probabilities_array, dataset_arms, group_size,
                           prompts_per_chunk=prompts_per_chunk, num_samples=num_samples,
                           seed=self.seed if seed is None else seed, within=within)

@@ -40,7 +40,8 @@ WITHIN_ARM = ("uniform", "pass_rate")
 EXPLORE_CANDIDATES = 8
 
 
-def check_within_arm(within_arm: str, target: float, width: float, explore: float, ema: float) -> None:
+def check_within_arm(within_arm: str, target: float = 0.5, width: float = 0.15, explore: float = 0.1,
+                     ema: float = 0.5) -> None:
     """ConfigError unless the within-arm settings are usable."""
     if within_arm not in WITHIN_ARM:
         raise ConfigError(f"within_arm must be one of {WITHIN_ARM}, got {within_arm!r}")
@@ -138,17 +139,18 @@ class PromptPassRates:
 
 class PassRateDraw:
     """Draws a prompt of an arm: near `target` pass rate by weight, or (share `explore`) the stalest of a
-    few uniform candidates. Each arm's cumulative weights are cached until the pass rates change."""
+    few uniform candidates, among dataset indices below `n_items`. Each arm's cumulative weights are cached
+    until the pass rates change."""
 
-    def __init__(self, rates: PromptPassRates, target: float = 0.5, width: float = 0.15,
+    def __init__(self, rates: PromptPassRates, n_items: int, target: float = 0.5, width: float = 0.15,
                  explore: float = 0.1) -> None:
+        rates.grow(n_items)  # once: every index this draw picks from has its slot (the arrays only grow)
         self.rates = rates
         self.target, self.width, self.explore = float(target), float(width), float(explore)
         self._cdf: dict[int, tuple[int, FloatArray]] = {}
 
     def weights(self, items: IntArray) -> FloatArray:
         """Each item's weight: the kernel at its pass rate, 1 when unseen."""
-        self.rates.grow(int(items.max()) + 1 if items.size else 0)
         r = self.rates.rate[items]
         w = np.exp(-0.5 * ((r - self.target) / self.width) ** 2)
         w[np.isnan(r)] = 1.0
@@ -158,7 +160,6 @@ class PassRateDraw:
         """One dataset index of `items` (the arm's, non-empty)."""
         if rng.random() < self.explore:
             cand = items[rng.integers(0, items.size, EXPLORE_CANDIDATES)]
-            self.rates.grow(int(cand.max()) + 1)
             return int(cand[int(np.argmin(self.rates.seen[cand]))])
         cached = self._cdf.get(arm)
         if cached is None or cached[0] != self.rates.calls:

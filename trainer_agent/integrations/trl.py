@@ -177,7 +177,7 @@ class CurriculumGRPOTrainer(GRPOTrainer):
                  **kwargs: Any) -> None:
         if not isinstance(agent, CurriculumAgent):
             raise ConfigError(f"agent must be a CurriculumAgent, got {type(agent).__name__}")
-        check_within_arm(within_arm, 0.5, 0.15, 0.1, 0.5)
+        check_within_arm(within_arm)
         if within_arm != "uniform" and not rebind_prompts:
             raise ConfigError(f"within_arm={within_arm!r} needs rebind_prompts=True (the trainer must know "
                               "each prompt's dataset row)")
