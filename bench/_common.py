@@ -21,6 +21,13 @@ from sqlalchemy import text
 from server.db import make_engine
 
 
+def number_options(ap: argparse.ArgumentParser, **defaults: float) -> argparse.ArgumentParser:
+    """Add a `--name` option per keyword (underscores become dashes), typed by its default (int or float)."""
+    for name, default in defaults.items():
+        ap.add_argument("--" + name.replace("_", "-"), type=type(default), default=default)
+    return ap
+
+
 def parser(doc: str | None) -> argparse.ArgumentParser:
     """The options every database benchmark has: --backends, --keep, --pg-url."""
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _common import number_options
 
 from trainer_agent import CurriculumAgent, available_schedulers
 
@@ -173,12 +174,7 @@ def interleave(args: argparse.Namespace) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=5000)
-    ap.add_argument("--warmup", type=int, default=200)
-    ap.add_argument("--arms", type=int, default=64)
-    ap.add_argument("--completions", type=int, default=1024)
-    ap.add_argument("--sample", type=int, default=128)
-    ap.add_argument("--group", type=int, default=8)
+    number_options(ap, steps=5000, warmup=200, arms=64, completions=1024, sample=128, group=8)
     ap.add_argument("--scheduler", default="dump", choices=[*available_schedulers(), "all"])
     ap.add_argument("--vs", metavar="REV", help="compare with git revision REV, alternating fresh processes")
     ap.add_argument("--rounds", type=int, default=4, help="with --vs: rounds (processes) or blocks (--interleave)")

@@ -56,7 +56,7 @@ from alembic import command
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from _common import drop_pg_schema, pct, pg_schema, stop_processes  # noqa: E402
+from _common import drop_pg_schema, number_options, pct, pg_schema, stop_processes  # noqa: E402
 from _sse import Subscriber, event_steps  # noqa: E402
 from sse_fanout import cpu_seconds, wait_http  # noqa: E402
 
@@ -152,14 +152,9 @@ def fmt(xs: list[float]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--agents", type=int, default=40)
-    ap.add_argument("--arms", type=int, default=64)
-    ap.add_argument("--hz", type=float, default=5.0)
-    ap.add_argument("--workers", type=int, default=2)
+    number_options(ap, agents=40, arms=64, hz=5.0, workers=2)
     ap.add_argument("--viewers", type=int, default=200, help="in all, spread evenly over the runs")
-    ap.add_argument("--seconds", type=float, default=30.0)
-    ap.add_argument("--warmup", type=float, default=5.0)
-    ap.add_argument("--agent-procs", type=int, default=2)
+    number_options(ap, seconds=30.0, warmup=5.0, agent_procs=2)
     ap.add_argument("--ingest-batch", type=int, default=2000,
                     help="STEERBOARD_INGEST_BATCH of the workers: a batch holds few steps of each of many runs, and "
                          "each run's rollups are merged once per batch (64 arms x 4 widths)")

@@ -34,6 +34,8 @@ from sqlalchemy import text
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from _common import number_options  # noqa: E402
+
 from server.db import alembic_config, make_engine  # noqa: E402
 
 
@@ -144,8 +146,7 @@ def bench(backend: str, url: str, steps: int, arms: int, redis_url: str, batch: 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=3000)
-    ap.add_argument("--arms", type=int, default=64)
+    number_options(ap, steps=3000, arms=64)
     ap.add_argument("--batch", type=int, default=500, help="entries per XREADGROUP")
     ap.add_argument("--backends", default="sqlite,postgresql")
     ap.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")

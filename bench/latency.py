@@ -32,7 +32,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from _common import free_port, pct  # noqa: E402
+from _common import free_port, number_options, pct  # noqa: E402
 
 from trainer_agent import CurriculumAgent  # noqa: E402
 
@@ -41,9 +41,7 @@ ARMS = [f"arm{i:02d}" for i in range(64)]
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=300)
-    ap.add_argument("--hz", type=float, default=10.0)
-    ap.add_argument("--commands", type=int, default=30)
+    number_options(ap, steps=300, hz=10.0, commands=30)
     ap.add_argument("--redis-url", default=os.environ.get("STEERBOARD_REDIS_URL", "redis://127.0.0.1:6379/0"))
     args = ap.parse_args()
 

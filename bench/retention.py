@@ -24,7 +24,7 @@ from sqlalchemy import Engine, text, update
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from _common import database, drop_pg_schema, parser  # noqa: E402
+from _common import database, drop_pg_schema, number_options, parser  # noqa: E402
 from ingest import make_messages  # noqa: E402
 
 from server.db import alembic_config, make_engine, sqlite_file  # noqa: E402
@@ -53,8 +53,7 @@ def sizes(engine: Engine, backend: str) -> dict[str, int]:
 
 def main() -> None:
     ap = parser(__doc__)
-    ap.add_argument("--steps", type=int, default=2000)
-    ap.add_argument("--arms", type=int, default=64)
+    number_options(ap, steps=2000, arms=64)
     args = ap.parse_args()
     print("(a shared 2-core machine; sizes do not depend on it)")
     for backend in args.backends.split(","):

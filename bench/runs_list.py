@@ -30,7 +30,7 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from _common import databases, parser, pct, web_server  # noqa: E402
+from _common import databases, number_options, parser, pct, web_server  # noqa: E402
 
 from server.db import alembic_config, make_engine  # noqa: E402
 from server.store import ingest as ingest_store  # noqa: E402
@@ -154,9 +154,7 @@ def time_requests(base: str, repeats: int) -> list[tuple[str, float, float, int]
 
 def main() -> None:
     ap = parser(__doc__)
-    ap.add_argument("--runs", type=int, default=5000)
-    ap.add_argument("--max-steps", type=int, default=40)
-    ap.add_argument("--repeats", type=int, default=40)
+    number_options(ap, runs=5000, max_steps=40, repeats=40)
     args = ap.parse_args()
     schema = f"bench_runs_{args.runs}x{args.max_steps}"
     print(f"{args.runs:,} runs of 8 arms, 0-{args.max_steps} steps, 3 evaluations each; "

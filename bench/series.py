@@ -34,7 +34,7 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from _common import databases, parser, web_server  # noqa: E402
+from _common import databases, number_options, parser, web_server  # noqa: E402
 
 from server.db import alembic_config, make_engine  # noqa: E402
 from server.store import ingest as ingest_store  # noqa: E402
@@ -212,9 +212,7 @@ def time_compare(url: str) -> dict[str, float]:
 
 def main() -> None:
     ap = parser(__doc__)
-    ap.add_argument("--steps", type=int, default=100_000)
-    ap.add_argument("--arms", type=int, default=64)
-    ap.add_argument("--repeats", type=int, default=20)
+    number_options(ap, steps=100_000, arms=64, repeats=20)
     ap.add_argument("--page", action="store_true", help="also time the run page in headless Chromium")
     ap.add_argument("--page-loads", type=int, default=3, help="cold page loads to time (with --page)")
     args = ap.parse_args()

@@ -22,7 +22,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from _common import free_port  # noqa: E402
+from _common import free_port, number_options  # noqa: E402
 
 from trainer_agent import CurriculumAgent  # noqa: E402
 from trainer_agent.transport import DEFAULT_SPOOL_MAX_BYTES  # noqa: E402
@@ -43,9 +43,7 @@ def spool_run(arms: list[str], steps: int, bound: int | None, spool_dir: Path) -
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--arms", type=int, default=64)
-    ap.add_argument("--steps", type=int, default=2000)
-    ap.add_argument("--bound", type=int, default=8_000_000)
+    number_options(ap, arms=64, steps=2000, bound=8_000_000)
     args = ap.parse_args()
     arms = [f"arm{i:02d}" for i in range(args.arms)]
     with tempfile.TemporaryDirectory() as tmp:

@@ -35,7 +35,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from _common import free_port, pct, stop_processes  # noqa: E402
+from _common import free_port, number_options, pct, stop_processes  # noqa: E402
 from _sse import Published  # noqa: E402
 
 from trainer_agent import CurriculumAgent  # noqa: E402
@@ -154,9 +154,7 @@ def one_case(n_viewers: int, args: argparse.Namespace) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--viewers", default="500,1000")
-    ap.add_argument("--steps", type=int, default=100)
-    ap.add_argument("--hz", type=float, default=5.0)
-    ap.add_argument("--arms", type=int, default=64)
+    number_options(ap, steps=100, hz=5.0, arms=64)
     ap.add_argument("--redis-url", default=os.environ.get("STEERBOARD_REDIS_URL", "redis://127.0.0.1:6379/0"))
     args = ap.parse_args()
     print("(a shared 2-core machine: viewers, agent, worker and web process share it with other work)")

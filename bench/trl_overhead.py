@@ -26,6 +26,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _common import number_options
 from transformers import TrainerCallback
 
 from tests.integrations.tiny_grpo import (
@@ -58,8 +59,7 @@ class StepClock(TrainerCallback):  # type: ignore[misc]
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=30)
-    ap.add_argument("--warmup", type=int, default=3)
+    number_options(ap, steps=30, warmup=3)
     ap.add_argument("--scheduler", default="dump")
     ap.add_argument("--arms-per-source", type=int, default=1,
                     help="split each of the 3 task types into this many arms (more arms, same data)")

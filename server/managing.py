@@ -6,7 +6,6 @@ server.steering); the SQL is server.store.manage's.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 import redis
@@ -27,19 +26,11 @@ class DeletedRun:
     redis_keys: int
 
 
-def update_run(
-    session: Session,
-    run: str,
-    actor: str,
-    add_tags: Iterable[str] = (),
-    remove_tags: Iterable[str] = (),
-    note: str | None = None,
-    archived: bool | None = None,
-) -> manage.RunLabels:
+def update_run(session: Session, run: str, actor: str, change: manage.LabelChange) -> manage.RunLabels:
     """Apply and audit a person's changes to a run (InvalidRequest for a bad tag, RunNotFound)."""
     write_transaction(session)
     try:
-        labels = manage.update_labels(session, run, actor, add_tags, remove_tags, note, archived)
+        labels = manage.update_labels(session, run, actor, change)
     except BaseException:
         session.rollback()
         raise

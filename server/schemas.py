@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from server.models import Metric
 from server.store.commands import AuditEntry
-from server.store.runs import ArmSnapshot
+from server.store.runs import ArmSnapshot, RunView
 from trainer_agent.protocol import CommandKind
 
 
@@ -38,17 +38,8 @@ class RunSummary(BaseModel):
 
 
 # Store dataclasses served as they are (pydantic validates and documents stdlib dataclasses, so a
-# mirror model would only repeat their fields): an arm of a run, and a command of the audit log.
-__all__ = ["ArmSnapshot", "AuditEntry"]
-
-
-class RunDetail(RunSummary):
-    params: dict[str, Any]
-    config: dict[str, Any]
-    host: str | None
-    pid: int | None
-    last_seq: int
-    arms: list[ArmSnapshot]
+# mirror model would only repeat their fields): a run in full, an arm of a run, and a command of the audit log.
+__all__ = ["ArmSnapshot", "AuditEntry", "RunView"]
 
 
 class TagOut(BaseModel):

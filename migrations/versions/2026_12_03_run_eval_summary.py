@@ -5,8 +5,6 @@ from the evaluations already stored.
 
 from __future__ import annotations
 
-import math
-
 import sqlalchemy as sa
 from alembic import op
 
@@ -19,23 +17,22 @@ def upgrade() -> None:
     op.add_column("runs", sa.Column("final_eval", sa.Float(), nullable=True))
     op.add_column("runs", sa.Column("best_eval", sa.Float(), nullable=True))
     conn = op.get_bind()
-    # The same reduction as server/store/evals.eval_summaries (migrations do not import the application).
-    latest: dict[int, tuple[int, float, str, float]] = {}
-    best: dict[tuple[int, str], float] = {}
-    rows = conn.execute(sa.text(
-        "SELECT run_id, name, step, avg(accuracy), max(ts) FROM evals GROUP BY run_id, name, step"))
-    for rid, name, step, mean, ts in rows:
-        mean, ts = float(mean), float(ts)
-        had = latest.get(rid)
-        if had is None or (step, ts) > (had[0], had[1]) or ((step, ts) == (had[0], had[1]) and name < had[2]):
-            latest[rid] = (step, ts, name, mean)
-        if mean > best.get((rid, name), -math.inf):
-            best[(rid, name)] = mean
-    if latest:
+    # What server/store/evals.eval_summaries computes (migrations do not import the application): the
+    # latest evaluation by (step, latest sent, name in code point order) and the best mean of its set.
+    by_code_point = ' COLLATE "C"' if conn.dialect.name == "postgresql" else ""  # SQLite compares bytes
+    rows = conn.execute(sa.text(f"""
+        WITH per AS (SELECT run_id, name, step, avg(accuracy) AS mean, max(ts) AS ts
+                     FROM evals GROUP BY run_id, name, step),
+             ranked AS (SELECT run_id, name, mean, row_number() OVER (
+                            PARTITION BY run_id ORDER BY step DESC, ts DESC, name{by_code_point}) AS pos
+                        FROM per),
+             best AS (SELECT run_id, name, max(mean) AS best FROM per GROUP BY run_id, name)
+        SELECT r.run_id, r.name, r.mean, b.best FROM ranked r JOIN best b ON b.run_id = r.run_id AND b.name = r.name
+        WHERE r.pos = 1"""))
+    summaries = [{"id": rid, "n": name, "f": float(mean), "b": float(top)} for rid, name, mean, top in rows]
+    if summaries:
         conn.execute(
-            sa.text("UPDATE runs SET eval_name = :n, final_eval = :f, best_eval = :b WHERE id = :id"),
-            [{"id": rid, "n": name, "f": mean, "b": best[(rid, name)]} for rid, (_, _, name, mean) in latest.items()],
-        )
+            sa.text("UPDATE runs SET eval_name = :n, final_eval = :f, best_eval = :b WHERE id = :id"), summaries)
 
 
 def downgrade() -> None:

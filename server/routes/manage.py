@@ -29,7 +29,8 @@ def managed(labels: manage.RunLabels) -> RunManaged:
 @router.patch("/{run:run}", response_model=RunManaged, responses=_ERRORS)
 def patch_run(run: str, body: RunPatch, session: SessionDep, actor: Operator) -> RunManaged:
     """Add or remove tags, set or clear the note, archive or unarchive; each change is audited."""
-    labels = managing.update_run(session, run, actor, body.add_tags, body.remove_tags, body.note, body.archived)
+    change = manage.LabelChange(body.add_tags, body.remove_tags, body.note, body.archived)
+    labels = managing.update_run(session, run, actor, change)
     return managed(labels)
 
 

@@ -51,7 +51,7 @@ def _apply(
     values: dict[str, str], **change: Any,
 ) -> Response:
     try:
-        managing.update_run(session, run, principal.name, **change)
+        managing.update_run(session, run, principal.name, manage_store.LabelChange(**change))
     except InvalidRequest as e:
         session.rollback()
         return _respond(request, session, settings, principal, run,

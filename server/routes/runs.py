@@ -15,7 +15,6 @@ from server.schemas import (
     Evals,
     Parts,
     PartSeries,
-    RunDetail,
     RunListItem,
     Series,
     StepRow,
@@ -71,10 +70,10 @@ def list_runs(
     ]
 
 
-@router.get("/{run:run}", response_model=RunDetail, responses=_404)
-def get_run(run: str, session: SessionDep, settings: SettingsDep) -> RunDetail:
+@router.get("/{run:run}", response_model=run_store.RunView, responses=_404)
+def get_run(run: str, session: SessionDep, settings: SettingsDep) -> run_store.RunView:
     """A run with its arms and their current state and probability."""
-    return RunDetail.model_validate(run_store.get_run(session, run, settings.stale_seconds), from_attributes=True)
+    return run_store.get_run(session, run, settings.stale_seconds)
 
 
 @router.get("/{run:path}/series", response_model=Series, responses={**_404, 422: {"model": ErrorResponse}})

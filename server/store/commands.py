@@ -53,6 +53,8 @@ class ArmView:
 
 @dataclass(frozen=True, slots=True)
 class PendingCommand:
+    """A command as it was asked (kept as it is in AckedCommand once answered)."""
+
     id: str
     kind: str
     arm: str
@@ -101,18 +103,12 @@ class AuditEntry:
 
 @dataclass(frozen=True, slots=True)
 class AckedCommand:
-    """A command whose first outcome an ack has just recorded, with what the command was."""
+    """A command whose first outcome an ack has just recorded: the command as it was asked, and the outcome."""
 
-    id: str
-    kind: str
-    arm: str
-    value: float | None
-    steps: int | None
+    command: PendingCommand
     status: str
     applied_step: int | None
     message: str | None
-    scheduler: str | None = None
-    params: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +159,7 @@ def pending_commands(session: Session, run_id: int) -> list[PendingCommand]:
     """The run's unanswered commands, in the order the agent will apply them."""
     c = COMMANDS.c
     rows = session.execute(
-        select(c.id, c.kind, c.arm, c.value, c.steps, c.scheduler, c.params)
+        select(*_asked(c))
         .where(c.run_id == run_id, c.status == "pending")
         .order_by(c.created_at, c.id)
     )
@@ -218,11 +214,10 @@ def record_acks(conn: Connection, run_id: int, acks: Sequence[CommandAck], event
                 status=ack.status, applied_step=ack.applied_step, message=ack.message,
                 acked_at=utc_from_ts(ack.ts), ack_event_seq=event_seq,
             )
-            .returning(c.id, c.kind, c.arm, c.value, c.steps, c.status, c.applied_step, c.message, c.scheduler,
-                       c.params)
+            .returning(*_asked(c), c.status, c.applied_step, c.message)
         ).first()
         if row is not None:
-            out.append(AckedCommand(*row))
+            out.append(_acked(row))
     return out
 
 
@@ -230,12 +225,21 @@ def acked_since(conn: Connection, run_id: int, after: int) -> list[tuple[int, Ac
     """The run's commands settled at live events after `after`: (event seq, command), in ack order."""
     c = COMMANDS.c
     rows = conn.execute(
-        select(c.ack_event_seq, c.id, c.kind, c.arm, c.value, c.steps, c.status, c.applied_step, c.message,
-               c.scheduler, c.params)
+        select(c.ack_event_seq, *_asked(c), c.status, c.applied_step, c.message)
         .where(c.run_id == run_id, c.ack_event_seq > after)
         .order_by(c.acked_at)
     )
-    return [(int(seq), AckedCommand(*rest)) for seq, *rest in rows]
+    return [(int(row[0]), _acked(row[1:])) for row in rows]
+
+
+def _asked(c: Any) -> tuple[Any, ...]:
+    """The columns of what a command asks, in PendingCommand's order."""
+    return c.id, c.kind, c.arm, c.value, c.steps, c.scheduler, c.params
+
+
+def _acked(row: Sequence[Any]) -> AckedCommand:
+    """An AckedCommand from `_asked`'s columns followed by status, applied_step and message."""
+    return AckedCommand(PendingCommand(*row[:7]), *row[7:])
 
 
 def list_commands(session: Session, run: str, limit: int, kinds: Sequence[str] | None = None) -> list[AuditEntry]:

@@ -61,12 +61,13 @@ def _full_arm(r: ArmRecord) -> dict[str, Any]:
     return {k: r.get(k, _ARM_DEFAULTS.get(k)) for k in ARM_FIELDS}
 
 
-def ack_entry(c: AckedCommand) -> dict[str, Any]:
+def ack_entry(acked: AckedCommand) -> dict[str, Any]:
     """An ack of an `update` event: the command (what the page shows for it, `label` included) and its
     outcome."""
+    c = acked.command
     return {
-        "id": c.id, "kind": c.kind, "arm": c.arm, "value": c.value, "steps": c.steps, "status": c.status,
-        "applied_step": c.applied_step, "message": c.message,
+        "id": c.id, "kind": c.kind, "arm": c.arm, "value": c.value, "steps": c.steps, "status": acked.status,
+        "applied_step": acked.applied_step, "message": acked.message,
         "label": command_label(c.kind, c.arm, c.value, c.steps, c.scheduler, c.params),
         "scheduler": c.scheduler, "params": c.params,
     }

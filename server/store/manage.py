@@ -88,6 +88,16 @@ class RunLabels:
 
 
 @dataclass(frozen=True, slots=True)
+class LabelChange:
+    """A person's changes to a run's labels; each part left at its default changes nothing."""
+
+    add_tags: Iterable[str] = ()
+    remove_tags: Iterable[str] = ()
+    note: str | None = None  # "" clears the note
+    archived: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ActionEntry:
     run: str
     action: str
@@ -115,18 +125,8 @@ def agent_tags(config: Any) -> list[str]:
     """The tags of a run's config: `config["tags"]` as a list, or one comma-separated string; each
     stripped, cut to TAG_MAX characters, empty ones and repeats dropped, in their order."""
     raw = config.get("tags") if isinstance(config, dict) else None
-    if isinstance(raw, str):
-        tags = [t.strip() for t in raw.split(",")]
-    elif isinstance(raw, list | tuple):
-        tags = [str(t).strip() for t in raw]
-    else:
-        tags = []
-    out: list[str] = []
-    for t in tags:
-        t = t[:TAG_MAX]
-        if t and t not in out:
-            out.append(t)
-    return out
+    items = raw.split(",") if isinstance(raw, str) else raw if isinstance(raw, list | tuple) else ()
+    return list(dict.fromkeys(t for t in (str(x).strip()[:TAG_MAX] for x in items) if t))
 
 
 def check_tag(raw: str) -> str:
@@ -183,22 +183,15 @@ def record_action(session: Session, run: str, action: Action, detail: str, actor
                                                 created_at=utcnow()))
 
 
-def update_labels(
-    session: Session,
-    name: str,
-    actor: str,
-    add_tags: Iterable[str] = (),
-    remove_tags: Iterable[str] = (),
-    note: str | None = None,
-    archived: bool | None = None,
-) -> RunLabels:
+def update_labels(session: Session, name: str, actor: str, change: LabelChange) -> RunLabels:
     """Apply a person's changes to a run, each one that changes something audited; the caller commits.
 
     A tag already there is not added twice; removing a tag the run lacks, or one from its config, is
-    refused (InvalidRequest), before anything changes. `note` "" clears the note.
+    refused (InvalidRequest), before anything changes.
     """
-    adds = list(dict.fromkeys(check_tag(t) for t in add_tags))
-    removes = list(dict.fromkeys(t.strip() for t in remove_tags))
+    adds = list(dict.fromkeys(check_tag(t) for t in change.add_tags))
+    removes = list(dict.fromkeys(t.strip() for t in change.remove_tags))
+    note, archived = change.note, change.archived
     if note is not None and len(note) > NOTE_MAX:
         raise InvalidRequest(f"a note has at most {NOTE_MAX} characters, got {len(note)}")
     r = run_row(session, name, RUNS.c.id, RUNS.c.archived_at, RUNS.c.note)

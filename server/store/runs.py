@@ -40,12 +40,14 @@ def shown_status(status: str, stale: bool) -> str:
 
 @dataclass(frozen=True, slots=True)
 class RunOverview:
-    """A run as listed: what it is, where it stands, and its latest live event."""
+    """A run as listed: what it is, where it stands, and its latest live event. `status`: running,
+    finished, failed or interrupted, as last reported; `stale`: running but not heard from for more than
+    stale_seconds; `event_seq`: the id of the run's latest live event (SSE)."""
 
     name: str
     project: str
     scheduler: str
-    status: str  # running | finished | failed | interrupted, as last reported
+    status: str
     stale: bool
     started_at: dt.datetime | None
     ended_at: dt.datetime | None

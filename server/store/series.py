@@ -106,15 +106,8 @@ def _chosen_arms(session: Session, run: str, arms: Sequence[str] | None) -> _Run
     return _RunArms(row.id, row.last_step, [by_name[a] for a in arms], pruned)
 
 
-def series(
-    session: Session,
-    run: str,
-    metric: Metric,
-    arms: Sequence[str] | None,
-    start: int | None,
-    end: int | None,
-    max_points: int,
-) -> list[ArmPoints]:
+def series(session: Session, run: str, metric: Metric, arms: Sequence[str] | None, start: int | None, end: int | None,
+           max_points: int) -> list[ArmPoints]:
     """Per arm, (step, value) of `metric` over [start, end], at most `max_points` points per arm.
 
     Every bucket keeps its min and its max, so no spike disappears. Three ways, by range length:
@@ -146,14 +139,8 @@ def part_names(conn: Connection, run_id: int, pruned: bool = False) -> list[str]
     return sorted(str(k) for k in (row[0] or {})) if row else []
 
 
-def part_series(
-    session: Session,
-    run: str,
-    arms: Sequence[str] | None,
-    start: int | None,
-    end: int | None,
-    max_points: int,
-) -> list[PartPoints]:
+def part_series(session: Session, run: str, arms: Sequence[str] | None, start: int | None, end: int | None,
+                max_points: int) -> list[PartPoints]:
     """Per arm and numeric part of its scheduler score (DUMP: mu and bonus), downsampled like `series`
     (from part_rollups over long ranges): every bucket keeps its min and max."""
     r = _chosen_arms(session, run, arms)

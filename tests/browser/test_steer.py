@@ -42,6 +42,13 @@ def applied(app_server: LiveServer, run: str, ids: list[str]) -> dict[str, int]:
     return got if len(got) == len(ids) else {}
 
 
+def stepping_page(app_server: LiveServer, pages: PageWatch, agents: Callable[..., AgentLoop], run: str,
+                  viewport: dict[str, int] | None = None) -> Page:
+    """The page of `run`, which an agent steps at 6 Hz."""
+    agents(run, hz=6.0)
+    return live_page(app_server, pages, run, viewport)
+
+
 def test_an_ended_run_offers_no_steering(app_server: LiveServer, pages: PageWatch, engine: Engine) -> None:
     arms = ["kk3", "kk4"]
     ingest_docs(engine, [run_start("ended", 1, arms), *[step_msg("ended", 2 + s, s, arms) for s in range(5)],
@@ -75,8 +82,7 @@ def test_controls_follow_each_arms_state_and_stale_errors_clear(
     app_server: LiveServer, pages: PageWatch, agents: Callable[..., AgentLoop]
 ) -> None:
     run = "steer-states"
-    agents(run, hz=6.0)
-    page = live_page(app_server, pages, run)
+    page = stepping_page(app_server, pages, agents, run)
     expect(page.locator("#steer-note")).to_be_hidden()
     assert shown_forms(page, "kk5") == ["pin", "boost", "retire"]  # active, neither pinned nor boosted
 
@@ -103,8 +109,7 @@ def test_commands_on_nearby_steps_share_one_marker(
     app_server: LiveServer, pages: PageWatch, agents: Callable[..., AgentLoop]
 ) -> None:
     run = "steer-markers"
-    agents(run, hz=6.0)
-    page = live_page(app_server, pages, run)
+    page = stepping_page(app_server, pages, agents, run)
     ids = [post(app_server, run, "pin", "kk3", value=0.4), post(app_server, run, "boost", "kk4", value=2.0),
            post(app_server, run, "retire", "kk6")]
     steps = wait_for(lambda: applied(app_server, run, ids))
@@ -125,8 +130,7 @@ def test_on_a_phone_each_arms_controls_fold_into_a_menu(
     app_server: LiveServer, pages: PageWatch, agents: Callable[..., AgentLoop]
 ) -> None:
     run = "steer-phone"
-    agents(run, hz=6.0)
-    page = live_page(app_server, pages, run, viewport={"width": 390, "height": 844})
+    page = stepping_page(app_server, pages, agents, run, viewport={"width": 390, "height": 844})
     assert page.evaluate("() => document.documentElement.scrollWidth") <= 390
     menus = page.locator("details.steer-menu")
     expect(menus).to_have_count(4)

@@ -39,7 +39,7 @@ def test_runs_list_and_delete(settings: Settings, engine: Engine, rds: redis.Red
     ])
     ingest_docs(engine, [run_start("cli-live", 1, arms, project="p")])  # a batch of its own: the newer run
     with make_sessionmaker(engine)() as session:
-        manage.update_labels(session, "cli-live", "test", archived=True)
+        manage.update_labels(session, "cli-live", "test", manage.LabelChange(archived=True))
         session.commit()
     for run in ("cli-old", "cli-live"):
         rds.xadd(settings.keys.control(run), {"m": b"{}"})

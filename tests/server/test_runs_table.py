@@ -15,6 +15,7 @@ from server.db import make_sessionmaker
 from server.errors import InvalidRequest
 from server.settings import Settings
 from server.store import commands as command_store
+from server.store.manage import LabelChange
 from server.store.runs_table import SORTS, RunsQuery, runs_table
 from server.store.sql import COMMANDS, RUNS, run_id, utcnow
 
@@ -97,8 +98,8 @@ def build(engine: Engine, settings: Settings) -> None:
                 if i < applied:
                     session.execute(update(COMMANDS).where(COMMANDS.c.id == cmd.id).values(status="applied"))
         session.commit()
-        managing.update_run(session, "t-d", "test", add_tags=["alpha"], note="hello")
-        managing.update_run(session, "t-e", "test", note="archived one", archived=True)
+        managing.update_run(session, "t-d", "test", LabelChange(add_tags=["alpha"], note="hello"))
+        managing.update_run(session, "t-e", "test", LabelChange(note="archived one", archived=True))
 
 
 def expected_order(col: str, order: str) -> list[str]:
