@@ -58,32 +58,6 @@ class GroupRecords:
             prompt=np.concatenate(prompts) if len(prompts) == len(parts) else None,
         )
 
-    def keyed(self) -> GroupRecords | None:
-        """The groups that carry a prompt key (all or none of them do)."""
-        return self if self.prompt is not None else None
-
-
-def group_records(arm_idx: IntArray, correct: npt.NDArray[Any], inverse: npt.NDArray[np.intp],
-                  counts: npt.NDArray[np.float64], zero: BoolArray, prompt_of_completion: IntArray | None,
-                  ) -> GroupRecords:
-    """Per-group rows from per-completion arrays and a group summary (`inverse` maps a completion to
-    its group id; `counts` and `zero` are indexed by group id, ids with count 0 are unused)."""
-    in_use = np.flatnonzero(counts)
-    # Every group id in use (the usual 0..G-1): views, not copies.
-    used: Any = in_use if in_use.size < counts.size else slice(None)
-    arm_of = np.zeros(counts.size, dtype=np.int64)
-    arm_of[inverse] = arm_idx
-    n_correct = np.bincount(inverse, weights=correct, minlength=counts.size)
-    prompt = None
-    if prompt_of_completion is not None:
-        prompt_of = np.zeros(counts.size, dtype=np.int64)
-        prompt_of[inverse] = prompt_of_completion
-        prompt = prompt_of[used]
-    return GroupRecords(
-        arm=arm_of[used], size=counts[used].astype(np.int64), correct=n_correct[used].astype(np.int64),
-        zero_var=zero[used], prompt=prompt,
-    )
-
 
 def prompt_keys(prompts: npt.NDArray[Any]) -> IntArray:
     """Prompt ids as int64 keys: integers as they are; anything else (strings) by a stable 64-bit hash
@@ -103,29 +77,66 @@ def prompt_keys(prompts: npt.NDArray[Any]) -> IntArray:
 # the first key outside switches the window to sorted arrays for good.
 DENSE_KEYS = 1 << 22
 
+# A group's (or prompt's) attempts and successes packed in one int64, attempts << 32 | successes: one
+# scatter-add updates both (successes never exceed attempts; attempts stay below 2**31 in a window).
+ATT_SHIFT = 32
+SUC_MASK = (1 << ATT_SHIFT) - 1
+
+
+def pack(size: IntArray, correct: IntArray) -> IntArray:
+    return (size << ATT_SHIFT) | correct
+
+
+# Histogram slots per arm in the dense layout: slot 0 holds the prompts out of the window (never read),
+# slots 1..PASS_BINS the bins. The slots are laid out slot-major (slot * n_arms + arm).
+_SLOTS = PASS_BINS + 1
+_EMPTY = np.zeros(0, dtype=np.int64)
+
+
+def _slot(att: IntArray, suc: IntArray) -> IntArray:
+    """A prompt's slot from its attempts and successes in the window: 0 when it has none (out of the
+    window), else 1 + its bin (0 never solved, 1 + floor(3 * pass rate) in between, PASS_BINS - 1
+    always solved)."""
+    return (3 * suc) // np.maximum(att, 1) + (suc > 0) + (att > 0)
+
+
+# `_slot` of every (attempts, successes) with attempts below _TABLE_ATT, at attempts << 8 | successes:
+# one lookup per prompt instead of an integer division.
+_TABLE_ATT = 256
+_att, _suc = np.meshgrid(np.arange(_TABLE_ATT), np.arange(_TABLE_ATT), indexing="ij")
+_SLOT_TABLE = np.where(_suc <= _att, _slot(_att, _suc), 0).ravel()
+del _att, _suc
+
 
 class PassRateWindow:
     """Each arm's distinct prompts seen in the last `window` steps, binned by pass rate in that window.
 
     Per prompt: its arm, attempts and successes in the window; and the histogram itself, updated for
     the prompts a step touches (those it saw and those that left the window), never rebuilt. Dataset
-    indices address the arrays directly; other keys (hashes, large ids) live in sorted arrays. A
-    prompt seen under two arms counts under the one it was last (dense) or first (sorted) seen with.
+    indices address one row per prompt directly (packed attempts and successes, arm and histogram slot
+    side by side); other keys (hashes, large ids) live in sorted arrays. A prompt seen under two arms
+    counts under the one it was last (dense) or first (sorted) seen with.
     """
 
     def __init__(self, n_arms: int, window: int) -> None:
         self.n_arms = n_arms
         self.window = window
         self.dense = True
-        self.keys = np.zeros(0, dtype=np.int64)  # sorted layout only
+        # Dense layout: per prompt (row = key) its packed attempts and successes, its arm, and its
+        # histogram slot * n_arms + arm (0 for a prompt never seen: arm 0's unread slot 0).
+        self._rows = np.zeros((0, 3), dtype=np.int64)
+        self._cols: tuple[IntArray, IntArray, IntArray] = (self._rows[:, 0], self._rows[:, 1], self._rows[:, 2])
+        self._hist6 = np.zeros(_SLOTS * n_arms, dtype=np.int64)
+        self._hist_view = self._hist6.reshape(_SLOTS, n_arms)[1:].T  # arms x PASS_BINS
+        self._table = _SLOT_TABLE * n_arms  # slot * n_arms, at attempts << 8 | successes
+        self._tags = -1 - np.arange(256, dtype=np.int64)  # marks that find each touched prompt once
+        # Sorted layout (after the first key outside [0, DENSE_KEYS)): one entry per prompt in the window.
+        self.keys = np.zeros(0, dtype=np.int64)
         self.arm = np.zeros(0, dtype=np.int64)
         self.att = np.zeros(0, dtype=np.int64)
         self.suc = np.zeros(0, dtype=np.int64)
-        self._stamp = np.zeros(0, dtype=np.int64)  # dense layout: finds each touched prompt once
-        self._code1 = np.zeros(0, dtype=np.int64)  # dense layout: each prompt's slot in _hist1 (0: none)
-        self._hist1 = np.zeros(1 + n_arms * PASS_BINS, dtype=np.int64)
-        self.hist = self._hist1[1:]  # a view: per arm and bin, the prompts in the window
-        self._ring: collections.deque[tuple[IntArray, IntArray, IntArray]] = collections.deque()
+        self.hist = np.zeros(n_arms * PASS_BINS, dtype=np.int64)  # sorted layout: per arm and bin
+        self._ring: collections.deque[tuple[IntArray, IntArray]] = collections.deque()  # (keys, packed)
         self.seen_any = False
 
     def _count(self, pos: IntArray) -> IntArray:
@@ -134,56 +145,77 @@ class PassRateWindow:
         b = np.where(suc == 0, 0, np.where(suc >= att, PASS_BINS - 1, mid))
         return np.bincount(self.arm[pos] * PASS_BINS + b, minlength=self.hist.size)
 
-    def update(self, g: GroupRecords | None) -> IntArray | None:
-        """Fold one step's keyed groups (None: no prompt ids this step) and return the histogram,
-        arms x PASS_BINS (None until prompt ids have been seen)."""
-        empty = np.zeros(0, dtype=np.int64)
-        k, a, c, arm = empty, empty, empty, empty
-        if g is not None and g.prompt is not None and g.prompt.size:
+    def update(self, prompt: IntArray | None, packed: IntArray, arm: IntArray) -> IntArray | None:
+        """Fold one step's keyed groups (their prompt keys, `pack`ed sizes and successes, and arms;
+        `prompt` None: no prompt ids this step) and return the histogram, arms x PASS_BINS (None until
+        prompt ids have been seen)."""
+        if prompt is not None and prompt.size:
             self.seen_any = True
-            k, a, c, arm = g.prompt, g.size, g.correct, g.arm
-        if not self.seen_any:
-            return None
-        if self.dense and k.size and (int(k.min()) < 0 or int(k.max()) >= DENSE_KEYS):
-            self._to_sorted()
-        old = self._ring.popleft() if len(self._ring) == self.window else None
-        if self.dense:
-            self._update_dense(k, a, c, arm, old)
+            k, d = prompt, packed
+            if self.dense:
+                top = int(k.view(np.uint64).max())  # a negative key reads as a huge one
+                if top >= DENSE_KEYS:
+                    self._to_sorted()
+                elif top >= self._rows.shape[0]:
+                    self._grow(max(top + 1, 2 * self._rows.shape[0]))
+        elif self.seen_any:
+            k = d = arm = _EMPTY
         else:
-            self._update_sorted(k, a, c, arm, old)
-        self._ring.append((k, a, c))
+            return None
+        old = self._ring.popleft() if len(self._ring) == self.window else None
+        self._ring.append((k, d))
+        if self.dense:
+            self._update_dense(k, d, arm, old)
+            return self._hist_view.copy()
+        self._update_sorted(k, d >> ATT_SHIFT, d & SUC_MASK, arm,
+                            None if old is None else (old[0], old[1] >> ATT_SHIFT, old[1] & SUC_MASK))
         return self.hist.reshape(self.n_arms, PASS_BINS).copy()
 
-    def _update_dense(self, k: IntArray, a: IntArray, c: IntArray, arm: IntArray,
-                      old: tuple[IntArray, IntArray, IntArray] | None) -> None:
-        if k.size and int(k.max()) >= self.att.size:
-            grow = max(int(k.max()) + 1, 2 * self.att.size)
-            self.arm, self.att, self.suc, self._stamp = (
-                np.concatenate([x, np.zeros(grow - x.size, dtype=np.int64)])
-                for x in (self.arm, self.att, self.suc, self._stamp)
-            )
-            self._code1 = np.concatenate([self._code1, np.zeros(grow - self._code1.size, dtype=np.int64)])
-        if old is not None:  # the step leaving the window, subtracted in the same pass
-            k, a, c = np.concatenate((k, old[0])), np.concatenate((a, -old[1])), np.concatenate((c, -old[2]))
-        if not k.size:
+    def _grow(self, n: int) -> None:
+        rows = np.zeros((n, 3), dtype=np.int64)
+        if n:
+            rows[: self._rows.shape[0]] = self._rows
+        self._rows, self._cols = rows, (rows[:, 0], rows[:, 1], rows[:, 2])
+
+    def _update_dense(self, k: IntArray, d: IntArray, arm: IntArray, old: tuple[IntArray, IntArray] | None) -> None:
+        if old is not None and old[0].size:  # the step leaving the window, in the same pass
+            touched = np.concatenate((k, old[0]))
+        else:
+            touched, old = k, None
+        n = touched.size
+        if not n:
             return
-        idx = np.arange(k.size)
-        self._stamp[k] = idx
-        rep = k[self._stamp[k] == idx]  # each touched prompt once
-        np.subtract.at(self._hist1, self._code1[rep], 1)
-        np.add.at(self.att, k, a)
-        np.add.at(self.suc, k, c)
-        self.arm[k[:arm.size]] = arm
-        att, suc = self.att[rep], self.suc[rep]
-        # 1 + arm * PASS_BINS + bin, bin 0 never solved, 4 always, else 1 + floor(3 * pass rate); 0 once
-        # out of the window (the histogram's slot 0 counts those, and is never read)
-        after = np.where(att > 0, self.arm[rep] * PASS_BINS + (3 * suc) // np.maximum(att, 1) + (suc > 0) + 1, 0)
-        self._code1[rep] = after
-        np.add.at(self._hist1, after, 1)
+        packed, arms, code = self._cols
+        if n > self._tags.size:
+            self._tags = -1 - np.arange(2 * n, dtype=np.int64)
+        tags = self._tags[:n]
+        before = code[touched]
+        code[touched] = tags
+        # 1 for one entry of each touched prompt (that whose tag stayed), 0 for the others (as int64:
+        # ufunc.at takes its fast path only with values of the histogram's type)
+        once = (code[touched] == tags).astype(np.int64)
+        if k.size:
+            np.add.at(packed, k, d)
+            arms[k] = arm
+        if old is not None:
+            np.subtract.at(packed, old[0], old[1])
+        p = packed[touched]
+        try:  # attempts below 256 (then successes too) index the table; more, past its end
+            slot = self._table[(p >> (ATT_SHIFT - 8)) | (p & 255)]
+        except IndexError:
+            slot = _slot(p >> ATT_SHIFT, p & SUC_MASK) * self.n_arms
+        after = arms[touched] + slot
+        code[touched] = after
+        np.subtract.at(self._hist6, before, once)
+        np.add.at(self._hist6, after, once)
 
     def _to_sorted(self) -> None:
-        live = np.flatnonzero(self.att > 0)
-        self.keys, self.arm, self.att, self.suc = live, self.arm[live], self.att[live], self.suc[live]
+        packed, arms, _ = self._cols
+        live = np.flatnonzero(packed > 0)
+        self.keys, self.arm = live, arms[live]
+        self.att, self.suc = packed[live] >> ATT_SHIFT, packed[live] & SUC_MASK
+        self.hist = self._hist_view.reshape(-1)  # a copy, arm-major
+        self._grow(0)
         self.dense = False
 
     def _update_sorted(self, k: IntArray, a: IntArray, c: IntArray, arm: IntArray,

@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .errors import ObservationError
-from .signals import GroupRecords, PassRateWindow, group_records
+from .signals import ATT_SHIFT, SUC_MASK, GroupRecords, PassRateWindow, pack
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -26,6 +26,8 @@ GRPO_EPS = 1e-6
 
 def to_numpy(values: Any, dtype: type | None = None) -> npt.NDArray[Any]:
     """Turn a list, numpy array or torch tensor into a 1-D numpy array without importing torch."""
+    if type(values) is np.ndarray and values.ndim == 1 and (dtype is None or values.dtype == dtype):
+        return values  # the usual case, without the checks below
     if hasattr(values, "detach") and hasattr(values, "cpu"):
         values = values.detach().cpu().numpy()
     arr = np.asarray(values) if dtype is None else np.asarray(values, dtype=dtype)
@@ -52,10 +54,11 @@ def grpo_advantages(rewards: FloatArray, groups: npt.NDArray[Any]) -> FloatArray
     return grpo_groups(rewards, groups)[0]
 
 
-# What `grpo_groups` learned of the groups: each completion's group index, and per group index its
-# size (0 for unused indices) and whether all its rewards are equal. A tuple, not a dataclass: it is
-# built on the training thread at every observe().
-GroupSummary = tuple[npt.NDArray[np.intp], FloatArray, BoolArray]
+# What `grpo_groups` learned of the groups: each completion's group index, per group index its size
+# (0 for unused indices) and whether all its rewards are equal, and whether every reward is finite and
+# every index below the largest in use (then `add` checks only the advantages, and keeps every group).
+# A tuple, not a dataclass: it is built on the training thread at every observe().
+GroupSummary = tuple[npt.NDArray[np.intp], FloatArray, BoolArray, bool]
 
 
 def grpo_groups(rewards: FloatArray, groups: npt.NDArray[Any]) -> tuple[FloatArray, GroupSummary]:
@@ -64,26 +67,41 @@ def grpo_groups(rewards: FloatArray, groups: npt.NDArray[Any]) -> tuple[FloatArr
         raise ObservationError(f"rewards ({rewards.size}) and groups ({groups.size}) differ in length")
     if rewards.size == 0:
         empty = np.zeros(0, dtype=np.float64)
-        return empty, (np.zeros(0, dtype=np.intp), empty, np.zeros(0, dtype=bool))
-    if groups.dtype.kind in "iu" and int(groups.min()) >= 0 and int(groups.max()) < 4 * groups.size + 64:
+        return empty, (np.zeros(0, dtype=np.intp), empty, np.zeros(0, dtype=bool), True)
+    bound = 4 * groups.size + 64
+    if groups.dtype == np.int64:
+        small = int(groups.view(np.uint64).max()) < bound  # one pass: a negative id reads as a huge one
+    else:
+        small = groups.dtype.kind in "iu" and int(groups.min()) >= 0 and int(groups.max()) < bound
+    if small:
         # Small non-negative integer ids (the usual case) index the group sums directly: no sort.
         inverse = groups.astype(np.intp, copy=False)
     else:
         _, inverse = np.unique(groups, return_inverse=True)
         inverse = inverse.reshape(-1)
     counts = np.bincount(inverse).astype(np.float64)
-    # Ids that no completion uses have count 0; their 0/0 is never read.
-    with np.errstate(invalid="ignore", divide="ignore"):
-        means = np.bincount(inverse, weights=rewards) / counts
-        dev = rewards - means[inverse]
-        ss = np.bincount(inverse, weights=dev * dev)
-        std = np.sqrt(ss / (counts - 1.0))
+    low, finite = counts.min(), bool(np.isfinite(rewards).all())
+    if low >= 2 and finite:  # no 0/0 nor inf - inf below: no floating-point state to set
+        dev, std = _deviations(rewards, inverse, counts)
+    else:  # ids that no completion uses have count 0: their 0/0 is never read
+        with np.errstate(invalid="ignore", divide="ignore"):
+            dev, std = _deviations(rewards, inverse, counts)
     # Equal rewards leave only rounding in std (their mean is not always exact): far below 1e-9 for
     # rewards under 1e6. A group of one has std NaN (0/0): zero-variance too, as its advantage is 0.
     zero = ~(std > 1e-9)
-    adv = dev / (std[inverse] + GRPO_EPS)
-    adv[counts[inverse] < 2] = 0.0
-    return adv, (inverse, counts, zero)
+    adv = dev / (std + GRPO_EPS)[inverse]
+    if low < 2:  # groups of one (or unused ids): advantage 0
+        adv[counts[inverse] < 2] = 0.0
+    return adv, (inverse, counts, zero, finite and low >= 1)
+
+
+def _deviations(rewards: FloatArray, inverse: npt.NDArray[np.intp], counts: FloatArray,
+                ) -> tuple[FloatArray, FloatArray]:
+    """Each completion's reward minus its group's mean, and each group's unbiased std."""
+    means = np.bincount(inverse, weights=rewards) / counts
+    dev = rewards - means[inverse]
+    ss = np.bincount(inverse, weights=dev * dev)
+    return dev, np.sqrt(ss / (counts - 1.0))
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +160,15 @@ class StepObservations:
         return self._mean(self.n_correct)
 
 
+# Per observe() call with group ids: each group id's arm, size (0: id unused) and whether its rewards are
+# all equal; with prompt ids also each group id's prompt key, its size and successes `pack`ed (as
+# float64 or int64, whole numbers) and whether every id is in use; None without.
+GroupCall = tuple[IntArray, FloatArray, BoolArray, tuple[IntArray, npt.NDArray[Any], bool] | None]
+
+# Below this many completions in a call, sum(2**32 + success) over a group is exact in float64 (< 2**53).
+_FLOAT_PACK_MAX = 1 << 20
+
+
 class ObservationBuffer:
     """Holds the observe() calls of one step and reduces them to a `StepObservations`."""
 
@@ -152,18 +179,22 @@ class ObservationBuffer:
         self._arms: list[IntArray] = []
         self._rewards: list[FloatArray] = []
         self._abs_adv: list[FloatArray] = []
-        self._groups: list[GroupRecords] = []
-        self._zero_var: list[tuple[IntArray, FloatArray, BoolArray]] = []  # per call: arm, size, zero of each group id
+        self._groups: list[GroupCall] = []
         self.prompts = PassRateWindow(n_arms, prompt_window)
+        self._positions = np.arange(1024)
         self.n_invalid = 0
 
     def add(self, arm_idx: IntArray, rewards: FloatArray, advantages: FloatArray,
             group_ids: npt.NDArray[Any] | None = None, summary: GroupSummary | None = None,
             prompt_keys: IntArray | None = None) -> None:
         """Add completions; with `group_ids` (and their `summary` when already computed) the step's
-        group records too, keyed by `prompt_keys` when given."""
-        ok = np.isfinite(rewards) & np.isfinite(advantages)
-        if not ok.all():
+        groups too, keyed by `prompt_keys` when given."""
+        if summary is not None and summary[3]:  # grpo_groups found every reward finite
+            finite = np.isfinite(advantages).all()
+        else:
+            finite = np.isfinite(rewards).all() and np.isfinite(advantages).all()
+        if not finite:
+            ok = np.isfinite(rewards) & np.isfinite(advantages)
             self.n_invalid += int((~ok).sum())
             arm_idx, rewards, advantages = arm_idx[ok], rewards[ok], advantages[ok]
             if group_ids is not None:
@@ -174,37 +205,75 @@ class ObservationBuffer:
         self._rewards.append(rewards)
         self._abs_adv.append(np.abs(advantages))
         if group_ids is not None:
-            inverse, counts, zero = grpo_groups(rewards, group_ids)[1] if summary is None else summary
+            # A few numpy calls on the training thread: each group id's arm (that of its last completion)
+            # and, with prompt ids, its prompt (likewise) and successes.
+            inverse, counts, zero, clean = grpo_groups(rewards, group_ids)[1] if summary is None else summary
+            keyed = None
             if prompt_keys is None:
-                # The common case, kept to a few numpy calls on the training thread: each group id's arm.
                 arm_of = np.zeros(counts.size, dtype=np.int64)
                 arm_of[inverse] = arm_idx
-                self._zero_var.append((arm_of, counts, zero))
             else:
-                self._groups.append(group_records(arm_idx, rewards > self.threshold, inverse, counts, zero,
-                                                  prompt_keys))
+                # Each group id's last completion (0 for unused ids), then its arm and prompt: one scatter
+                # of positions and two small gathers instead of two scatters.
+                if self._positions.size < inverse.size:
+                    self._positions = np.arange(2 * inverse.size)
+                last = np.zeros(counts.size, dtype=np.intp)
+                last[inverse] = self._positions[: inverse.size]
+                arm_of, prompt_of = arm_idx[last], prompt_keys[last]
+                correct = rewards > self.threshold
+                if rewards.size < _FLOAT_PACK_MAX:  # size << 32 | successes in one bincount
+                    packed = np.bincount(inverse, weights=correct + float(1 << ATT_SHIFT), minlength=counts.size)
+                else:
+                    packed = pack(counts.astype(np.int64),
+                                  np.bincount(inverse, weights=correct, minlength=counts.size).astype(np.int64))
+                keyed = prompt_of, packed, clean
+            self._groups.append((arm_of, counts, zero, keyed))
 
     def take_groups(self) -> GroupRecords | None:
-        """This step's group records (None when no group ids were given); resets."""
-        parts = self._groups
-        for arm_of, counts, zero in self._zero_var:
+        """This step's group records (None when no group ids were given); resets. Those of the calls
+        with prompt ids come first, in call order."""
+        calls, self._groups = self._groups, []
+        parts = []
+        for arm_of, counts, zero, keyed in (*(g for g in calls if g[3] is not None),
+                                            *(g for g in calls if g[3] is None)):
             used = np.flatnonzero(counts)
             size = counts[used].astype(np.int64)
-            parts.append(GroupRecords(arm_of[used], size, size * 0, zero[used], None))
-        out = GroupRecords.concat(parts)
-        self._groups, self._zero_var = [], []
-        return out
+            if keyed is None:
+                parts.append(GroupRecords(arm_of[used], size, size * 0, zero[used], None))
+            else:
+                correct = keyed[1][used].astype(np.int64, copy=False) & SUC_MASK
+                parts.append(GroupRecords(arm_of[used], size, correct, zero[used], keyed[0][used]))
+        return GroupRecords.concat(parts)
 
-    def _zero_var_counts(self) -> tuple[FloatArray, FloatArray] | None:
-        """Per arm, this step's groups and zero-variance groups, straight from the unkeyed calls; resets."""
+    def _zero_var_counts(self, calls: list[GroupCall]) -> tuple[FloatArray, FloatArray]:
+        """Per arm, the groups and zero-variance groups of `calls`."""
         k = self.n_arms
         n_groups, n_zero = np.zeros(k), np.zeros(k)
-        for arm_of, counts, zero in self._zero_var:
+        for arm_of, counts, zero, _ in calls:
             used = counts > 0
             n_groups += np.bincount(arm_of, weights=used, minlength=k)
             n_zero += np.bincount(arm_of, weights=zero & used, minlength=k)
-        self._zero_var.clear()
         return n_groups, n_zero
+
+    def _keyed(self, calls: list[GroupCall]) -> tuple[IntArray, IntArray, IntArray, BoolArray]:
+        """The groups in use of `calls` (every one with prompt ids), in call order: prompt key, packed
+        size and successes, arm, zero variance."""
+        arm_of, _, zero, keyed = calls[0]
+        assert keyed is not None
+        if len(calls) == 1 and keyed[2]:  # one call, every group id in use: as they are
+            return keyed[0], keyed[1].astype(np.int64, copy=False), arm_of, zero
+        parts = []
+        for arm_of, counts, zero, keyed in calls:
+            assert keyed is not None
+            prompt_of, packed, _ = keyed
+            if not counts.all():  # ids without completions (the usual 0..G-1 has none)
+                used = np.flatnonzero(counts)
+                arm_of, zero, prompt_of, packed = arm_of[used], zero[used], prompt_of[used], packed[used]
+            parts.append((prompt_of, packed.astype(np.int64, copy=False), arm_of, zero))
+        if len(parts) == 1:
+            return parts[0]
+        prompt, packed, arm, zero = (np.concatenate(c) for c in zip(*parts, strict=True))
+        return prompt, packed, arm, zero
 
     @property
     def pending(self) -> bool:
@@ -228,37 +297,56 @@ class ObservationBuffer:
 
     def reduce(self) -> StepObservations:
         """Aggregate this step's completions and reset for the next step."""
-        if self._zero_var and not self._groups and not self.prompts.seen_any:
-            # Group ids without prompt ids, every call: counted without building group records.
-            counts = self._zero_var_counts()
-            return self.reduce_arrays(*self.take(), counts=counts)
-        return self.reduce_arrays(*self.take(), groups=self.take_groups())
+        calls, self._groups = self._groups, []
+        counts = hist = None
+        if calls and all(g[3] is not None for g in calls):
+            # Prompt ids on every call with group ids: the pass-rate profile, and the per-arm counts
+            # from the same group arrays.
+            prompt, packed, arm, zero = self._keyed(calls)
+            k = self.n_arms
+            # (bincount of no values gives integers even with weights)
+            counts = (np.bincount(arm, minlength=k).astype(np.float64),
+                      np.bincount(arm, weights=zero, minlength=k).astype(np.float64, copy=False))
+            hist = self.prompts.update(prompt, packed, arm)
+        else:
+            if calls:  # groups without prompt ids (on some call at least): no profile this step
+                counts = self._zero_var_counts(calls)
+            if self.prompts.seen_any:
+                hist = self.prompts.update(None, _NO_INTS, _NO_INTS)
+        return self._aggregate(*self.take(), counts, hist)
 
     def reduce_arrays(self, arms: IntArray, rewards: FloatArray, abs_adv: FloatArray,
-                      groups: GroupRecords | None = None,
-                      counts: tuple[FloatArray, FloatArray] | None = None) -> StepObservations:
+                      groups: GroupRecords | None = None) -> StepObservations:
         """Aggregate per-completion arrays (e.g. gathered from every rank) into per-arm statistics;
-        `groups` (or their per-arm `counts` already made) give the zero-variance signal."""
+        `groups` give the zero-variance signal (and, when keyed, the pass-rate profile)."""
+        k = self.n_arms
+        counts = hist = None
+        if groups is not None:
+            counts = (np.bincount(groups.arm, minlength=k).astype(np.float64),
+                      np.bincount(groups.arm, weights=groups.zero_var, minlength=k).astype(np.float64))
+            if groups.prompt is not None:
+                hist = self.prompts.update(groups.prompt, pack(groups.size, groups.correct), groups.arm)
+        if hist is None and self.prompts.seen_any:
+            hist = self.prompts.update(None, _NO_INTS, _NO_INTS)
+        return self._aggregate(arms, rewards, abs_adv, counts, hist)
+
+    def _aggregate(self, arms: IntArray, rewards: FloatArray, abs_adv: FloatArray,
+                   counts: tuple[FloatArray, FloatArray] | None, hist: IntArray | None) -> StepObservations:
         k = self.n_arms
         n_groups, zero_var = counts if counts is not None else (None, None)
-        if groups is not None:
-            n_groups = np.bincount(groups.arm, minlength=k).astype(np.float64)
-            zero_var = np.bincount(groups.arm, weights=groups.zero_var, minlength=k).astype(np.float64)
-        hist = None
-        if self.prompts.seen_any or (groups is not None and groups.prompt is not None):
-            hist = self.prompts.update(groups.keyed() if groups is not None else None)
-        n_step = np.bincount(arms, minlength=k).astype(np.int64)
+        n_step = np.bincount(arms, minlength=k).astype(np.int64, copy=False)
         # Arm indices as int16 let numpy's stable sort be a radix sort (3x faster at 1,024 completions).
-        order = np.argsort(arms.astype(np.int16) if k <= 32767 else arms, kind="stable")
+        order = (arms.astype(np.int16) if k <= 32767 else arms).argsort(kind="stable")
         offsets = np.zeros(k + 1, dtype=np.int64)
-        np.cumsum(n_step, out=offsets[1:])
+        n_step.cumsum(out=offsets[1:])
         self.n_total += n_step
         return StepObservations(
             n_step=n_step,
             n_total=self.n_total.copy(),
             sum_abs_adv=_weighted_counts(arms, abs_adv, k),
             sum_reward=_weighted_counts(arms, rewards, k),
-            n_correct=_weighted_counts(arms, (rewards > self.threshold).astype(np.float64), k),
+            # bincount takes the booleans as weights 0.0 and 1.0
+            n_correct=_weighted_counts(arms, rewards > self.threshold, k),
             abs_adv=abs_adv[order],
             offsets=offsets,
             n_groups=n_groups,
@@ -267,7 +355,10 @@ class ObservationBuffer:
         )
 
 
-def _weighted_counts(idx: IntArray, weights: FloatArray, k: int) -> FloatArray:
+_NO_INTS = np.zeros(0, dtype=np.int64)
+
+
+def _weighted_counts(idx: IntArray, weights: FloatArray | BoolArray, k: int) -> FloatArray:
     return np.asarray(np.bincount(idx, weights=weights, minlength=k), dtype=np.float64)
 
 
