@@ -6,7 +6,9 @@ in PostgreSQL, serves it with the real app (uvicorn, no ingest), and times
 view, at most ~1,000 points per arm) and zoomed windows, and a trainer-metric panel
 (`GET /api/runs/{run}/metrics?name=...`, six metrics sent with every step), its first read by a fresh
 web process included. Prints p50/p95 per query (target: p95 <= 250 ms). With `--page`, also loads the
-run page in headless Chromium and times it until every chart has drawn (target: <= 2 s).
+run page in headless Chromium, cold, and times it until every chart in the first screen has drawn (target:
+median <= 1 s; the page draws a chart once it comes within half a screen of the viewport), then until every
+chart has drawn once scrolled to the bottom.
 
     .venv/bin/python bench/series.py                      # both backends, 100,000 steps
     .venv/bin/python bench/series.py --backends sqlite --steps 20000
@@ -24,6 +26,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -154,13 +157,40 @@ def time_metric_panels(base: str, steps: int, repeats: int) -> tuple[float, list
     return first, out
 
 
-def time_page(base: str, loads: int) -> list[tuple[float, float | None, float | None]] | None:
+# The page's charts (line charts, heatmaps, metric panels) that are shown: not in a hidden figure, a
+# folded one (a 64-arm run's line charts that the heatmaps replace) or closed heatmaps.
+_SHOWN = """(inView) => [...document.querySelectorAll('.plot, .heat-plot')].filter((el) => {
+  if (el.closest('[hidden], figure.folded, details:not([open])')) return false;
+  const r = el.getBoundingClientRect();
+  return r.height > 0 && (!inView || (r.top < innerHeight && r.bottom > 0));
+})"""
+# Drawn: a Plotly chart with data and its traces rendered, or the note an empty chart shows instead.
+_DRAWN = "(d) => (d.data && d.data.length > 0 && d.querySelector('.trace')) || " \
+         "(!d.classList.contains('js-plotly-plot') && d.textContent.trim() !== '')"
+
+
+def page_drawn(page: Any, t0: float) -> tuple[float, float]:
+    """Seconds from `t0` until every chart in the page's first screen has drawn, then until every chart
+    has, scrolling down a screen at a time once the one in view has drawn (as a person reading it would)."""
+    in_view = f"() => {{ const g = ({_SHOWN})(true); return g.length > 0 && g.every({_DRAWN}); }}"
+    page.wait_for_function(in_view, timeout=120_000)
+    first = time.perf_counter() - t0
+    page.wait_for_function("() => document.querySelectorAll('.metric-panel .plot').length > 0", timeout=120_000)
+    while page.evaluate("() => { const y = scrollY; scrollBy(0, innerHeight); return scrollY > y; }"):
+        page.wait_for_function(in_view.replace("g.length > 0 && ", ""), timeout=120_000)
+    page.wait_for_function(f"() => ({_SHOWN})(false).every({_DRAWN})", timeout=120_000)
+    return first, time.perf_counter() - t0
+
+
+def time_page(base: str, loads: int) -> list[tuple[float, float, float | None]] | None:
     """Load the run page `loads` times, each in a fresh browser context (cold cache: Plotly.js and the data
-    fetched and compiled anew), until every chart has drawn. Per load: (seconds to drawn, and from
-    run.js's performance marks, ms at which all data had arrived and at which the charts had drawn)."""
+    fetched and compiled anew). Per load: seconds until every chart in the first screen has drawn (the
+    page draws a chart when it comes within half a screen of the viewport), then until every chart has drawn
+    once scrolled through to the bottom, and from run.js's performance marks the ms at which all the
+    charts' data had arrived."""
     from playwright.sync_api import sync_playwright
 
-    out: list[tuple[float, float | None, float | None]] = []
+    out: list[tuple[float, float, float | None]] = []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=[
             "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -173,15 +203,10 @@ def time_page(base: str, loads: int) -> list[tuple[float, float | None, float | 
             if resp is None or resp.status != 200:
                 browser.close()
                 return None
-            # Drawn: every Plotly chart on the page has its data and has rendered its traces.
-            page.wait_for_function(
-                "() => { const g = [...document.querySelectorAll('.js-plotly-plot')];"
-                " return g.length > 0 && g.every(d => d.data && d.data.length > 0 && d.querySelector('.trace')); }",
-                timeout=120_000)
-            elapsed = time.perf_counter() - t0
+            first, whole = page_drawn(page, t0)
             marks = dict(page.evaluate(
                 "() => performance.getEntriesByType('mark').map(m => [m.name, m.startTime])"))
-            out.append((elapsed, marks.get("sb:data"), marks.get("sb:drawn")))
+            out.append((first, whole, marks.get("sb:data")))
             context.close()
         browser.close()
     return out
@@ -256,16 +281,16 @@ def main() -> None:
                 if loads is None:
                     print(f"[{backend}] run page not available")
                 else:
-                    for i, (secs, data_ms, drawn_ms) in enumerate(loads, 1):
-                        split = ("" if data_ms is None or drawn_ms is None else
-                                 f" (all data in at {data_ms / 1000:.2f} s, charts drawn at {drawn_ms / 1000:.2f} s"
-                                 " after navigation start)")
-                        print(f"[{backend}] run page, cold load {i}: loaded and drawn in {secs:.2f} s{split}")
+                    for i, (first, whole, data_ms) in enumerate(loads, 1):
+                        data = "" if data_ms is None else f", all the charts' data in at {data_ms / 1000:.2f} s"
+                        print(f"[{backend}] run page, cold load {i}: first screen drawn in {first:.2f} s{data}; "
+                              f"every chart, scrolled through, {whole:.2f} s")
                     worst = max(x[0] for x in loads)
                     median = statistics.median(x[0] for x in loads)
-                    flag = "ok" if worst <= 2 else "OVER 2 s"
-                    print(f"[{backend}] run page in headless Chromium: median {median:.2f} s, worst {worst:.2f} s "
-                          f"over {len(loads)} cold loads (target <= 2 s)  {flag}")
+                    flag = "ok" if median <= 1 else "OVER 1 s"
+                    print(f"[{backend}] run page in headless Chromium, first screen drawn: median {median:.2f} s, "
+                          f"worst {worst:.2f} s over {len(loads)} cold loads (target: median <= 1 s)  {flag}; "
+                          f"every chart: median {statistics.median(x[1] for x in loads):.2f} s")
 
 
 if __name__ == "__main__":

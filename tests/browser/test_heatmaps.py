@@ -82,10 +82,15 @@ def curriculum_run(eng: Engine, run: str, n_arms: int, steps: int, seed: int = 0
 
 
 def heatmaps_drawn(page: Page, n_arms: int, maps: list[str] = HEATMAPS) -> None:
-    page.wait_for_function(
-        "([n, maps]) => maps.every((m) => {"
-        " const el = document.getElementById('heat-' + m); return el && el._heat && el._heat.arms.length === n; })",
-        arg=[n_arms, maps], timeout=WAIT_MS)
+    """Each heatmap drawn with every arm: scrolled to in turn, as the page draws a chart once it comes near
+    the viewport."""
+    for m in maps:
+        page.wait_for_function("(m) => !document.getElementById('heat-' + m).closest('[hidden]')", arg=m,
+                               timeout=WAIT_MS)
+        page.locator(f"#heat-{m}").scroll_into_view_if_needed()
+        page.wait_for_function(
+            "([n, m]) => { const h = document.getElementById('heat-' + m)._heat; return h && h.arms.length === n; }",
+            arg=[n_arms, m], timeout=WAIT_MS)
 
 
 @pytest.mark.parametrize("n_arms", [9, 64])
@@ -127,6 +132,7 @@ def test_heatmaps_and_cockpit_of_a_long_run(app_server: LiveServer, pages: PageW
     # Above 12 arms the line charts the heatmaps cover are folded (not drawn) until asked for.
     covered = ("chart-probability", "chart-mean_abs_adv", "chart-accuracy")
     drawn = "(id) => !!document.getElementById(id).data"
+    page.locator("#chart-counts").scroll_into_view_if_needed()
     page.wait_for_function(f"() => ({drawn})('chart-counts')", timeout=WAIT_MS)
     assert [page.evaluate(drawn, c) for c in covered] == [n_arms <= 12] * 3
     if n_arms > 12:

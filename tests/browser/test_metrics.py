@@ -32,6 +32,9 @@ def query(page: Page) -> dict[str, list[str]]:
 
 
 def panels_drawn(page: Page, names: list[str]) -> None:
+    """The panels of `names`, in that order, each drawn with points (scrolled to: the page draws a chart
+    once it comes near the viewport)."""
+    page.locator("#metric-panels").scroll_into_view_if_needed()
     page.wait_for_function(
         "(names) => { const f = [...document.querySelectorAll('#metric-panels figure.metric-panel')];"
         " return JSON.stringify(f.map((x) => x.dataset.metric)) === JSON.stringify(names)"

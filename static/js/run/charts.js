@@ -2,7 +2,7 @@
 // the command markers, live points appended, zooms refined at full resolution. The palette, layout and
 // EMA are SB's (static/js/charts.js, shared with the compare page).
 import {diagnosisMarks, diagnosisShapes} from "./diagmarks.js";
-import {CHARTS, flash, page} from "./page.js";
+import {CHARTS, flash, page, whenNear} from "./page.js";
 import {loadRange} from "./series.js";
 import {armIndex, setDrawn, setZoom, state} from "./state.js";
 import {saveView} from "./view.js";
@@ -163,9 +163,11 @@ export function draw(chart) {
   const el = document.getElementById(chart.id);
   if (!el || folded(el)) return;
   if (viewOf(chart).metric === "parts") labelParts();
-  // uirevision stays the same across redraws: the user's zoom is kept.
-  Plotly.react(el, buildTraces(chart), chartLayout(chart), SB.config);
-  onZoom(el, (a, b) => refine(chart, a, b));
+  whenNear(el, () => {
+    // uirevision stays the same across redraws: the user's zoom is kept.
+    Plotly.react(el, buildTraces(chart), chartLayout(chart), SB.config);
+    onZoom(el, (a, b) => refine(chart, a, b));
+  });
 }
 
 // Charts of steps share one zoom: zooming one (or double-clicking it back) zooms the others, and the

@@ -7,7 +7,7 @@
 // with their min and max on hover. Live steps extend the same series (live.js appends the charts'; OWN's
 // here, from each step's arm records); redrawn at most every REDRAW_MS. The pass-rate profile exists only
 // when the trainer gives prompt ids: without it its chart stays hidden.
-import {flash, getJSON, viewURL} from "./page.js";
+import {flash, getJSON, viewURL, whenNear} from "./page.js";
 import {state} from "./state.js";
 
 const box = document.getElementById("heatmaps");
@@ -158,7 +158,7 @@ function drawOne([metric, scale, range, format]) {
   const empty = mine ? EMPTY[metric] : "no data yet";
   if (!g && empty === null) { figure.hidden = true; return; }
   figure.hidden = false;
-  if (!g) { el.textContent = empty; return; }
+  if (!g) { el.textContent = empty; el.style.minHeight = ""; return; }
   if (!el.data) el.textContent = "";
   const [lo, hi] = range || autoRange(g.z);
   const x0 = g.custom[0][0][0], x1 = g.custom[0][g.x.length - 1][1];
@@ -222,7 +222,10 @@ let timer = null;
 function drawAll() {
   if (!box || !box.open || typeof Plotly === "undefined") return;
   last = performance.now();
-  MAPS.forEach(drawOne);
+  for (const map of MAPS) {
+    const el = document.getElementById(`heat-${map[0]}`);
+    if (el) whenNear(el, () => drawOne(map));
+  }
   performance.mark("sb:heatmaps");
 }
 
@@ -273,6 +276,12 @@ function onUpdate(d) {
 }
 
 if (box) {
+  // Each heatmap's height kept from the start: the charts below stay where they will be drawn (those out
+  // of sight wait until they come near, see page.whenNear).
+  for (const [metric] of MAPS) {
+    const el = document.getElementById(`heat-${metric}`);
+    if (el) el.style.minHeight = `${height(state.arms.length)}px`;
+  }
   // After the line charts have painted (setTimeout): not on their critical path.
   document.addEventListener("sb:series", () => setTimeout(() => reload().catch(flash), 0));
   document.addEventListener("sb:update", (ev) => onUpdate(ev.detail));

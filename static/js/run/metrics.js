@@ -5,7 +5,7 @@
 // DEFAULT_PANELS metrics. Data: GET /api/runs/{run}/metrics (names, and series downsampled with min and
 // max per bucket), extended live from the `metrics` of the stream's steps, refined when zoomed.
 import {hover, markerShapes, onZoom, xaxis, xOf} from "./charts.js";
-import {API, flash, getJSON, page} from "./page.js";
+import {API, flash, getJSON, page, whenNear} from "./page.js";
 import {
   addPanel, appendMetric, removePanel, setMetricNames, setMetricSeries, setPanelLog, setPanels, spliceMetric,
   state,
@@ -113,8 +113,10 @@ export function drawPanels() {
   state.panels.forEach((p, i) => {
     const el = $(plotId(i));
     if (!el) return;
-    Plotly.react(el, [traceOf(p)], panelLayout(p), SB.config);
-    onZoom(el, (a, b) => refinePanel(p.name, a, b));
+    whenNear(el, () => {
+      Plotly.react(el, [traceOf(p)], panelLayout(p), SB.config);
+      onZoom(el, (a, b) => refinePanel(p.name, a, b));
+    });
   });
 }
 

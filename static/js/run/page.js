@@ -25,3 +25,33 @@ export function takeOpening() {
 export function flash(err) {
   if (window.SBflash) window.SBflash(String(err));
 }
+
+// Drawing what is out of sight waits until it comes within half a screen of the viewport: the first screen (at
+// 64 arms, the heatmaps) is drawn first instead of after every chart below it, and a chart never scrolled
+// to costs nothing. whenNear(el, draw) draws now when `el` is near the viewport or already drawn (live
+// updates stay immediate); otherwise once it comes near, with the latest `draw` given for it.
+const waiting = new WeakMap();
+const observer = typeof IntersectionObserver === "undefined" ? null : new IntersectionObserver((entries) => {
+  for (const e of entries) {
+    if (!e.isIntersecting || !waiting.has(e.target)) continue;
+    const draw = waiting.get(e.target);
+    waiting.delete(e.target);
+    observer.unobserve(e.target);
+    draw();
+  }
+}, {rootMargin: "50% 0px"});
+
+function near(el) {
+  const r = el.getBoundingClientRect();
+  return r.bottom > -window.innerHeight / 2 && r.top < 1.5 * window.innerHeight;
+}
+
+export function whenNear(el, draw) {
+  if (!observer || el.data || near(el)) {
+    if (waiting.delete(el)) observer.unobserve(el);
+    draw();
+    return;
+  }
+  if (!waiting.has(el)) observer.observe(el);
+  waiting.set(el, draw);
+}
