@@ -185,7 +185,7 @@ class CurriculumAgent:
         if n < 0:
             raise ConfigError(f"n must be >= 0, got {n}")
         u = self._rng.random(n) * self._cdf[-1]
-        idx = np.searchsorted(self._cdf, u, side="right")
+        idx = self._cdf.searchsorted(u, side="right")
         arms = self.arms
         return [arms[i] for i in idx.tolist()]
 

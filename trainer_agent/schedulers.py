@@ -91,6 +91,12 @@ def make_scheduler(name: str, arms: Sequence[str], params: Mapping[str, Any] | N
 
 def softmax(x: FloatArray, mask: BoolArray, temperature: float) -> FloatArray:
     """Softmax of x/temperature over the masked entries; exactly 0 elsewhere."""
+    if x.dtype == np.float64 and x.size and mask.all():  # every arm active (the usual case): the same numbers
+        z = x / temperature
+        z = z - z.max()
+        e = np.exp(z)
+        p: FloatArray = e / e.sum()
+        return p
     out = np.zeros_like(x, dtype=np.float64)
     if not mask.any():
         return out
@@ -323,14 +329,16 @@ class Dump(Scheduler):
         n_step, offsets, w = obs.n_step, obs.offsets, self.window
         if not n_step.any():
             return
-        arm_of = np.repeat(np.arange(len(n_step)), n_step)
-        rank = np.arange(arm_of.size) - offsets[arm_of]
-        # Only the last `window` values of an arm this step can survive the FIFO; dropping the rest
-        # first keeps the scatter below free of duplicate targets.
-        keep = rank >= (n_step[arm_of] - w)
-        arm_k, rank_k = arm_of[keep], rank[keep]
+        arm_k = np.arange(len(n_step)).repeat(n_step)
+        rank_k = np.arange(arm_k.size) - offsets[arm_k]
+        values = obs.abs_adv
+        if n_step.max() > w:
+            # Only the last `window` values of an arm this step can survive the FIFO; dropping the rest
+            # first keeps the scatter below free of duplicate targets.
+            keep = rank_k >= (n_step[arm_k] - w)
+            arm_k, rank_k, values = arm_k[keep], rank_k[keep], values[keep]
         slot = (self.head[arm_k] + rank_k) % w
-        self.ring[arm_k, slot] = obs.abs_adv[keep]
+        self.ring[arm_k, slot] = values
         self.head = (self.head + n_step) % w
         self.fill = np.minimum(self.fill + n_step, w)
         self.n += n_step
