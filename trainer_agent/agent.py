@@ -414,7 +414,7 @@ class CurriculumAgent:
     def _set_p(self, p: FloatArray) -> None:
         """Put `p` (overrides already applied) in force for `sample()` and the sampler."""
         self._p = p
-        self._cdf = np.cumsum(p)
+        self._cdf = p.cumsum()
 
     def _probabilities_array(self) -> FloatArray:
         return self._p
