@@ -36,31 +36,37 @@ def merge_rollups(conn: Connection, nums: list[tuple[Any, ...]], parts_of: list[
     order = np.lexsort((step, arm, run))
     a, run, arm, step = a[order], run[order], arm[order], step[order]
     parts = _part_columns(parts_of, order)
+    # Per column, one numpy array per width (NaN: no value), joined once at the end.
     cols: dict[str, list[Any]] = defaultdict(list)
     part_cols: dict[str, list[Any]] = defaultdict(list)
     for width in ROLLUP_WIDTHS:
         bucket, starts, ends = _buckets((run, arm), step, width)
         if width in PART_ROLLUP_WIDTHS:
             _part_rollup_rows(part_cols, parts, run, arm, step, width, bucket, starts)
-        cols["run_id"] += run[starts].tolist()
-        cols["arm_id"] += arm[starts].tolist()
-        cols["width"] += [width] * len(starts)
-        cols["bucket"] += bucket[starts].tolist()
-        cols["first_step"] += step[starts].tolist()
-        cols["last_step"] += step[ends].tolist()
-        cols["n_rows"] += np.diff(np.append(starts, n)).tolist()
+        cols["run_id"].append(run[starts])
+        cols["arm_id"].append(arm[starts])
+        cols["width"].append(np.full(len(starts), width, dtype=np.int64))
+        cols["bucket"].append(bucket[starts])
+        cols["first_step"].append(step[starts])
+        cols["last_step"].append(step[ends])
+        cols["n_rows"].append(np.diff(np.append(starts, n)))
         for m in METRICS:
             vals = a[:, NUMERIC_COLS.index(m)]
-            present, has, vmin, vmax, vsum = _bucket_stats(vals, starts)
-            some = has > 0
-            cols[f"{m}_n"] += has.tolist()
-            cols[f"{m}_min"] += _nullable(vmin, some)
-            cols[f"{m}_max"] += _nullable(vmax, some)
-            cols[f"{m}_sum"] += _nullable(vsum, some)
-            cols[f"{m}_last"] += _nullable(vals[ends], present[ends])
-    upsert(conn, arm_rollups, cols, _ROLLUP_MERGE)
+            _, has, vmin, vmax, vsum = _bucket_stats(vals, starts)
+            cols[f"{m}_n"].append(has)
+            cols[f"{m}_min"].append(vmin)  # NaN where the bucket has no value
+            cols[f"{m}_max"].append(vmax)
+            cols[f"{m}_sum"].append(np.where(has > 0, vsum, np.nan))
+            cols[f"{m}_last"].append(vals[ends])
+    upsert(conn, arm_rollups, _joined(cols), _ROLLUP_MERGE)
     if part_cols:
-        upsert(conn, part_rollups, part_cols, _PART_ROLLUP_MERGE)
+        upsert(conn, part_rollups, _joined(part_cols), _PART_ROLLUP_MERGE)
+
+
+def _joined(cols: dict[str, list[Any]]) -> dict[str, Any]:
+    """Each column's pieces as one array (a list for the part names)."""
+    return {c: np.concatenate(v) if isinstance(v[0], np.ndarray) else [x for piece in v for x in piece]
+            for c, v in cols.items()}
 
 
 # How a rollup row merges into the stored one (see sql.upsert). min/max/sum columns are NULL where a
@@ -137,17 +143,17 @@ def _part_rollup_rows(
         pos = np.where(present, np.arange(step.size), -1)
         last_row = np.maximum.reduceat(pos, starts)
         first_row = np.minimum.reduceat(np.where(present, pos, step.size), starts)
-        out["run_id"] += run[starts][some].tolist()
-        out["arm_id"] += arm[starts][some].tolist()
-        out["part"] += [name] * some.size
-        out["width"] += [width] * some.size
-        out["bucket"] += bucket[starts][some].tolist()
-        out["first_step"] += step[first_row[some]].tolist()
-        out["last_step"] += step[last_row[some]].tolist()
-        out["value_n"] += has[some].tolist()
-        out["value_min"] += vmin[some].tolist()
-        out["value_max"] += vmax[some].tolist()
-        out["value_sum"] += vsum[some].tolist()
+        out["run_id"].append(run[starts][some])
+        out["arm_id"].append(arm[starts][some])
+        out["part"].append([name] * some.size)
+        out["width"].append(np.full(some.size, width, dtype=np.int64))
+        out["bucket"].append(bucket[starts][some])
+        out["first_step"].append(step[first_row[some]])
+        out["last_step"].append(step[last_row[some]])
+        out["value_n"].append(has[some])
+        out["value_min"].append(vmin[some])
+        out["value_max"].append(vmax[some])
+        out["value_sum"].append(vsum[some])
 
 
 def _bucket_stats(vals: np.ndarray[Any, Any], starts: np.ndarray[Any, Any]) -> tuple[np.ndarray[Any, Any], ...]:
@@ -161,7 +167,3 @@ def _bucket_stats(vals: np.ndarray[Any, Any], starts: np.ndarray[Any, Any]) -> t
         np.fmax.reduceat(vals, starts),
         np.add.reduceat(np.where(present, vals, 0.0), starts),
     )
-
-
-def _nullable(values: np.ndarray[Any, Any], keep: np.ndarray[Any, Any]) -> list[float | None]:
-    return [v if k else None for v, k in zip(values.tolist(), keep.tolist(), strict=True)]
