@@ -121,11 +121,14 @@ class Projections:
         self._max_runs = max_runs
         self._by_run: dict[int, tuple[command_store.SteeringState, Projection]] = {}
 
-    def get(self, session: Session, state: command_store.SteeringState) -> Projection:
+    def take(self, session: Session, state: command_store.SteeringState) -> Projection:
+        """The run's projection as of `state`: the one kept, taken out of the cache (the caller decides on
+        it and may change it; `put` keeps the result), or replayed from the pending commands. Callers
+        hold the run's steering lock, so no other post of the run uses it meanwhile."""
         with self._lock:
-            hit = self._by_run.get(state.run_id)
+            hit = self._by_run.pop(state.run_id, None)
         if hit is not None and hit[0] == state:
-            return copy.deepcopy(hit[1])
+            return hit[1]
         view = command_store.SteeringView(
             state.run_id, state.name, state.status, list(state.arms),
             command_store.pending_commands(session, state.run_id), state.scheduler,
@@ -158,10 +161,10 @@ def submit(
         try:
             session.connection(execution_options={SQLITE_IMMEDIATE: True})
             state = command_store.steering_state(session, run, for_post=True)
-            overrides = _decide_on(PROJECTIONS.get(session, state), state.name, state.status, cmd)
+            overrides = _decide_on(PROJECTIONS.take(session, state), state.name, state.status, cmd)
             rec = command_store.record_command(
                 session, state.run_id, cmd.kind, cmd.arm or "", cmd.value, cmd.steps, actor, cmd.reason,
-                cmd.scheduler, cmd.params,
+                cmd.scheduler, cmd.params, run_name=state.name,
             )
             session.commit()
         except BaseException:

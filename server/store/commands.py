@@ -147,10 +147,9 @@ def steering_state(session: Session, run: str, *, for_post: bool = False) -> Ste
     ).all()
     c = COMMANDS.c
     pending = (c.run_id == r.id) & (c.status == "pending")
-    n_pending = session.execute(select(func.count()).select_from(COMMANDS).where(pending)).scalar_one()
-    last = session.execute(
-        select(c.id).where(pending).order_by(c.created_at.desc(), c.id.desc()).limit(1)
-    ).scalar_one_or_none()
+    newest = (select(c.id).where(pending).order_by(c.created_at.desc(), c.id.desc()).limit(1)
+              .correlate(None).scalar_subquery())
+    n_pending, last = session.execute(select(func.count(), newest).select_from(COMMANDS).where(pending)).one()
     return SteeringState(r.id, r.name, r.status, tuple(ArmView(*a) for a in arms), int(n_pending), last,
                          scheduler_head(session, r.id))
 
@@ -177,9 +176,10 @@ def record_command(
     reason: str,
     scheduler: str | None = None,
     params: dict[str, Any] | None = None,
+    run_name: str | None = None,
 ) -> AuditEntry:
-    """Add a command to the audit log as pending (in the caller's transaction)."""
-    run = session.execute(select(RUNS.c.name).where(RUNS.c.id == run_id)).scalar_one()
+    """Add a command to the audit log as pending (in the caller's transaction); `run_name` saves reading it."""
+    run = run_name or session.execute(select(RUNS.c.name).where(RUNS.c.id == run_id)).scalar_one()
     entry = AuditEntry(
         id=str(uuid.uuid4()), run=run, kind=kind, arm=arm, value=value, steps=steps, actor=actor, reason=reason,
         created_at=utcnow(), status="pending", applied_step=None, message=None, acked_at=None,
