@@ -59,6 +59,12 @@ class _Parsed:
     valid: list[Entry]
     dead: list[RejectedEntry]
 
+    def extend(self, other: _Parsed) -> None:
+        """Take `other`'s entries after these (the lists are this batch's own)."""
+        self.ids.extend(other.ids)
+        self.valid.extend(other.valid)
+        self.dead.extend(other.dead)
+
 
 class TransientError(Exception):
     """SQL cannot be reached right now; the batch stays pending and is retried."""
@@ -187,6 +193,14 @@ class IngestWorker:
                     parsed = batches.get(timeout=0.2)
                 except queue.Empty:
                     continue
+                # What the reader read meanwhile goes in the same transaction: a batch's cost is mostly
+                # per run it holds (rollups, diagnosis, arm states), so with many runs one larger write
+                # beats several small ones (bench/fleet.py: 40 runs).
+                while len(parsed.ids) < self.settings.ingest_batch:
+                    try:
+                        parsed.extend(batches.get_nowait())
+                    except queue.Empty:
+                        break
                 self._process_parsed(parsed, stop)
             except redis.RedisError as e:
                 log.warning("ingest: Redis error (%s); retrying in 1s", e)

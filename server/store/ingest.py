@@ -15,7 +15,7 @@ import orjson
 from sqlalchemy import Connection, bindparam, select, update
 
 from server.store.commands import record_acks
-from server.store.diagnoses import DIAGNOSIS_CONFIG, DiagnosisConfig, diagnose_batch, split_rows
+from server.store.diagnoses import DIAGNOSIS_CONFIG, DiagnosisBatch, DiagnosisConfig, split_rows
 from server.store.evals import insert_evals, update_eval_summary
 from server.store.events import LiveEvent, ack_entry, status_entry, step_entry
 from server.store.manage import sync_agent_tags
@@ -108,6 +108,8 @@ def apply_ingest(conn: Connection, entries: Sequence[Entry]) -> list[LiveEvent]:
     events: list[LiveEvent] = []
     new_steps, diag_rows = _insert_steps(conn, accs.values(), arm_ids)
     diag_by_run = split_rows(diag_rows)
+    diag = DiagnosisBatch(conn, [a.run_id for a in accs.values() if a.run_id in diag_by_run or a.evals])
+    plain: list[dict[str, Any]] = []  # the runs' updates that can wait for the end of the loop
     for acc in accs.values():
         seq = acc.event_seq + 1  # this batch's event, if it changes anything shown
         payload: dict[str, Any] = {"run": acc.name, "entry_ids": acc.entry_ids}
@@ -131,7 +133,7 @@ def apply_ingest(conn: Connection, entries: Sequence[Entry]) -> list[LiveEvent]:
             changed = True
         rows = diag_by_run.get(acc.run_id)
         if rows is not None or evals:
-            diagnoses = diagnose_batch(conn, acc.run_id, rows, evals, arm_ids.get(acc.run_id, {}), seq, diagnosis)
+            diagnoses = diag.diagnose(conn, acc.run_id, rows, evals, arm_ids.get(acc.run_id, {}), seq, diagnosis)
             if diagnoses:
                 payload["diagnoses"] = diagnoses
                 changed = True
@@ -155,7 +157,10 @@ def apply_ingest(conn: Connection, entries: Sequence[Entry]) -> list[LiveEvent]:
             values["event_seq"] = seq
             if acc.status is not None:
                 values["status_event_seq"] = seq
-        conn.execute(update(RUNS).where(RUNS.c.id == acc.run_id).values(**values))
+        if acc.start is None and acc.status is None:
+            plain.append({"b_id": acc.run_id, **{f"b_{k}": v for k, v in values.items()}})  # written below, at once
+        else:  # a start or an end: written now, as the status entry below reads it back
+            conn.execute(update(RUNS).where(RUNS.c.id == acc.run_id).values(**values))
         if acc.start is not None:
             # A resumed run keeps its first start time.
             conn.execute(
@@ -169,7 +174,21 @@ def apply_ingest(conn: Connection, entries: Sequence[Entry]) -> list[LiveEvent]:
                 payload["status"] = status_entry(conn, acc.run_id)
             payload["seq"] = seq
             events.append(LiveEvent(acc.name, seq, payload))
+    diag.save(conn)
+    _update_runs(conn, plain)
     return events
+
+
+def _update_runs(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """The runs' progress columns, one executemany per set of columns (`b_id` and `b_<column>` each)."""
+    by_keys: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        by_keys[tuple(row)].append(row)
+    for keys, group in by_keys.items():
+        cols = [k[2:] for k in keys if k != "b_id"]
+        stmt = update(RUNS).where(RUNS.c.id == bindparam("b_id")).values(
+            {c: bindparam(f"b_{c}", type_=RUNS.c[c].type) for c in cols})
+        conn.execute(stmt, group)
 
 
 def _lock_runs(conn: Connection, names: list[str]) -> dict[str, _RunAcc]:
