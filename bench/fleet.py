@@ -26,13 +26,14 @@ run on the training nodes and PostgreSQL on its own machine; there, this bench g
 own cores and the figures are the server's.
 
 What it showed here (2026-12-01, shared 2-core box, other sessions' work beside it): 8 agents (40 steps/s,
-2 workers, 40 viewers, load 0.2) lag p95 69 ms, SSE publish -> viewer p95 3 ms. 40 agents at 5 steps/s do
-not fit: lag grows through the run (p95 13-19 s after 30 s, load 2-5) with each worker at 0.2-0.55 s/s of
-CPU, because per batch a worker merges every run's rollups (64 arms x 4 widths upserted per run in the
-batch): with 40 runs a batch of 500 entries holds ~12 steps of each, and one worker alone (no other load,
-bench-like prefilled stream) stores 192 steps/s at batch 500 and 374 at 2,000, under the 200 needed.
-Two workers do not add up: each batch locks the row of every run it touches (event seqs), so two workers
-whose batches span the same 40 runs take turns. SSE at 200 viewers stays under p95 310 ms throughout.
+2 workers, 40 viewers, load 0.2) lag p95 69 ms, SSE publish -> viewer p95 3 ms. 40 agents at 5 steps/s:
+at first the lag grew through the run (p95 13-19 s after 30 s): per batch a worker merges every run's
+rollups (64 arms x 4 widths), folds its diagnosis and updates its arms, so batches of a few steps of each of
+40 runs cost the most. Rollups sent as binary arrays, the writer taking everything its reader fetched
+meanwhile into one transaction, and the batch's diagnosis states and run updates in one statement each
+brought it to a steady lag: p95 4.4 s with 2 workers, 2.8 s with 1, SSE publish -> viewer p95 66 ms, each
+worker at ~0.2 s/s of CPU. Two workers do not add up: each batch locks the row of every run it touches
+(event seqs), so two workers whose batches span the same 40 runs take turns.
 """
 
 from __future__ import annotations
