@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import Connection, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from server.store.scheduler import SchedulerHead, scheduler_head
+from server.store.scheduler import SchedulerHead, run_with_head
 from server.store.sql import ARMS, COMMANDS, RUNS, run_row, utc_from_ts, utcnow
 from server.wire import CommandAck
 
@@ -137,7 +137,7 @@ def steering_state(session: Session, run: str, *, for_post: bool = False) -> Ste
     on PostgreSQL it first takes the run's steering lock (released at commit), so two posts to one run,
     from any web process, decide one after the other instead of both against the same state. Ingest never
     takes it. (On SQLite the transaction already holds the database's write lock.)"""
-    r = run_row(session, run, RUNS.c.id, RUNS.c.name, RUNS.c.status)
+    r, head = run_with_head(session, run)  # ingest changes the scheduler, posts do not: read before the lock
     if for_post and session.get_bind().dialect.name == "postgresql":
         session.execute(select(func.pg_advisory_xact_lock(STEERING_LOCK, r.id)))
     arms = session.execute(
@@ -150,8 +150,7 @@ def steering_state(session: Session, run: str, *, for_post: bool = False) -> Ste
     newest = (select(c.id).where(pending).order_by(c.created_at.desc(), c.id.desc()).limit(1)
               .correlate(None).scalar_subquery())
     n_pending, last = session.execute(select(func.count(), newest).select_from(COMMANDS).where(pending)).one()
-    return SteeringState(r.id, r.name, r.status, tuple(ArmView(*a) for a in arms), int(n_pending), last,
-                         scheduler_head(session, r.id))
+    return SteeringState(r.id, r.name, r.status, tuple(ArmView(*a) for a in arms), int(n_pending), last, head)
 
 
 def pending_commands(session: Session, run_id: int) -> list[PendingCommand]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, Row, select, update
 from sqlalchemy.orm import Session
 
 from server.store.sql import RUNS, SCHEDULER_SNAPSHOTS, insert, run_row
@@ -57,6 +57,17 @@ def store_snapshot(conn: Connection, run_id: int, m: SchedulerReport) -> Schedul
     # parameters move it on from what run_start said.
     conn.execute(update(RUNS).where(RUNS.c.id == run_id).values(scheduler=m.name, params=m.params))
     return head
+
+
+def run_with_head(db: Session | Connection, run: str) -> tuple[Row[Any], SchedulerHead]:
+    """The named run's id, name and status with its scheduler head, in one query (RunNotFound)."""
+    t, r = SCHEDULER_SNAPSHOTS.c, RUNS.c
+    row = run_row(db, run, r.id, r.name, r.status, r.scheduler, r.params, t.name.label("s_name"),
+                  t.params.label("s_params"), t.frozen, t.step,
+                  joined=RUNS.outerjoin(SCHEDULER_SNAPSHOTS, t.run_id == r.id))
+    if row.s_name is not None:
+        return row, SchedulerHead(row.s_name, dict(row.s_params or {}), bool(row.frozen), int(row.step))
+    return row, SchedulerHead(row.scheduler, dict(row.params or {}), False, -1)
 
 
 def scheduler_head(db: Session | Connection, run_id: int) -> SchedulerHead:

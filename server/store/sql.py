@@ -36,12 +36,15 @@ def utc_from_ts(ts: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(ts, dt.UTC)
 
 
-def run_row(db: Connection | Session, name: str, *cols: Any) -> Row[Any]:
+def run_row(db: Connection | Session, name: str, *cols: Any, joined: Any = None) -> Row[Any]:
     """The named run's `cols` (every column of `runs` when none are given); RunNotFound if there is none.
+    `joined`: `runs` joined to other tables whose columns `cols` name too.
 
     The one run lookup: every read that starts from a run name goes through it.
     """
     q = select(*cols) if cols else select(RUNS)
+    if joined is not None:
+        q = q.select_from(joined)
     row = db.execute(q.where(RUNS.c.name == name)).first()
     if row is None:
         raise RunNotFound(f"no run named {name!r}", run=name)
