@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 import textwrap
@@ -148,8 +149,15 @@ def test_redis_down_for_10s_training_never_blocks_and_every_step_arrives_in_orde
     train("after", 2.0)
     agent.close()
     n_steps = agent.step
-    worst_ms = {k: 1000 * max(v) for k, v in durations.items()}
-    assert max(worst_ms.values()) < 10.0, worst_ms
+    # Never blocks: any call the training thread made to the unreachable Redis would cost the transport's
+    # 1 s connect timeout, so no step comes near 100 ms; and steps stay fast through the outage (p99 under
+    # 10 ms in every phase). The worst step alone measures this shared machine too: once, in CI, a step
+    # took 25 ms in the phase *before* Redis was stopped.
+    ms = {k: 1000 * np.asarray(v) for k, v in durations.items()}
+    figures = {k: (round(float(np.median(v)), 2), round(float(np.percentile(v, 99)), 2), round(float(v.max()), 2))
+               for k, v in ms.items()}  # (median, p99, worst)
+    logging.getLogger(__name__).info("training-thread ms per step (median, p99, worst): %s", figures)
+    assert all(p99 < 10.0 and worst < 100.0 for _, p99, worst in figures.values()), figures
     r = redis.Redis.from_url(private_redis.url)
     msgs = messages(r, prefix)
     steps = [m["step"] for m in msgs if m["type"] == "step"]
