@@ -209,3 +209,26 @@ def test_heatmaps_at_256_arms_with_the_pass_rate_profile(app_server: LiveServer,
         " return h.g.custom[0][h.g.x.length - 1][1] >= s; }", arg=steps, timeout=WAIT_MS)
     assert pages.errors == []
     page.locator("#heatmaps").screenshot(path="test-output/screenshots/heatmaps_256_arms.png")
+
+
+def test_heatmaps_follow_the_arms_shown(app_server: LiveServer, pages: PageWatch, engine: Engine) -> None:  # noqa: F811
+    """Unchecking an arm, "none" and "all" redraw the heatmaps at once with the arms shown, their boxes
+    the height of the rows drawn (no gap), and after "none" (a note) the heatmaps draw again."""
+    n_arms = 16
+    arms = curriculum_run(engine, "heat-toggle", n_arms, 300)
+    page = pages.new_page()
+    page.goto("/runs/heat-toggle")
+    heatmaps_drawn(page, n_arms, ["probability"])
+    rows = "() => { const h = document.getElementById('heat-probability')._heat; return h ? h.arms : null; }"
+    page.locator(f'input.arm-toggle[value="{arms[3]}"]').uncheck()
+    page.wait_for_function(f"() => ({rows})()?.length === {n_arms - 1}", timeout=WAIT_MS)
+    assert arms[3] not in page.evaluate(rows)
+    box = page.evaluate("() => { const el = document.getElementById('heat-probability'),"
+                        " svg = el.querySelector('.main-svg');"
+                        " return [el.getBoundingClientRect().height, svg.getBoundingClientRect().height]; }")
+    assert box[0] <= box[1] + 2  # the box is the chart's height: nothing reserved for the hidden arm
+    page.click("#arms-none")
+    expect(page.locator("#heat-probability")).to_have_text("no arm shown", timeout=WAIT_MS)
+    page.click("#arms-all")
+    page.wait_for_function(f"() => ({rows})()?.length === {n_arms}", timeout=WAIT_MS)
+    assert page.locator("#heat-probability .main-svg").count() > 0  # drawn again, not left as the note

@@ -41,6 +41,7 @@ function show(arms, visible) {
   if (state.drawn) drawAll();
   drawEvals();
   saveView();
+  document.dispatchEvent(new CustomEvent("sb:arms"));  // the heatmaps follow
 }
 
 // A chart's other view: fetched afresh (the hidden view was not kept live), then drawn.

@@ -158,7 +158,14 @@ function drawOne([metric, scale, range, format]) {
   const empty = mine ? EMPTY[metric] : "no data yet";
   if (!g && empty === null) { figure.hidden = true; return; }
   figure.hidden = false;
-  if (!g) { el.textContent = empty; el.style.minHeight = ""; return; }
+  if (!g) {
+    // A note instead of the chart: Plotly's state goes with it, so the next data draws anew.
+    if (el.data) Plotly.purge(el);
+    el.textContent = arms.length ? empty : "no arm shown";
+    el.style.minHeight = "0";
+    el._heat = null;
+    return;
+  }
   if (!el.data) el.textContent = "";
   const [lo, hi] = range || autoRange(g.z);
   const x0 = g.custom[0][0][0], x1 = g.custom[0][g.x.length - 1][1];
@@ -190,13 +197,14 @@ function drawOne([metric, scale, range, format]) {
 function bindHover(el) {
   if (el.dataset.hover) return;
   el.dataset.hover = "1";
-  const tip = Object.assign(document.createElement("div"), {className: "heat-tip", hidden: true});
-  tip.setAttribute("role", "status");
-  el.append(tip);
-  el.addEventListener("mouseleave", () => { tip.hidden = true; });
+  // The tip is found (or made) at each move: a note written in place of the chart removes it.
+  const tipOf = () => el.querySelector(":scope > .heat-tip") || el.appendChild(
+    Object.assign(document.createElement("div"), {className: "heat-tip", hidden: true, role: "status"}));
+  el.addEventListener("mouseleave", () => { tipOf().hidden = true; });
   el.addEventListener("mousemove", (ev) => {
     const fl = el._fullLayout, h = el._heat;
-    if (!fl || !h) return;
+    if (!fl || !h || !el.data) return;
+    const tip = tipOf();
     const box = el.getBoundingClientRect();
     const px = ev.clientX - box.left - fl.xaxis._offset, py = ev.clientY - box.top - fl.yaxis._offset;
     const step = fl.xaxis.p2l(px), r = Math.round(fl.yaxis.p2l(py));
@@ -222,6 +230,7 @@ let timer = null;
 function drawAll() {
   if (!box || !box.open || typeof Plotly === "undefined") return;
   last = performance.now();
+  reserve();
   for (const map of MAPS) {
     const el = document.getElementById(`heat-${map[0]}`);
     if (el) whenNear(el, () => drawOne(map));
@@ -275,18 +284,24 @@ function onUpdate(d) {
   if (box.open && state.drawn) soon();
 }
 
-if (box) {
-  // Each heatmap's height kept from the start: the charts below stay where they will be drawn (those out
-  // of sight wait until they come near, see page.whenNear).
+// Each heatmap's height kept before it is drawn (for the arms shown): the charts below stay where they
+// will be drawn (those out of sight wait until they come near, see page.whenNear). A note keeps none.
+function reserve() {
+  const px = `${height(state.arms.filter((a) => !state.opts.hidden.has(a)).length)}px`;
   for (const [metric] of MAPS) {
     const el = document.getElementById(`heat-${metric}`);
-    if (el) el.style.minHeight = `${height(state.arms.length)}px`;
+    if (el && (el.data || !el.textContent)) el.style.minHeight = px;
   }
+}
+
+if (box) {
+  reserve();
   // After the line charts have painted (setTimeout): not on their critical path.
   document.addEventListener("sb:series", () => setTimeout(() => reload().catch(flash), 0));
   document.addEventListener("sb:update", (ev) => onUpdate(ev.detail));
   document.addEventListener("sb:theme", () => drawAll());
-  document.getElementById("arm-toggles")?.addEventListener("change", () => { if (state.drawn) drawAll(); });
+  // After the arms shown changed (controls.js has updated the state: the checkboxes, all, none).
+  document.addEventListener("sb:arms", () => { if (state.drawn) drawAll(); });
   box.addEventListener("toggle", () => {
     if (!box.open || !state.drawn) return;
     if (ownLoaded) drawAll(); else reload().catch(flash);
