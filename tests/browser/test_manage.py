@@ -41,6 +41,9 @@ def test_manage_a_run_then_delete_it(
     page = pages.new_page()
     page.goto("/runs/br-del")
 
+    # Folded under the header, which shows the tags and note: opened to edit them.
+    assert not page.locator(".manage-tags input[name=tags]").is_visible()
+    page.click("details.manage-box > summary")
     page.fill(".manage-tags input[name=tags]", "ablation, keep-me")
     page.click(".manage-tags button[type=submit]")
     # The header, swapped out of band, shows the chips at once.
@@ -83,6 +86,7 @@ def test_manage_a_run_then_delete_it(
 
     # Delete: the run page's link, a confirmation that names the run and what goes, then the list.
     page.goto("/runs/br-del")
+    page.click("details.manage-box > summary")
     page.click("#delete-link")
     expect(page.locator("#delete-confirm h1")).to_have_text("Delete run br-del?")
     expect(page.locator('#delete-what li[data-kind="arm step rows"]')).to_have_text("24 arm step rows")
