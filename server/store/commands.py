@@ -137,14 +137,16 @@ def steering_state(session: Session, run: str, *, for_post: bool = False) -> Ste
     on PostgreSQL it first takes the run's steering lock (released at commit), so two posts to one run,
     from any web process, decide one after the other instead of both against the same state. Ingest never
     takes it. (On SQLite the transaction already holds the database's write lock.)"""
-    r, head = run_with_head(session, run)  # ingest changes the scheduler, posts do not: read before the lock
-    if for_post and session.get_bind().dialect.name == "postgresql":
-        session.execute(select(func.pg_advisory_xact_lock(STEERING_LOCK, r.id)))
+    # Ingest changes the run's scheduler and its arms as reported, posts do not: read before the lock, so
+    # the posts of a run hold it for the pending commands' read, the insert and the commit only.
+    r, head = run_with_head(session, run)
     arms = session.execute(
         select(ARMS.c.name, ARMS.c.state, ARMS.c.pin, ARMS.c.boost)
         .where(ARMS.c.run_id == r.id)
         .order_by(ARMS.c.position, ARMS.c.id)
     ).all()
+    if for_post and session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_advisory_xact_lock(STEERING_LOCK, r.id)))
     c = COMMANDS.c
     pending = (c.run_id == r.id) & (c.status == "pending")
     newest = (select(c.id).where(pending).order_by(c.created_at.desc(), c.id.desc()).limit(1)
