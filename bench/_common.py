@@ -21,6 +21,15 @@ from sqlalchemy import text
 from server.db import make_engine
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a process so far (Linux /proc), or None where it cannot be read."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def number_options(ap: argparse.ArgumentParser, **defaults: float) -> argparse.ArgumentParser:
     """Add a `--name` option per keyword (underscores become dashes), typed by its default (int or float)."""
     for name, default in defaults.items():

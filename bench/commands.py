@@ -6,8 +6,8 @@ backend, stores a running 64-arm run straight through the ingest store, and post
 from 16 concurrent clients (threads with their own HTTP connection, local dev mode), first on a run with
 no pending command, then on one with `--pending` (1,000) commands already pending. No agent answers, so
 every post adds one more pending command: a case starts at its pending count and ends `--posts` higher.
-Prints p50 / p95 / max latency and posts per second per case (target: 16 clients p95 <= 100 ms, flat
-from 0 to 1,000 pending).
+Prints p50 / p95 / max latency, posts per second and the web process's CPU per post per case (target:
+16 clients p95 <= 100 ms, flat from 0 to 1,000 pending).
 
     .venv/bin/python bench/commands.py [--posts 400] [--pending 1000] [--backends sqlite,postgresql]
 """
@@ -30,7 +30,7 @@ from sqlalchemy import insert
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from _common import database, drop_pg_schema, parser, pct, serve_web  # noqa: E402
+from _common import cpu_seconds, database, drop_pg_schema, parser, pct, serve_web  # noqa: E402
 
 from server.db import alembic_config, make_engine  # noqa: E402
 from server.store import ingest as ingest_store  # noqa: E402
@@ -123,10 +123,14 @@ def main() -> None:
                     c.get(f"/api/runs/{name}")
             for pending, name in runs.items():
                 for n_clients in (int(x) for x in args.clients.split(",")):
+                    cpu0 = cpu_seconds(proc.pid)
                     lat, wall = post_many(base, name, n_clients, args.posts)
+                    cpu1 = cpu_seconds(proc.pid)
+                    web = ("" if cpu0 is None or cpu1 is None
+                           else f"  web CPU {1000 * (cpu1 - cpu0) / len(lat):4.1f} ms/post")
                     print(f"{backend:10s} {n_clients:2d} client(s), pending {pending:5d} -> {pending + args.posts:5d}: "
                           f"p50 {statistics.median(lat):6.1f} ms  p95 {pct(lat, 0.95):6.1f} ms  "
-                          f"max {max(lat):7.1f} ms  {len(lat) / wall:6.1f} posts/s")
+                          f"max {max(lat):7.1f} ms  {len(lat) / wall:6.1f} posts/s{web}")
                     pending += args.posts
         finally:
             proc.terminate()

@@ -57,9 +57,9 @@ from alembic import command
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from _common import drop_pg_schema, number_options, pct, pg_schema, stop_processes  # noqa: E402
+from _common import cpu_seconds, drop_pg_schema, number_options, pct, pg_schema, stop_processes  # noqa: E402
 from _sse import Subscriber, event_steps  # noqa: E402
-from sse_fanout import cpu_seconds, wait_http  # noqa: E402
+from sse_fanout import wait_http  # noqa: E402
 
 from server.db import alembic_config  # noqa: E402
 from trainer_agent.protocol import Keys  # noqa: E402
@@ -136,13 +136,7 @@ def pids_named(name: str) -> list[int]:
 
 
 def cpu_of(pids: list[int]) -> float:
-    total = 0.0
-    for pid in pids:
-        try:
-            total += cpu_seconds(pid)
-        except (OSError, ValueError, IndexError):
-            continue
-    return total
+    return sum(cpu_seconds(pid) or 0.0 for pid in pids)
 
 
 def fmt(xs: list[float]) -> str:

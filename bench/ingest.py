@@ -34,7 +34,7 @@ from sqlalchemy import text
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from _common import number_options  # noqa: E402
+from _common import cpu_seconds, number_options  # noqa: E402
 
 from server.db import alembic_config, make_engine  # noqa: E402
 
@@ -73,15 +73,6 @@ def make_messages(run: str, steps: int, arms: int, seed: int = 0, pass_hist: boo
             "arms": recs,
         }))
     return msgs
-
-
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time of a process so far (Linux /proc), or None elsewhere."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 def acked(r: redis.Redis, stream: str, group: str) -> int:

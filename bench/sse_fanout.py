@@ -35,17 +35,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from _common import free_port, number_options, pct, stop_processes  # noqa: E402
+from _common import cpu_seconds, free_port, number_options, pct, stop_processes  # noqa: E402
 from _sse import Published  # noqa: E402
 
 from trainer_agent import CurriculumAgent  # noqa: E402
 from trainer_agent.protocol import Keys  # noqa: E402
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def wait_http(url: str, proc: subprocess.Popen[bytes]) -> None:
@@ -100,7 +94,7 @@ def one_case(n_viewers: int, args: argparse.Namespace) -> None:
         rng = np.random.default_rng(0)
         period = 1.0 / args.hz
         watched = {"web": web.pid, "worker": procs[1].pid, "viewers": viewers.pid, "agent (this)": os.getpid()}
-        cpu0, t0 = {k: cpu_seconds(pid) for k, pid in watched.items()}, time.monotonic()
+        cpu0, t0 = {k: cpu_seconds(pid) or 0.0 for k, pid in watched.items()}, time.monotonic()
         for _ in range(args.steps):
             t_next = time.perf_counter() + period
             picked = agent.sample(128)
@@ -117,7 +111,7 @@ def one_case(n_viewers: int, args: argparse.Namespace) -> None:
                 raise SystemExit("the last step was never published")
             time.sleep(0.05)
         elapsed = time.monotonic() - t0
-        cpu = {k: (cpu_seconds(pid) - cpu0[k]) / elapsed for k, pid in watched.items()}
+        cpu = {k: ((cpu_seconds(pid) or 0.0) - cpu0[k]) / elapsed for k, pid in watched.items()}
         until = max(published.times)
         out, _ = viewers.communicate(json.dumps({"until_seq": {run: until}}).encode() + b"\n", timeout=120)
         got = json.loads(out.decode().splitlines()[-1])
