@@ -119,12 +119,14 @@ function image(g, scale, lo, hi) {
   const ctx = canvas.getContext("2d");
   const img = ctx.createImageData(cols, rows);
   const colours = lut(scale), span = hi - lo || 1, data = img.data;
+  // A cell without a value (the arm got no sample there): grey, unlike any scale's low end in either theme.
+  const none = rgb(getComputedStyle(document.documentElement).getPropertyValue("--heat-none").trim() || "#dfe3e8");
   for (let r = 0; r < rows; r++) {
     const row = g.z[r];
     for (let c = 0; c < cols; c++) {
       const v = row[c];
       const o = 4 * (r * cols + c);
-      if (v === null) { data[o + 3] = 0; continue; }
+      if (v === null) { data[o] = none[0]; data[o + 1] = none[1]; data[o + 2] = none[2]; data[o + 3] = 255; continue; }
       const k = 3 * Math.round(Math.min(1, Math.max(0, (v - lo) / span)) * (LEVELS - 1));
       data[o] = colours[k]; data[o + 1] = colours[k + 1]; data[o + 2] = colours[k + 2]; data[o + 3] = 255;
     }
