@@ -370,6 +370,8 @@ def index_arms(names: Sequence[str] | Any, index: dict[str, int]) -> IntArray:
             raise ObservationError(f"arm index out of range [0, {len(index)})")
         return idx
     try:
+        if len(names) == 0:  # nothing this call (a rank with no completions this micro-step)
+            return np.zeros(0, dtype=np.int64)
         if len(names) == 1:
             return np.array([index[names[0]]], dtype=np.int64)
         # itemgetter does the 1,000 dict lookups in one C loop (about 2x a list comprehension).

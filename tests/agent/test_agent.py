@@ -80,6 +80,18 @@ def test_bad_inputs_raise_clear_errors():
         CurriculumAgent("kk-{0}", ["a"])
 
 
+def test_an_empty_observe_is_a_no_op():
+    """A call with no completions (a rank with nothing this micro-step) changes nothing; it used to fail
+    with a misleading "arm names must be strings"."""
+    agent = CurriculumAgent("empty", ["a", "b"])
+    agent.observe([], [], groups=[])
+    agent.observe([], [], advantages=[])
+    agent.observe(["a", "a"], [1.0, 0.0], groups=[0, 0])
+    assert agent.end_step().n_step == {"a": 2, "b": 0}
+    with pytest.raises(ObservationError, match="give advantages"):
+        agent.observe([], [])
+
+
 def test_non_finite_rewards_are_dropped_and_counted():
     agent = CurriculumAgent("nan", ["a"])
     agent.observe(["a", "a", "a"], [1.0, float("nan"), 0.0], advantages=[0.5, 0.5, -0.5])
