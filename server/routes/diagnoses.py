@@ -84,6 +84,9 @@ def accept(run: str, body: SuggestionBody, session: SessionDep, client: RedisDep
     reason = body.reason or s["reason"]
     cmd = CommandIn(kind=s["kind"], arm=s["arm"], value=s["value"], steps=s["steps"], reason=reason)
     sent = steering.submit(session, client, settings, run, cmd, actor)
+    # submit committed its own transaction: the audit row's read-then-write takes the write lock anew, or
+    # an ingest commit in between fails it at once on SQLite ("database is locked").
+    write_transaction(session)
     row = store.record_response(session, run_id(session, run), body.arm, body.diagnosis, body.since_step,
                                 "accepted", sent.id, actor, reason)
     session.commit()
