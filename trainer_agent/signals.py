@@ -145,7 +145,7 @@ class PassRateWindow:
         b = np.where(suc == 0, 0, np.where(suc >= att, PASS_BINS - 1, mid))
         return np.bincount(self.arm[pos] * PASS_BINS + b, minlength=self.hist.size)
 
-    def update(self, prompt: IntArray | None, packed: IntArray, arm: IntArray) -> IntArray | None:
+    def update(self, prompt: IntArray | None, packed: IntArray = _EMPTY, arm: IntArray = _EMPTY) -> IntArray | None:
         """Fold one step's keyed groups (their prompt keys, `pack`ed sizes and successes, and arms;
         `prompt` None: no prompt ids this step) and return the histogram, arms x PASS_BINS (None until
         prompt ids have been seen)."""

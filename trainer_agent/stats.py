@@ -303,32 +303,34 @@ class ObservationBuffer:
             # Prompt ids on every call with group ids: the pass-rate profile, and the per-arm counts
             # from the same group arrays.
             prompt, packed, arm, zero = self._keyed(calls)
-            k = self.n_arms
-            # (bincount of no values gives integers even with weights)
-            counts = (np.bincount(arm, minlength=k).astype(np.float64),
-                      np.bincount(arm, weights=zero, minlength=k).astype(np.float64, copy=False))
+            counts = self._arm_counts(arm, zero)
             hist = self.prompts.update(prompt, packed, arm)
         else:
             if calls:  # groups without prompt ids (on some call at least): no profile this step
                 counts = self._zero_var_counts(calls)
             if self.prompts.seen_any:
-                hist = self.prompts.update(None, _NO_INTS, _NO_INTS)
+                hist = self.prompts.update(None)
         return self._aggregate(*self.take(), counts, hist)
 
     def reduce_arrays(self, arms: IntArray, rewards: FloatArray, abs_adv: FloatArray,
                       groups: GroupRecords | None = None) -> StepObservations:
         """Aggregate per-completion arrays (e.g. gathered from every rank) into per-arm statistics;
         `groups` give the zero-variance signal (and, when keyed, the pass-rate profile)."""
-        k = self.n_arms
         counts = hist = None
         if groups is not None:
-            counts = (np.bincount(groups.arm, minlength=k).astype(np.float64),
-                      np.bincount(groups.arm, weights=groups.zero_var, minlength=k).astype(np.float64))
+            counts = self._arm_counts(groups.arm, groups.zero_var)
             if groups.prompt is not None:
                 hist = self.prompts.update(groups.prompt, pack(groups.size, groups.correct), groups.arm)
         if hist is None and self.prompts.seen_any:
-            hist = self.prompts.update(None, _NO_INTS, _NO_INTS)
+            hist = self.prompts.update(None)
         return self._aggregate(arms, rewards, abs_adv, counts, hist)
+
+    def _arm_counts(self, arm: IntArray, zero: BoolArray) -> tuple[FloatArray, FloatArray]:
+        """Per arm, its groups and its zero-variance groups (one entry per group in `arm` and `zero`)."""
+        k = self.n_arms
+        # (bincount of no values gives integers even with weights)
+        return (np.bincount(arm, minlength=k).astype(np.float64),
+                np.bincount(arm, weights=zero, minlength=k).astype(np.float64, copy=False))
 
     def _aggregate(self, arms: IntArray, rewards: FloatArray, abs_adv: FloatArray,
                    counts: tuple[FloatArray, FloatArray] | None, hist: IntArray | None) -> StepObservations:
@@ -353,9 +355,6 @@ class ObservationBuffer:
             zero_var_groups=zero_var,
             pass_hist=hist,
         )
-
-
-_NO_INTS = np.zeros(0, dtype=np.int64)
 
 
 def _weighted_counts(idx: IntArray, weights: FloatArray | BoolArray, k: int) -> FloatArray:

@@ -7,19 +7,19 @@ The rules are server/diagnosis.py's; the suggestions server/suggestions.py's (do
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 import numpy as np
-from sqlalchemy import Connection, Table, bindparam, insert, select, update
+from sqlalchemy import Connection, Table, insert, select
 from sqlalchemy.orm import Session
 
 from server.db import SQLITE_IMMEDIATE
 from server.diagnosis import INPUTS, ArmCarry, ArmEval, Change, Thresholds, fold
 from server.models import DiagnosisChange, RunDiagnosis, SuggestionResponse
 from server.store.evals import EvalResult
-from server.store.sql import ARM_STEPS, ARMS, EVALS, RUNS, run_row, utcnow
+from server.store.sql import ARM_STEPS, ARMS, EVALS, RUNS, run_row, update_rows, utcnow
 from server.store.sql import insert as dialect_insert
 from server.suggestions import SuggestionRules, describe, suggest
 
@@ -94,22 +94,8 @@ class DiagnosisBatch:
         return _store_changes(conn, run_id, changes, names, event_seq, cfg)
 
     def save(self, conn: Connection) -> None:
-        """Write the folded states back: one UPDATE for the runs that had one, one upsert for the others."""
-        now = utcnow()
-        had = [{"b_run": r, "b_step": st, "b_state": state, "b_at": now}
-               for r, st, state in self._saves if r in self.stored]
-        new = [{"run_id": r, "step": st, "state": state, "updated_at": now}
-               for r, st, state in self._saves if r not in self.stored]
-        d = RUN_DIAGNOSES.c
-        if had:
-            conn.execute(update(RUN_DIAGNOSES).where(d.run_id == bindparam("b_run")).values(
-                step=bindparam("b_step"), state=bindparam("b_state", type_=d.state.type),
-                updated_at=bindparam("b_at", type_=d.updated_at.type)), had)
-        if new:
-            ins = dialect_insert(conn, RUN_DIAGNOSES)
-            conn.execute(ins.on_conflict_do_update(index_elements=["run_id"], set_={
-                "step": ins.excluded.step, "state": ins.excluded.state, "updated_at": ins.excluded.updated_at,
-            }), new)
+        """Write the folded states back, all in a few statements."""
+        _save_states(conn, self._saves, self.stored.keys())
         self._saves.clear()
 
 
@@ -149,13 +135,18 @@ def _evals_only(carry: list[ArmCarry], points: list[ArmEval], th: Thresholds) ->
     return []
 
 
-def _save(conn: Connection, run_id: int, step: int, state: dict[str, Any], exists: bool) -> None:
-    values = {"step": step, "state": state, "updated_at": utcnow()}
-    if exists:
-        conn.execute(update(RUN_DIAGNOSES).where(RUN_DIAGNOSES.c.run_id == run_id).values(**values))
-    else:
-        conn.execute(dialect_insert(conn, RUN_DIAGNOSES).values(run_id=run_id, **values)
-                     .on_conflict_do_update(index_elements=["run_id"], set_=values))
+def _save_states(conn: Connection, saves: Sequence[tuple[int, int, dict[str, Any]]], stored: Collection[int]) -> None:
+    """Store runs' diagnosis states, (run id, last step folded, state) each: an UPDATE for the runs in
+    `stored` (that had one), an upsert for the others."""
+    now = utcnow()
+    update_rows(conn, RUN_DIAGNOSES, "run_id", [{"run_id": r, "step": st, "state": state, "updated_at": now}
+                                                 for r, st, state in saves if r in stored])
+    new = [{"run_id": r, "step": st, "state": state, "updated_at": now} for r, st, state in saves if r not in stored]
+    if new:
+        ins = dialect_insert(conn, RUN_DIAGNOSES)
+        conn.execute(ins.on_conflict_do_update(index_elements=["run_id"], set_={
+            "step": ins.excluded.step, "state": ins.excluded.state, "updated_at": ins.excluded.updated_at,
+        }), new)
 
 
 def _store_changes(conn: Connection, run_id: int, changes: list[tuple[int, Change]], names: dict[int, str],
@@ -230,7 +221,7 @@ def run_diagnoses(session: Session, run: str, cfg: DiagnosisConfig, history: int
         conn.execute(select(RUNS.c.id).where(RUNS.c.id == r.id).with_for_update())
         if conn.execute(select(RUN_DIAGNOSES.c.run_id).where(RUN_DIAGNOSES.c.run_id == r.id)).first() is None:
             last, state = _fold_stored(conn, r.id, r.last_step, {}, cfg, _arm_names(conn, r.id))
-            _save(conn, r.id, last, state, False)
+            _save_states(conn, [(r.id, last, state)], ())
         session.commit()
         conn = session.connection()
         got = conn.execute(select(RUN_DIAGNOSES.c.step, RUN_DIAGNOSES.c.state)

@@ -21,7 +21,7 @@ from server.store.events import LiveEvent, ack_entry, status_entry, step_entry
 from server.store.manage import sync_agent_tags
 from server.store.rollups import NUMERIC_COLS, merge_rollups
 from server.store.scheduler import store_snapshot
-from server.store.sql import ARMS, RUN_STEPS, RUNS, insert, utc_from_ts
+from server.store.sql import ARMS, RUN_STEPS, RUNS, insert, update_rows, utc_from_ts
 from server.wire import AnyMessage, ArmRecord, CommandAck, Eval, Heartbeat, RunEnd, RunStart, SchedulerReport, Step
 
 
@@ -158,7 +158,7 @@ def apply_ingest(conn: Connection, entries: Sequence[Entry]) -> list[LiveEvent]:
             if acc.status is not None:
                 values["status_event_seq"] = seq
         if acc.start is None and acc.status is None:
-            plain.append({"b_id": acc.run_id, **{f"b_{k}": v for k, v in values.items()}})  # written below, at once
+            plain.append({"id": acc.run_id, **values})  # written below, with the other runs'
         else:  # a start or an end: written now, as the status entry below reads it back
             conn.execute(update(RUNS).where(RUNS.c.id == acc.run_id).values(**values))
         if acc.start is not None:
@@ -175,20 +175,8 @@ def apply_ingest(conn: Connection, entries: Sequence[Entry]) -> list[LiveEvent]:
             payload["seq"] = seq
             events.append(LiveEvent(acc.name, seq, payload))
     diag.save(conn)
-    _update_runs(conn, plain)
+    update_rows(conn, RUNS, "id", plain)
     return events
-
-
-def _update_runs(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    """The runs' progress columns, one executemany per set of columns (`b_id` and `b_<column>` each)."""
-    by_keys: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
-    for row in rows:
-        by_keys[tuple(row)].append(row)
-    for keys, group in by_keys.items():
-        cols = [k[2:] for k in keys if k != "b_id"]
-        stmt = update(RUNS).where(RUNS.c.id == bindparam("b_id")).values(
-            {c: bindparam(f"b_{c}", type_=RUNS.c[c].type) for c in cols})
-        conn.execute(stmt, group)
 
 
 def _lock_runs(conn: Connection, names: list[str]) -> dict[str, _RunAcc]:

@@ -6,10 +6,11 @@ from __future__ import annotations
 import datetime as dt
 import struct
 import weakref
+from collections import defaultdict
 from typing import Any, cast
 
 import numpy as np
-from sqlalchemy import Connection, Row, Table, select, text
+from sqlalchemy import Connection, Row, Table, bindparam, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -106,6 +107,18 @@ def upsert(conn: Connection, table: Table, cols: dict[str, Any], merge: dict[str
         )
 
 
+def update_rows(conn: Connection, table: Table, key: str, rows: list[dict[str, Any]]) -> None:
+    """UPDATE `table`'s rows from dicts holding `key` and the columns to set: one executemany per set of
+    columns (many runs' rows in a few round trips)."""
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:  # bound as b_<column>: SQLAlchemy keeps a column's own name for its SET value
+        groups[tuple(row)].append({f"b_{c}": v for c, v in row.items()})
+    for cols, group in groups.items():
+        stmt = update(table).where(table.c[key] == bindparam(f"b_{key}")).values(
+            {c: bindparam(f"b_{c}", type_=table.c[c].type) for c in cols if c != key})
+        conn.execute(stmt, group)
+
+
 def _nullable(a: np.ndarray[Any, Any]) -> list[Any]:
     """A numpy column as Python values, NaN as None."""
     if a.dtype.kind != "f":
@@ -113,21 +126,27 @@ def _nullable(a: np.ndarray[Any, Any]) -> list[Any]:
     return [None if v != v else v for v in a.tolist()]
 
 
-class _Float8Array:
+class _PgArray:
+    """A column in PostgreSQL's binary array format, sent as it is (its dumper by element type below)."""
+
     __slots__ = ("data",)
 
     def __init__(self, data: bytes) -> None:
         self.data = data
 
 
-class _Int8Array(_Float8Array):
+class _Float8Array(_PgArray):
+    __slots__ = ()
+
+
+class _Int8Array(_PgArray):
     __slots__ = ()
 
 
 _FLOAT8, _INT8 = 701, 20  # PostgreSQL's type OIDs
 
 
-def _pg_array(a: np.ndarray[Any, Any]) -> _Float8Array:
+def _pg_array(a: np.ndarray[Any, Any]) -> _PgArray:
     """A 1-d numpy column as PostgreSQL's binary array format (float8[] or int8[], no NULLs): a header
     (1 dimension, no nulls, element type, length, lower bound 1), then per element its length (8) and
     its big-endian value, built in one go by numpy."""
