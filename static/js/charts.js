@@ -23,7 +23,8 @@
     const css = getComputedStyle(document.documentElement);
     const v = (name, fallback) => css.getPropertyValue(name).trim() || fallback;
     return {fg: v("--fg", "#1f2933"), card: v("--card", "#fff"), grid: v("--grid", "#e5e9f0"),
-      line: v("--line", "#d9dee5"), hover: v("--hover-bg", "rgba(255,255,255,.85)")};
+      line: v("--line", "#d9dee5"), hover: v("--hover-bg", "rgba(255,255,255,.85)"),
+      heatNone: v("--heat-none", "#dfe3e8")};
   }
 
   function layout(extra) {

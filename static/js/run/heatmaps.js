@@ -120,7 +120,7 @@ function image(g, scale, lo, hi) {
   const img = ctx.createImageData(cols, rows);
   const colours = lut(scale), span = hi - lo || 1, data = img.data;
   // A cell without a value (the arm got no sample there): grey, unlike any scale's low end in either theme.
-  const none = rgb(getComputedStyle(document.documentElement).getPropertyValue("--heat-none").trim() || "#dfe3e8");
+  const none = rgb(SB.colours().heatNone);
   for (let r = 0; r < rows; r++) {
     const row = g.z[r];
     for (let c = 0; c < cols; c++) {
